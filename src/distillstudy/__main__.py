@@ -1,0 +1,5 @@
+import sys
+
+from distillstudy.cli import main
+
+sys.exit(main())

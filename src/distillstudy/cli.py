@@ -1,0 +1,223 @@
+"""Command-line entry: one subcommand per stage, called alike by Snakemake and DVC.
+
+    distillstudy validate params.yaml
+    distillstudy prepare --name sine --kind sine --out-data data/prepared/sine.npz ...
+    distillstudy {teacher,distill,evaluate,walkthrough,report} --help
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+from distillstudy.datasets import DataError
+from distillstudy.params import ParamsError
+from distillstudy.train import TrainingDiverged
+
+
+def positive_int(text: str) -> int:
+    value = int(text)
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a positive integer")
+    return value
+
+
+def add_prepare(sub):
+    p = sub.add_parser("prepare", help="make, split and hash one dataset")
+    p.add_argument("--name", required=True)
+    p.add_argument("--kind", required=True, choices=["sine", "digits", "mnist1d", "csv"])
+    p.add_argument("--seed", type=int, required=True, help="global seed")
+    p.add_argument("--val-fraction", type=float, required=True)
+    p.add_argument("--test-fraction", type=float, required=True)
+    p.add_argument("--n-train", type=positive_int, default=200, help="sine: training pool size")
+    p.add_argument("--n-test", type=positive_int, default=5000, help="sine: test size")
+    p.add_argument("--path", help="csv: the table")
+    p.add_argument("--label", help="csv: the label column")
+    p.add_argument("--out-data", required=True)
+    p.add_argument("--out-meta", required=True)
+
+
+def cmd_prepare(a):
+    from distillstudy import datasets
+    from distillstudy.seeds import derive_seed
+
+    meta = datasets.prepare(a.name, a.kind, a.out_data, a.out_meta,
+                            seed=derive_seed(a.seed, "split", a.name), val_fraction=a.val_fraction,
+                            test_fraction=a.test_fraction, n_train=a.n_train, n_test=a.n_test,
+                            path=a.path, label=a.label)
+    print(f"prepare[{a.name}]: {meta['n_train']}/{meta['n_val']}/{meta['n_test']} train/val/test, "
+          f"{meta['n_features']} features, {meta['n_classes']} classes, sha256 {meta['sha256'][:12]}")
+
+
+def add_teacher(sub):
+    p = sub.add_parser("teacher", help="train one dataset's teacher, save weights and logits")
+    p.add_argument("--data", required=True)
+    p.add_argument("--meta", required=True)
+    p.add_argument("--seed", type=int, required=True, help="global seed")
+    p.add_argument("--max-epochs", type=positive_int, required=True)
+    p.add_argument("--patience", type=positive_int, required=True)
+    p.add_argument("--batch-size", type=positive_int, required=True)
+    p.add_argument("--lr", type=float, required=True)
+    p.add_argument("--weight-decay", type=float, required=True)
+    p.add_argument("--cnn-channels", type=positive_int, required=True)
+    p.add_argument("--mlp-width", type=positive_int, required=True)
+    p.add_argument("--dropout", type=float, required=True)
+    p.add_argument("--threads", type=positive_int, default=1)
+    p.add_argument("--out-model", required=True)
+    p.add_argument("--out-logits", required=True)
+    p.add_argument("--out-meta", required=True)
+
+
+def cmd_teacher(a):
+    from distillstudy import teacher
+
+    teacher.run(data=a.data, meta=a.meta, global_seed=a.seed, max_epochs=a.max_epochs,
+                patience=a.patience, batch_size=a.batch_size, lr=a.lr, weight_decay=a.weight_decay,
+                cnn_channels=a.cnn_channels, mlp_width=a.mlp_width, dropout=a.dropout,
+                out_model=a.out_model,
+                out_logits=a.out_logits, out_meta=a.out_meta, threads=a.threads)
+
+
+def add_distill(sub):
+    p = sub.add_parser("distill", help="train all seeds of one grid cell")
+    p.add_argument("--data", required=True)
+    p.add_argument("--teacher-logits", required=True)
+    p.add_argument("--dataset", required=True)
+    p.add_argument("--size", type=positive_int, required=True)
+    p.add_argument("--cell", required=True, help="baseline | logit_mse | T<temperature>")
+    p.add_argument("--alpha", type=float, required=True)
+    p.add_argument("--seeds", type=positive_int, required=True, help="number of replicates")
+    p.add_argument("--seed", type=int, required=True, help="global seed")
+    p.add_argument("--epochs", type=positive_int, required=True)
+    p.add_argument("--batch-size", type=positive_int, required=True)
+    p.add_argument("--lr", type=float, required=True)
+    p.add_argument("--weight-decay", type=float, required=True)
+    p.add_argument("--threads", type=positive_int, default=1)
+    p.add_argument("--out-model", required=True)
+    p.add_argument("--out-logits", required=True)
+
+
+def cmd_distill(a):
+    from distillstudy import distill
+
+    if not 0 <= a.alpha <= 1:
+        raise ParamsError(f"distill.alpha: {a.alpha} is outside [0, 1]")
+    distill.run(data=a.data, teacher_logits=a.teacher_logits, dataset=a.dataset, size=a.size,
+                cell=a.cell, alpha=a.alpha, n_seeds=a.seeds, global_seed=a.seed, epochs=a.epochs,
+                batch_size=a.batch_size, lr=a.lr, weight_decay=a.weight_decay,
+                out_model=a.out_model, out_logits=a.out_logits, threads=a.threads)
+
+
+def add_evaluate(sub):
+    p = sub.add_parser("evaluate", help="metrics of every model on every split")
+    p.add_argument("--data", nargs="+", required=True, help="prepared datasets, one per dataset")
+    p.add_argument("--teachers", nargs="+", required=True, help="teacher logits, same order")
+    p.add_argument("--teacher-meta", nargs="+", required=True, help="teacher records, same order")
+    p.add_argument("--cells", nargs="+", required=True, help="student cell logits")
+    p.add_argument("--ece-bins", type=positive_int, required=True)
+    p.add_argument("--out-results", required=True)
+    p.add_argument("--out-metrics", required=True)
+
+
+def cmd_evaluate(a):
+    from distillstudy import evaluate
+
+    evaluate.run(data=a.data, teachers=a.teachers, teacher_meta=a.teacher_meta, cells=a.cells,
+                 ece_bins=a.ece_bins, out_results=a.out_results, out_metrics=a.out_metrics)
+
+
+def add_walkthrough(sub):
+    p = sub.add_parser("walkthrough", help="reproduce the blog walkthrough's sine experiment")
+    p.add_argument("--n-train", type=positive_int, nargs="+", required=True)
+    p.add_argument("--trials", type=positive_int, required=True)
+    p.add_argument("--pool-size", type=positive_int, required=True)
+    p.add_argument("--rng-seed", type=int, required=True)
+    p.add_argument("--split-seed", type=int, required=True)
+    p.add_argument("--degree", type=positive_int, required=True)
+    p.add_argument("--out-csv", required=True)
+    p.add_argument("--out-test-png", required=True)
+    p.add_argument("--out-train-png", required=True)
+
+
+def cmd_walkthrough(a):
+    from distillstudy import walkthrough
+
+    frame = walkthrough.run_walkthrough(a.n_train, trials=a.trials, pool_size=a.pool_size,
+                                        rng_seed=a.rng_seed, split_seed=a.split_seed, degree=a.degree)
+    walkthrough.write_walkthrough(frame, a.out_csv)
+    walkthrough.plot_log_loss(frame, "test", a.out_test_png)
+    walkthrough.plot_log_loss(frame, "train", a.out_train_png)
+    test = frame[frame["split"] == "test"].pivot(index="n_train", columns="model", values="log_loss")
+    print("walkthrough test log loss:\n" + test.to_string(float_format=lambda v: f"{v:.4f}"))
+
+
+def add_report(sub):
+    p = sub.add_parser("report", help="write reports/index.html")
+    p.add_argument("--results", required=True)
+    p.add_argument("--walkthrough", help="walkthrough.csv (omit when the walkthrough is disabled)")
+    p.add_argument("--walkthrough-pngs", nargs="*", default=[])
+    p.add_argument("--dataset-meta", nargs="+", required=True)
+    p.add_argument("--params-json", required=True, help="the effective params as one JSON string")
+    p.add_argument("--benchmarks", nargs="*", default=[], help="Snakemake benchmark files")
+    p.add_argument("--out-html", required=True)
+    p.add_argument("--figures-dir", required=True)
+    p.add_argument("--plots-dir", required=True)
+
+
+def cmd_report(a):
+    from distillstudy import provenance, report
+
+    params = json.loads(a.params_json)
+    report.build_report(
+        results_csv=a.results, walkthrough_csv=a.walkthrough, walkthrough_pngs=a.walkthrough_pngs,
+        params=params, title=params.get("report", {}).get("title", "distillstudy report"),
+        datasets_meta=[json.loads(open(p, encoding="utf-8").read()) for p in a.dataset_meta],
+        provenance=provenance.collect(), benchmarks=provenance.read_benchmarks(a.benchmarks),
+        out_html=a.out_html, figures_dir=a.figures_dir, plots_dir=a.plots_dir)
+    print(f"report: wrote {a.out_html}")
+
+
+def add_validate(sub):
+    p = sub.add_parser("validate", help="check a params file against the schema")
+    p.add_argument("params", nargs="?", default="params.yaml")
+
+
+def cmd_validate(a):
+    from distillstudy.params import load_params
+
+    load_params(a.params)
+    print(f"{a.params}: valid")
+
+
+COMMANDS = {
+    "validate": (add_validate, cmd_validate),
+    "prepare": (add_prepare, cmd_prepare),
+    "teacher": (add_teacher, cmd_teacher),
+    "distill": (add_distill, cmd_distill),
+    "evaluate": (add_evaluate, cmd_evaluate),
+    "walkthrough": (add_walkthrough, cmd_walkthrough),
+    "report": (add_report, cmd_report),
+}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="distillstudy", description=__doc__.splitlines()[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+    for add, _ in COMMANDS.values():
+        add(sub)
+    return parser
+
+
+def main(argv=None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        COMMANDS[args.command][1](args)
+    except (ParamsError, DataError, TrainingDiverged) as exc:
+        print(f"distillstudy {args.command}: error: {exc}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,84 @@
+"""The `distill` stage: one grid cell = one (dataset, student size, cell) with all
+its seeds trained together as a stacked model.
+
+    distillstudy distill --dataset mnist1d --size 64 --cell T4 ...
+
+Cells: `baseline` (alpha = 0, hard labels only), `T<temperature>` (the KD loss
+at that temperature) and `logit_mse` (logit matching, the high-T limit). Every
+cell of a (dataset, size) uses the same seeds, hence the same initial weights
+and batch order per replicate: comparisons between cells are paired.
+Students are reported at their last epoch (a fixed budget; no test peeking).
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from distillstudy import runtime, seeds
+from distillstudy.datasets import SPLITS, load_npz, save_npz
+from distillstudy.models import StackedMLP, count_student_params, student_layer_sizes
+from distillstudy.teacher import save_state
+from distillstudy.train import objective_fn, stacked_logits, train_stacked
+
+
+def parse_cell(cell: str, alpha: float) -> dict:
+    """'baseline' | 'logit_mse' | 'T<float>' -> model label, objective, alpha, temperature."""
+    if cell == "baseline":
+        return {"model": "baseline", "objective": "kd", "alpha": 0.0, "temperature": None}
+    if cell == "logit_mse":
+        return {"model": "logit_mse", "objective": "logit_mse", "alpha": alpha, "temperature": None}
+    if cell.startswith("T"):
+        try:
+            temperature = float(cell[1:])
+        except ValueError:
+            temperature = float("nan")
+        if temperature > 0:
+            return {"model": "distilled", "objective": "kd", "alpha": alpha, "temperature": temperature}
+    raise ValueError(f"cell {cell!r} is not 'baseline', 'logit_mse' or 'T<positive number>'")
+
+
+def run(*, data: str, teacher_logits: str, dataset: str, size: int, cell: str, alpha: float,
+        n_seeds: int, global_seed: int, epochs: int, batch_size: int, lr: float,
+        weight_decay: float, out_model: str, out_logits: str, threads: int = 1) -> dict:
+    spec = parse_cell(cell, alpha)
+    settings = runtime.configure(threads)
+    device = settings["device"]
+    arrays = load_npz(data)
+    teacher = load_npz(teacher_logits)
+    member_seeds = seeds.student_seeds(global_seed, dataset, size, n_seeds)
+    n_classes = teacher["logits_train"].shape[1]
+    sizes = student_layer_sizes(arrays["x_train"].shape[1], size, n_classes)
+    model = StackedMLP(sizes, member_seeds, arrays["mean"], arrays["std"]).to(device)
+    x = torch.from_numpy(arrays["x_train"]).to(device)
+    y = torch.from_numpy(arrays["y_train"]).to(device)
+    t = torch.from_numpy(teacher["logits_train"]).to(device)
+    run_name = f"distill[{dataset}, h{size}, {cell}]"
+    started = time.perf_counter()
+    history = train_stacked(model, x, y, t, objective_fn(spec["objective"], spec["alpha"], spec["temperature"]),
+                            epochs=epochs, batch_size=batch_size, lr=lr, weight_decay=weight_decay,
+                            run_name=run_name)
+    seconds = time.perf_counter() - started
+    logits = {f"logits_{s}": stacked_logits(model, torch.from_numpy(arrays[f"x_{s}"]).to(device))
+              .cpu().numpy().astype(np.float32) for s in SPLITS}
+    if not all(np.isfinite(v).all() for v in logits.values()):
+        raise RuntimeError(f"{run_name}: non-finite logits after training")
+    record = {
+        "dataset": dataset, "student_size": int(size), "cell": cell, **spec,
+        "seeds": member_seeds, "layer_sizes": sizes, "n_params": count_student_params(sizes),
+        "epochs": epochs, "batch_size": batch_size, "lr": lr, "weight_decay": weight_decay,
+        "final_train_loss": history[-1], "selection": "last epoch", "runtime": settings,
+    }
+    save_state(out_model, model.state_dict())
+    save_npz(out_logits, {**logits, "record": np.array(json.dumps(record, sort_keys=True))})
+    print(f"{run_name}: {len(member_seeds)} seeds, {epochs} epochs, final loss {history[-1]:.4f}, "
+          f"{seconds:.1f} s")
+    return record
+
+
+def read_record(logits_npz: dict) -> dict:
+    return json.loads(str(logits_npz["record"]))

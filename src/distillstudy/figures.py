@@ -1,0 +1,226 @@
+"""Figures for the distillation report (one set per dataset).
+
+Each function takes the long results table (as from `stats.load_results`), a
+dataset name and an output path, writes one PNG atomically and closes its
+figure. PNGs carry no timestamp or software metadata, so identical inputs give
+identical bytes.
+
+    >>> from distillstudy import figures, stats
+    >>> df = stats.load_results("reports/results.csv")
+    >>> figures.plot_gain_heatmap(df, "mnist1d", "reports/figures/gain.png")
+"""
+
+from __future__ import annotations
+
+import os
+import warnings
+
+import matplotlib
+
+matplotlib.use("Agg")
+
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+import pandas as pd  # noqa: E402
+import seaborn as sns  # noqa: E402
+from matplotlib.lines import Line2D  # noqa: E402
+from matplotlib.patches import Patch  # noqa: E402
+
+from distillstudy import stats  # noqa: E402
+from distillstudy.atomic import atomic_path  # noqa: E402
+
+METRIC_LABELS = {
+    "accuracy": "test accuracy",
+    "nll": "test NLL (lower is better)",
+    "ece": "test ECE (lower is better)",
+    "brier": "test Brier score (lower is better)",
+    "agreement": "top-1 agreement with teacher",
+    "kl_teacher": "KL(teacher || student)",
+}
+
+
+def _save(fig, path: str | os.PathLike) -> None:
+    try:
+        with atomic_path(path, suffix=".png") as tmp:
+            fig.savefig(tmp, format="png", dpi=100, metadata={"Software": None})
+    finally:
+        plt.close(fig)
+
+
+def _size_colours(sizes) -> dict:
+    sizes = sorted(int(s) for s in sizes)
+    pal = sns.color_palette("colorblind", max(len(sizes), 1))
+    return {s: pal[i % len(pal)] for i, s in enumerate(sizes)}
+
+
+def _short(name: str, n: int = 60) -> str:
+    return name if len(name) <= n else name[: n - 1] + "…"
+
+
+def _alpha_label(a) -> str:
+    return "" if a is None or np.isnan(a) else f"α={a:g}"
+
+
+def _empty(path, title: str, message: str) -> None:
+    fig, ax = plt.subplots(figsize=(5, 2.5))
+    ax.axis("off")
+    ax.set_title(title)
+    ax.text(0.5, 0.5, message, ha="center", va="center", transform=ax.transAxes)
+    _save(fig, path)
+
+
+def plot_gain_heatmap(results_df: pd.DataFrame, dataset: str, path: str | os.PathLike, *,
+                      confidence: float = 0.95) -> None:
+    """Mean paired test-accuracy gain (distilled - baseline, percentage points)
+    over temperature (x) x student size (y); '*' and bold mark cells whose CI
+    excludes zero. Diverging colours centred at 0 (blue = distillation helps)."""
+    g = stats.paired_gains(results_df, "accuracy", "test", confidence=confidence, models=("distilled",))
+    g = g[g["dataset"] == dataset]
+    title = f"{_short(dataset)}: test-accuracy gain over baseline (pp)"
+    if g.empty:
+        _empty(path, title, "no paired distilled/baseline results")
+        return
+    multi_alpha = g["alpha"].nunique(dropna=False) > 1
+    g = g.assign(tnum=g["temperature"].map(stats.temperature_value))
+    cols = (g[["temperature", "alpha", "tnum"]].drop_duplicates().sort_values(["tnum", "alpha"])
+            .itertuples(index=False))
+    cols = [(c.temperature, c.alpha) for c in cols]
+    sizes = sorted((int(s) for s in g["student_size"].unique()), reverse=True)
+    val = np.full((len(sizes), len(cols)), np.nan)
+    sig = np.zeros_like(val, dtype=bool)
+    for r in g.itertuples(index=False):
+        i = sizes.index(int(r.student_size))
+        j = next(k for k, c in enumerate(cols) if c[0] == r.temperature and
+                 (c[1] == r.alpha or (np.isnan(c[1]) and np.isnan(r.alpha))))
+        val[i, j] = 100.0 * r.mean
+        sig[i, j] = bool(r.significant)
+    xlabels = [f"{t}\n{_alpha_label(a)}" if multi_alpha else t for t, a in cols]
+    vmax = max(float(np.nanmax(np.abs(val))) if np.isfinite(val).any() else 0.0, 0.5)
+    fig, ax = plt.subplots(figsize=(max(4.5, 1.0 * len(cols) + 2.5), max(3.0, 0.6 * len(sizes) + 1.8)))
+    with warnings.catch_warnings():  # seaborn 0.13 calls the deprecated Colormap.set_bad
+        warnings.simplefilter("ignore", PendingDeprecationWarning)
+        sns.heatmap(pd.DataFrame(val, index=sizes, columns=xlabels), ax=ax, cmap="RdBu", center=0,
+                    vmin=-vmax, vmax=vmax, linewidths=0.5, linecolor="white",
+                    cbar_kws={"label": "mean gain (percentage points)"})
+    ax.set_facecolor("#dddddd")
+    for i in range(len(sizes)):
+        for j in range(len(cols)):
+            v = val[i, j]
+            if np.isnan(v):
+                continue
+            txt = f"{v:+.1f}" + ("*" if sig[i, j] else "")
+            colour = "white" if abs(v) > 0.6 * vmax else "black"
+            ax.text(j + 0.5, i + 0.5, txt, ha="center", va="center", color=colour,
+                    fontweight="bold" if sig[i, j] else "normal", fontsize=10)
+    ax.set_xlabel("temperature T")
+    ax.set_ylabel("student hidden size")
+    ax.tick_params(axis="y", rotation=0)
+    ax.set_title(title + f"\n* = {int(confidence * 100)}% CI over seeds excludes 0", fontsize=10)
+    fig.tight_layout()
+    _save(fig, path)
+
+
+def plot_metric_vs_temperature(results_df: pd.DataFrame, dataset: str, metric: str, path: str | os.PathLike, *,
+                               split: str = "test", confidence: float = 0.95) -> None:
+    """`metric` on `split` against temperature (log2 axis), one line per student
+    size with a CI band over seeds; each size's hard-label baseline as a dashed
+    horizontal line of the same colour; the teacher as a black dotted line."""
+    cs = stats.cell_summary(results_df, metric, split, confidence=confidence)
+    cs = cs[cs["dataset"] == dataset]
+    label = METRIC_LABELS.get(metric, metric)
+    if split != "test":
+        label = label.replace("test ", f"{split} ")
+    title = f"{_short(dataset)}: {label} vs temperature"
+    dist = cs[cs["model"] == "distilled"].assign(tnum=lambda d: d["temperature"].map(stats.temperature_value))
+    dist = dist[dist["tnum"] > 0]
+    if dist.empty:
+        _empty(path, title, "no distilled results")
+        return
+    base = cs[cs["model"] == "baseline"]
+    teacher = cs[cs["model"] == "teacher"]
+    sizes = sorted(set(int(s) for s in dist["student_size"].unique()) | set(int(s) for s in base["student_size"].dropna()))
+    colours = _size_colours(sizes)
+    alphas = sorted(dist["alpha"].dropna().unique())
+    styles = ["-", "-.", (0, (5, 1, 1, 1, 1, 1)), (0, (1, 1))]
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    handles = []
+    for s in sizes:
+        c = colours[s]
+        for k, a in enumerate(alphas or [np.nan]):
+            d = dist[(dist["student_size"] == s) & ((dist["alpha"] == a) | (np.isnan(a) & dist["alpha"].isna()))]
+            d = d.sort_values("tnum")
+            if d.empty:
+                continue
+            ax.plot(d["tnum"], d["mean"], marker="o", color=c, linestyle=styles[k % len(styles)], lw=1.8)
+            band = d.dropna(subset=["lo", "hi"])
+            if len(band):
+                ax.fill_between(band["tnum"], band["lo"], band["hi"], color=c, alpha=0.18, lw=0)
+        b = base[base["student_size"] == s]
+        if len(b):
+            ax.axhline(float(b["mean"].mean()), color=c, linestyle="--", lw=1.2)
+        handles.append(Line2D([], [], color=c, marker="o", label=f"hidden {s}"))
+    if len(teacher):
+        ax.axhline(float(teacher["mean"].mean()), color="black", linestyle=":", lw=1.8)
+    if len(alphas) > 1:
+        handles += [Line2D([], [], color="grey", linestyle=styles[k % len(styles)], label=f"distilled, α={a:g}")
+                    for k, a in enumerate(alphas)]
+    handles += [Line2D([], [], color="grey", linestyle="--", label="hard-label baseline"),
+                Line2D([], [], color="black", linestyle=":", label="teacher"),
+                Patch(color="grey", alpha=0.25, label=f"{int(confidence * 100)}% CI over seeds")]
+    ts = sorted(dist[["temperature", "tnum"]].drop_duplicates().itertuples(index=False), key=lambda r: r.tnum)
+    ax.set_xscale("log", base=2)
+    ax.set_xticks([r.tnum for r in ts])
+    ax.set_xticklabels([r.temperature for r in ts])
+    ax.minorticks_off()
+    ax.set_xlabel("temperature T (log2 scale)")
+    ax.set_ylabel(label)
+    ax.set_title(title)
+    ax.grid(True, alpha=0.3)
+    ax.legend(handles=handles, loc="center left", bbox_to_anchor=(1.01, 0.5), fontsize=9, frameon=False)
+    fig.tight_layout()
+    _save(fig, path)
+
+
+def plot_fidelity(results_df: pd.DataFrame, dataset: str, path: str | os.PathLike, *, split: str = "test") -> None:
+    """Fidelity vs generalisation: mean agreement with the teacher (x) against
+    mean accuracy (y), one point per (size, temperature) cell, coloured by size;
+    hard-label baselines as crosses, logit matching as squares; a thin line joins
+    the temperatures of one size in increasing T."""
+    acc = stats.cell_summary(results_df, "accuracy", split)
+    agr = stats.cell_summary(results_df, "agreement", split)
+    m = acc.merge(agr, on=stats.CELL, suffixes=("_acc", "_agr"))
+    m = m[(m["dataset"] == dataset) & (m["model"] != "teacher")]
+    title = f"{_short(dataset)}: fidelity vs generalisation ({split})"
+    if m.empty:
+        _empty(path, title, "no agreement results")
+        return
+    colours = _size_colours(m["student_size"].dropna().unique())
+    markers = {"distilled": "o", "baseline": "X", "logit_mse": "s"}
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    dist = m[m["model"] == "distilled"].assign(tnum=lambda d: d["temperature"].map(stats.temperature_value))
+    for (s, _a), d in dist.groupby(["student_size", "alpha"], dropna=False):
+        d = d.sort_values("tnum")  # thin path through the temperatures of one size, in T order
+        ax.plot(d["mean_agr"], d["mean_acc"], color=colours[int(s)], lw=0.8, alpha=0.5, zorder=2)
+    for r in m.sort_values(["student_size", "model"]).itertuples(index=False):
+        c = colours[int(r.student_size)]
+        ax.scatter(r.mean_agr, r.mean_acc, color=c, marker=markers.get(r.model, "D"), s=55,
+                   edgecolor="black", linewidth=0.5, zorder=3)
+        if r.model == "distilled":
+            ax.annotate(f"T={r.temperature}", (r.mean_agr, r.mean_acc), textcoords="offset points",
+                        xytext=(4, 4), fontsize=7, color="#333333")
+    handles = [Line2D([], [], color=colours[s], marker="o", linestyle="", label=f"hidden {s}") for s in colours]
+    present = set(m["model"])
+    names = {"distilled": "distilled (label: T)", "baseline": "hard-label baseline", "logit_mse": "logit matching"}
+    handles += [Line2D([], [], color="grey", marker=markers[k], linestyle="", markeredgecolor="black", label=names[k])
+                for k in ("distilled", "baseline", "logit_mse") if k in present]
+    teacher = acc[(acc["dataset"] == dataset) & (acc["model"] == "teacher")]
+    if len(teacher):
+        ax.axhline(float(teacher["mean"].mean()), color="black", linestyle=":", lw=1.5)
+        handles.append(Line2D([], [], color="black", linestyle=":", label="teacher accuracy"))
+    ax.set_xlabel(f"{split} top-1 agreement with teacher (mean over seeds)")
+    ax.set_ylabel(f"{split} accuracy (mean over seeds)")
+    ax.set_title(title)
+    ax.grid(True, alpha=0.3)
+    ax.legend(handles=handles, loc="center left", bbox_to_anchor=(1.01, 0.5), fontsize=9, frameon=False)
+    fig.tight_layout()
+    _save(fig, path)

@@ -1,0 +1,123 @@
+"""Load and validate params.yaml: the schema first, then the checks a schema cannot say.
+
+    distillstudy validate params.yaml
+
+The same JSON schema (workflow/schemas/params.schema.yaml) is used by the
+Snakefile's validate(); `check_params` adds the cross-field rules (duplicate
+grid values after canonical formatting, CSV files that exist and hold the
+label column). Every error names the key path and the offending value.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+from pathlib import Path
+
+import jsonschema
+import yaml
+
+SCHEMA_PATH = Path(__file__).resolve().parents[2] / "workflow" / "schemas" / "params.schema.yaml"
+
+
+class ParamsError(ValueError):
+    """A params file that must not start a run; the message names key and value."""
+
+
+def format_temperature(value: float | int | str) -> str:
+    """The one spelling of a temperature in file names and tables: 1 and 1.0 -> "1"."""
+    return format(float(value), ".12g")
+
+
+def cell_name(temperature: float | int | str) -> str:
+    return "T" + format_temperature(temperature)
+
+
+def key_path(path) -> str:
+    """['distill', 'temperatures', 2] -> 'distill.temperatures[2]'."""
+    out = ""
+    for part in path:
+        out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
+    return out or "<top level>"
+
+
+def load_schema() -> dict:
+    with open(SCHEMA_PATH, encoding="utf-8") as fh:
+        return yaml.safe_load(fh)
+
+
+def _schema_errors(params: dict) -> list[str]:
+    validator_cls = jsonschema.validators.validator_for(load_schema())
+    validator = validator_cls(load_schema())
+    messages = []
+    for err in sorted(validator.iter_errors(params), key=lambda e: list(map(str, e.absolute_path))):
+        where = key_path(err.absolute_path)
+        if err.validator == "additionalProperties":
+            allowed = sorted(err.schema.get("properties", {}))
+            extra = sorted(set(err.instance) - set(allowed))
+            for key in extra:
+                messages.append(f"{key_path([*err.absolute_path, key])}: unknown key {key!r} "
+                                f"(allowed here: {', '.join(allowed)})")
+            continue
+        messages.append(f"{where}: {json.dumps(err.instance, default=str)} is invalid: {err.message}")
+    return messages
+
+
+def _duplicate_errors(values, where: str, canon) -> list[str]:
+    seen: dict[str, object] = {}
+    messages = []
+    for i, value in enumerate(values):
+        key = canon(value)
+        if key in seen:
+            messages.append(f"{where}[{i}]: {value!r} duplicates {seen[key]!r} (both are {key})")
+        seen.setdefault(key, value)
+    return messages
+
+
+def _csv_errors(i: int, spec: dict, base: Path) -> list[str]:
+    where = f"prepare.datasets[{i}]"
+    path = base / spec["path"]
+    if not path.is_file():
+        return [f"{where}.path: {spec['path']!r} does not exist (relative to {base})"]
+    try:
+        with open(path, newline="", encoding="utf-8") as fh:
+            header = next(csv.reader(fh), [])
+    except (OSError, UnicodeDecodeError) as exc:
+        return [f"{where}.path: {spec['path']!r} cannot be read as CSV: {exc}"]
+    header = [h.strip() for h in header]
+    if spec["label"] not in header:
+        return [f"{where}.label: {spec['label']!r} is not a column of {spec['path']} "
+                f"(columns: {', '.join(header) or 'none'})"]
+    return []
+
+
+def check_params(params: dict, base: str | Path = ".") -> None:
+    """Raise ParamsError listing every problem; return None when the params are usable."""
+    if not isinstance(params, dict):
+        raise ParamsError(f"params must be a mapping of sections, got {type(params).__name__}")
+    messages = _schema_errors(params)
+    if not messages:
+        datasets = params["prepare"]["datasets"]
+        messages += _duplicate_errors([d["name"] for d in datasets], "prepare.datasets.name", str)
+        messages += _duplicate_errors(params["distill"]["temperatures"], "distill.temperatures",
+                                      format_temperature)
+        messages += _duplicate_errors(params["distill"]["sizes"], "distill.sizes", int)
+        messages += _duplicate_errors(params["walkthrough"]["n_train"], "walkthrough.n_train", int)
+        for i, spec in enumerate(datasets):
+            if spec["kind"] == "csv":
+                messages += _csv_errors(i, spec, Path(base))
+    if messages:
+        raise ParamsError("invalid params:\n  " + "\n  ".join(messages))
+
+
+def load_params(path: str | Path) -> dict:
+    """Read a params file and validate it; relative CSV paths resolve from the cwd."""
+    try:
+        with open(path, encoding="utf-8") as fh:
+            params = yaml.safe_load(fh)
+    except FileNotFoundError:
+        raise ParamsError(f"params file {str(path)!r} does not exist") from None
+    except yaml.YAMLError as exc:
+        raise ParamsError(f"params file {str(path)!r} is not valid YAML: {exc}") from None
+    check_params(params)
+    return params

@@ -1,0 +1,401 @@
+"""Build the self-contained HTML report (reports/index.html).
+
+    >>> from distillstudy.report import build_report
+    >>> build_report("reports/results.csv", "reports/walkthrough.csv",
+    ...              ["reports/figures/walkthrough_test.png", "reports/figures/walkthrough_train.png"],
+    ...              params, datasets_meta, provenance, benchmarks,
+    ...              "reports/index.html", "reports/figures", plots_dir="reports/plots")
+
+Statistics come from `distillstudy.stats` (paired by seed, Student-t CIs),
+figures from `distillstudy.figures`. Every image is embedded as a base64 data
+URI, styles are inline, and nothing is fetched from the network, so the file
+opens anywhere. Every user-provided string goes through Jinja2 autoescaping.
+Nothing time-dependent is generated here: the same inputs give the same bytes
+(provenance, assembled by the caller, is the only place for dates).
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import json
+import math
+import os
+import re
+from pathlib import Path
+from typing import Iterable
+
+import jinja2
+import numpy as np
+import pandas as pd
+
+from distillstudy import figures, stats
+from distillstudy.atomic import write_text
+
+ONEHOT_THRESHOLD = 0.99
+PLOTS_CSV = "acc_vs_temperature.csv"
+TEMPLATE = "index.html.j2"
+META_COLUMNS = ["name", "kind", "n_train", "n_val", "n_test", "n_features", "n_classes", "sha256"]
+
+FIGURE_SPECS = [
+    ("gain_heatmap", "Test-accuracy gain over the hard-label baseline",
+     "Mean paired difference (distilled minus baseline, same seed) in percentage points of test accuracy, for every "
+     "temperature (columns) and student size (rows). Blue cells: distillation helped; red: it hurt. Bold values "
+     "with * have a {conf}% CI over seeds that excludes zero. Look for a band of temperatures that helps every size, "
+     "and whether the gain shrinks as the student grows."),
+    ("accuracy_vs_t", "Test accuracy against temperature",
+     "Mean test accuracy over seeds against temperature (log2 axis), one line per student size with its {conf}% CI "
+     "band; dashed lines of the same colour are each size's hard-label baseline, the black dotted line is the "
+     "teacher. A line above its dashed baseline means distillation helps at that temperature; the gap to the dotted "
+     "line is what the student still lacks. The bands are unpaired intervals of each mean and include seed-to-seed "
+     "variation shared with the baseline, so overlapping bands do not rule out a significant paired gain (see the "
+     "heatmap and the tables)."),
+    ("nll_vs_t", "Test NLL against temperature",
+     "Mean test negative log-likelihood (lower is better) against temperature, same layout as above. Soft targets "
+     "often improve calibration and NLL even where accuracy does not move; look for lines below their dashed "
+     "baselines."),
+    ("fidelity", "Fidelity vs generalisation",
+     "Each point is one cell mean: top-1 agreement with the teacher (x) against test accuracy (y), coloured by "
+     "student size; circles are distilled students (labelled with T), crosses hard-label baselines, squares logit "
+     "matching. Points up and to the right of their baseline cross mimic the teacher more closely and generalise "
+     "better; higher agreement without higher accuracy means the student copies the teacher's mistakes."),
+]
+
+
+# --------------------------------------------------------------------------- formatting
+
+
+def _nan(x) -> bool:
+    return x is None or x is pd.NA or (isinstance(x, (float, np.floating)) and math.isnan(x))
+
+
+def _pct(x, digits: int = 1) -> str:
+    return "n/a" if _nan(x) else f"{100 * x:.{digits}f}%"
+
+
+def _num(x, digits: int = 3) -> str:
+    return "n/a" if _nan(x) else f"{x:.{digits}f}"
+
+
+def _signed(x, scale: float, digits: int) -> str:
+    if _nan(x):
+        return "n/a"
+    v = scale * x
+    s = f"{abs(v):.{digits}f}"
+    if float(s) == 0:
+        return s
+    return ("+" if v > 0 else "−") + s
+
+
+def _gain_text(mean, lo, hi, *, scale: float = 100.0, digits: int = 1, unit: str = " pp") -> str:
+    if _nan(mean):
+        return "n/a"
+    ci = "CI n/a (one seed)" if _nan(lo) else f"[{_signed(lo, scale, digits)}, {_signed(hi, scale, digits)}]"
+    return f"{_signed(mean, scale, digits)}{unit} {ci}"
+
+
+def _mean_ci_text(mean, lo, hi) -> str:
+    if _nan(mean):
+        return "n/a"
+    if _nan(lo):
+        return _pct(mean)
+    return f"{_pct(mean)} ± {100 * (hi - lo) / 2:.1f} pp"
+
+
+def _cls(significant, mean, higher_is_better: bool = True) -> str:
+    """CSS class of a gain cell: 'better' / 'worse' when the CI excludes zero, else 'nsig'."""
+    if not significant or _nan(mean):
+        return "nsig"
+    return "better" if (mean > 0) == higher_is_better else "worse"
+
+
+def _slug(name: str) -> str:
+    """File-system and anchor safe name; a hash suffix keeps distinct names distinct."""
+    base = re.sub(r"[^A-Za-z0-9_.-]+", "_", name).strip("._-")[:40] or "dataset"
+    return f"{base}-{hashlib.sha1(name.encode('utf-8')).hexdigest()[:8]}"
+
+
+def _data_uri(path: str | os.PathLike) -> str:
+    data = Path(path).read_bytes()
+    return "data:image/png;base64," + base64.b64encode(data).decode("ascii")
+
+
+def _params_text(params) -> str:
+    try:
+        import yaml
+
+        return yaml.safe_dump(params, sort_keys=False, default_flow_style=False, allow_unicode=True, width=100)
+    except Exception:  # e.g. numpy scalars that safe_dump refuses: fall back to JSON
+        return json.dumps(params, indent=2, default=str, ensure_ascii=False)
+
+
+def _environment() -> jinja2.Environment:
+    # autoescape=True explicitly: select_autoescape would not recognise ".html.j2".
+    return jinja2.Environment(
+        loader=jinja2.FileSystemLoader(str(Path(__file__).resolve().parent / "templates")),
+        autoescape=True,
+        undefined=jinja2.StrictUndefined,
+        keep_trailing_newline=True,
+    )
+
+
+# --------------------------------------------------------------------------- sections
+
+
+def _lookup(df: pd.DataFrame, **kw) -> pd.Series | None:
+    m = pd.Series(True, index=df.index)
+    for k, v in kw.items():
+        if _nan(v):
+            m &= df[k].isna()
+        else:
+            m &= df[k] == v
+    sub = df[m]
+    return None if sub.empty else sub.iloc[0]
+
+
+def _dataset_section(ds: str, df: pd.DataFrame, tables: dict, figures_dir: Path, conf: float) -> dict:
+    conf_pct = int(round(conf * 100))
+    teach = _lookup(tables["teacher"], dataset=ds)
+    t_acc = teach["test_accuracy"] if teach is not None else float("nan")
+    t_mmp = teach["train_mean_max_prob"] if teach is not None else float("nan")
+    warning = ""
+    if not _nan(t_mmp) and t_mmp >= ONEHOT_THRESHOLD:
+        warning = (f"Warning: the teacher is near one-hot on its training points (mean max-probability "
+                   f"{t_mmp:.4f} ≥ {ONEHOT_THRESHOLD}), so its soft targets on those points carry almost nothing "
+                   f"beyond the hard labels; small or null distillation gains are expected on this dataset.")
+
+    bt = tables["best_t"][tables["best_t"]["dataset"] == ds]
+    best = _lookup(tables["best_cfg"], dataset=ds)
+    summary = []
+    if best is None:
+        summary.append(f"{ds}: no distilled students with validation results, so no configuration could be selected.")
+    else:
+        sig_word = ("its CI excludes zero" if best["significant"] else "its CI includes zero, so the difference is "
+                    "not statistically distinguishable from no effect")
+        summary.append(
+            f"{ds}: the best distilled configuration on the validation split is hidden size {int(best['student_size'])}"
+            f" at temperature T = {best['temperature']} (validation accuracy {_pct(best['val_accuracy'])}). On the test "
+            f"split its accuracy gain over the hard-label baseline of the same size is "
+            f"{_gain_text(best['gain_mean'], best['gain_lo'], best['gain_hi'])} ({conf_pct}% CI, paired over "
+            f"{int(best['n'])} seeds); {sig_word}.")
+        n_sig = int(bt["significant"].sum())
+        if n_sig == 0:
+            summary.append(f"None of the {len(bt)} per-size best-on-validation temperatures gives a test-accuracy "
+                           f"gain whose {conf_pct}% CI excludes zero: no significant effect of distillation on "
+                           f"accuracy was found here.")
+        else:
+            pos = int(((bt["significant"]) & (bt["gain_mean"] > 0)).sum())
+            summary.append(f"{n_sig} of {len(bt)} student sizes have a best-on-validation gain whose CI excludes "
+                           f"zero ({pos} positive, {n_sig - pos} negative).")
+    summary.append(f"Teacher: test accuracy {_pct(t_acc)}; mean max-probability on its training points "
+                   f"{_num(t_mmp, 4)}.")
+
+    acc_g = tables["gain_acc"][tables["gain_acc"]["dataset"] == ds]
+    nll_g = tables["gain_nll"][tables["gain_nll"]["dataset"] == ds]
+    ece_g = tables["gain_ece"][tables["gain_ece"]["dataset"] == ds]
+    agr_g = tables["gain_agr"][tables["gain_agr"]["dataset"] == ds]
+    base = tables["cells_acc"]
+    base = base[(base["dataset"] == ds) & (base["model"] == "baseline")]
+    sizes = sorted(set(int(s) for s in acc_g["student_size"].dropna()) | set(int(s) for s in base["student_size"].dropna()))
+    has_lmse = bool((acc_g["model"] == "logit_mse").any())
+    size_rows = []
+    for s in sizes:
+        b = _lookup(base, student_size=s)
+        r = _lookup(bt, student_size=s)
+        row = {"size": s, "baseline": _mean_ci_text(*(b[["mean", "lo", "hi"]] if b is not None else [np.nan] * 3)),
+               "best_t": "n/a", "val_acc": "n/a", "gain": "n/a", "gain_sig": "nsig", "nll_gain": "n/a",
+               "nll_sig": "nsig", "lmse_gain": "n/a", "lmse_sig": "nsig",
+               "n": int(b["n"]) if b is not None else 0}
+        if r is not None:
+            row.update(best_t=r["temperature"], val_acc=_pct(r["val_accuracy"]),
+                       gain=_gain_text(r["gain_mean"], r["gain_lo"], r["gain_hi"]), gain_sig=_cls(r["significant"], r["gain_mean"]))
+            nl = _lookup(nll_g, student_size=s, model="distilled", temperature=r["temperature"], alpha=r["alpha"])
+            if nl is not None:
+                row.update(nll_gain=_gain_text(nl["mean"], nl["lo"], nl["hi"], scale=1.0, digits=3, unit=""),
+                           nll_sig=_cls(nl["significant"], nl["mean"], False))
+        lm = acc_g[(acc_g["student_size"] == s) & (acc_g["model"] == "logit_mse")]
+        if len(lm):
+            lm = lm.iloc[0]
+            row.update(lmse_gain=_gain_text(lm["mean"], lm["lo"], lm["hi"]), lmse_sig=_cls(lm["significant"], lm["mean"]))
+        size_rows.append(row)
+
+    cells = []
+    for c in acc_g.itertuples(index=False):
+        key = dict(student_size=c.student_size, model=c.model, temperature=c.temperature, alpha=c.alpha)
+        out = {"size": int(c.student_size), "model": c.model, "t": c.temperature or "—",
+               "alpha": "—" if _nan(c.alpha) else f"{c.alpha:g}", "n": int(c.n),
+               "acc": _gain_text(c.mean, c.lo, c.hi), "acc_sig": _cls(c.significant, c.mean)}
+        for name, tab, scale, digits, unit, up in (("nll", nll_g, 1.0, 3, "", False), ("ece", ece_g, 1.0, 3, "", False),
+                                                   ("agr", agr_g, 100.0, 1, " pp", True)):
+            x = _lookup(tab, **key)
+            out[name] = "n/a" if x is None else _gain_text(x["mean"], x["lo"], x["hi"], scale=scale, digits=digits,
+                                                           unit=unit)
+            out[name + "_sig"] = "nsig" if x is None else _cls(x["significant"], x["mean"], up)
+        cells.append(out)
+
+    slug = _slug(ds)
+    figs = []
+    paths = {
+        "gain_heatmap": lambda p: figures.plot_gain_heatmap(df, ds, p, confidence=conf),
+        "accuracy_vs_t": lambda p: figures.plot_metric_vs_temperature(df, ds, "accuracy", p, confidence=conf),
+        "nll_vs_t": lambda p: figures.plot_metric_vs_temperature(df, ds, "nll", p, confidence=conf),
+        "fidelity": lambda p: figures.plot_fidelity(df, ds, p),
+    }
+    for key, title, caption in FIGURE_SPECS:
+        p = figures_dir / f"{slug}_{key}.png"
+        paths[key](p)
+        figs.append({"uri": _data_uri(p), "title": f"{title} ({ds})", "alt": f"{title}, dataset {ds}",
+                     "caption": caption.format(conf=conf_pct), "path": str(p)})
+
+    return {"name": ds, "anchor": "ds-" + slug, "summary": summary, "onehot_warning": warning,
+            "teacher_acc": _pct(t_acc), "teacher_nll": _num(teach["test_nll"] if teach is not None else np.nan),
+            "teacher_mmp": _num(t_mmp, 4),
+            "teacher_params": "" if teach is None or _nan(teach["n_params"]) else f"{int(teach['n_params']):,}",
+            "size_rows": size_rows, "has_logit_mse": has_lmse, "cells": cells, "figures": figs}
+
+
+def _walkthrough_section(walkthrough_csv, walkthrough_pngs: Iterable) -> dict | None:
+    pngs = [Path(p) for p in (walkthrough_pngs or [])]
+    if walkthrough_csv is None and not pngs:
+        return None
+    figs = []
+    for p in pngs:
+        split = "test" if "test" in p.stem.lower() else "train" if "train" in p.stem.lower() else ""
+        title = f"Walkthrough: mean {split} log loss against n" if split else f"Walkthrough figure {p.name}"
+        caption = ("Mean log loss over the trials against the number of training points n, for the hard-label "
+                   "student, the distilled (logit-matching) student and the teacher. ")
+        caption += {"test": "On test data, look for the distilled line below the student's at every n, and the "
+                            "teacher lowest.",
+                    "train": "On training data, compare with the test figure: a model with a lower training loss "
+                             "but a higher test loss is overfitting its few points.",
+                    "": ""}[split]
+        figs.append({"uri": _data_uri(p), "title": title, "alt": title, "caption": caption})
+
+    rows, models, verdict = [], [], "No walkthrough table was provided."
+    if walkthrough_csv is not None:
+        wt = pd.read_csv(walkthrough_csv, dtype={"model": str, "split": str}, keep_default_na=False)
+        missing = {"n_train", "model", "split", "log_loss"} - set(wt.columns)
+        if missing:
+            raise ValueError(f"walkthrough table lacks columns {sorted(missing)}")
+        wt["log_loss"] = pd.to_numeric(wt["log_loss"])
+        test = wt[wt["split"] == "test"].groupby(["n_train", "model"])["log_loss"].mean().unstack("model")
+        models = [m for m in ("student", "distilled", "teacher") if m in test.columns]
+        models += sorted(m for m in test.columns if m not in models)
+        for n, r in test.iterrows():
+            rows.append({"n": n, "cells": [_num(r[m], 4) for m in models]})
+        if {"student", "distilled"} <= set(test.columns) and len(test):
+            better = test["distilled"] < test["student"]
+            if better.all():
+                verdict = (f"The distilled student had a lower test log loss than the hard-label student at every n "
+                           f"({len(test)} of {len(test)} values of n), as in the walkthrough.")
+            else:
+                worse = ", ".join(str(n) for n in test.index[~better])
+                verdict = (f"The distilled student beat the hard-label student on test log loss at {int(better.sum())} "
+                           f"of {len(test)} values of n; it did not at n = {worse}, unlike the walkthrough.")
+        else:
+            verdict = "The walkthrough table lacks the student or distilled model, so they cannot be compared."
+    return {"figures": figs, "rows": rows, "models": models, "verdict": verdict}
+
+
+def _meta_table(datasets_meta: list) -> tuple[list, list]:
+    metas = list(datasets_meta or [])
+    cols = [c for c in META_COLUMNS if any(c in m for m in metas)]
+    for m in metas:
+        cols += [k for k in m if k not in cols]
+    rows = []
+    for m in metas:
+        row = []
+        for c in cols:
+            v = m.get(c, "")
+            num = isinstance(v, (int, float, np.integer, np.floating)) and not isinstance(v, bool)
+            row.append({"text": "" if v is None else (f"{v:,}" if isinstance(v, (int, np.integer)) and not
+                                                      isinstance(v, bool) else str(v)),
+                        "cls": "mono" if c == "sha256" else ("num" if num else "")})
+        rows.append(row)
+    return [str(c) for c in cols], rows
+
+
+def _bench_rows(benchmarks) -> tuple[list, str]:
+    if benchmarks is None or len(benchmarks) == 0:
+        return [], ""
+    b = pd.DataFrame(benchmarks)
+    if not {"rule", "wall_s"} <= set(b.columns):
+        raise ValueError("benchmarks must have columns rule, wall_s")
+    walls = pd.to_numeric(b["wall_s"], errors="coerce")
+    rows = [{"rule": str(r), "wall_s": _num(w, 1)} for r, w in zip(b["rule"], walls)]
+    total = _num(float(walls.sum()), 1) if walls.notna().any() else ""
+    return rows, total
+
+
+def write_plots_csv(results_df: pd.DataFrame, plots_dir: str | os.PathLike) -> Path:
+    """Mean test accuracy per (dataset, student_size, temperature) of the distilled
+    students, for `dvc plots` (x = temperature). Returns the file path."""
+    cs = stats.cell_summary(results_df, "accuracy", "test")
+    d = cs[cs["model"] == "distilled"]
+    d = (d.groupby(["dataset", "student_size", "temperature"], sort=False)["mean"].mean().reset_index()
+         .rename(columns={"mean": "test_accuracy"}))
+    d = (d.assign(_t=d["temperature"].map(stats.temperature_value))
+         .sort_values(["dataset", "student_size", "_t"], kind="mergesort").drop(columns="_t"))
+    out = Path(plots_dir) / PLOTS_CSV
+    write_text(out, d[["dataset", "student_size", "temperature", "test_accuracy"]]
+               .to_csv(index=False, float_format="%.10g", lineterminator="\n"))
+    return out
+
+
+# --------------------------------------------------------------------------- entry point
+
+
+def build_report(results_csv, walkthrough_csv, walkthrough_pngs: list, params: dict, datasets_meta: list,
+                 provenance: dict, benchmarks, out_html, figures_dir, plots_dir=None, *,
+                 confidence: float = 0.95, title: str = "distillstudy report") -> None:
+    """Compute the statistics, write every figure into `figures_dir`, the DVC plot
+    table `acc_vs_temperature.csv` into `plots_dir` (default: `plots/` beside
+    `out_html`), and the self-contained HTML report to `out_html` (atomically).
+
+    `walkthrough_csv` may be None (the section is then built from the PNGs alone,
+    or omitted when there are none); `benchmarks` may be None or empty.
+    """
+    df = stats.load_results(results_csv)
+    figures_dir = Path(figures_dir)
+    figures_dir.mkdir(parents=True, exist_ok=True)
+    plots_dir = Path(out_html).parent / "plots" if plots_dir is None else Path(plots_dir)
+
+    students = df[df["model"] != "teacher"]
+    tables = {
+        "teacher": stats.teacher_summary(df),
+        "best_t": stats.best_temperature(df, confidence=confidence),
+        "best_cfg": stats.best_configuration(df, confidence=confidence),
+        "gain_acc": stats.paired_gains(df, "accuracy", "test", confidence=confidence),
+        "gain_nll": stats.paired_gains(df, "nll", "test", confidence=confidence),
+        "gain_ece": stats.paired_gains(df, "ece", "test", confidence=confidence),
+        "gain_agr": stats.paired_gains(df, "agreement", "test", confidence=confidence),
+        "cells_acc": stats.cell_summary(df, "accuracy", "test", confidence=confidence),
+    }
+    datasets = [_dataset_section(ds, df, tables, figures_dir, confidence)
+                for ds in sorted(students["dataset"].unique())]
+    write_plots_csv(df, plots_dir)
+
+    conf_pct = int(round(confidence * 100))
+    method_note = (
+        f"How to read the numbers: the best temperature for each student size is selected on the validation split "
+        f"(highest mean validation accuracy) and its gain is reported on the test split, which plays no part in any "
+        f"choice. Every difference is distilled minus hard-label baseline, paired by seed (same initialisation and "
+        f"data order), with a Student-t {conf_pct}% confidence interval over seeds (n − 1 degrees of freedom); for "
+        f"NLL and ECE a negative difference is an improvement. Intervals are per cell and not adjusted for multiple "
+        f"comparisons: across many cells about {100 - conf_pct}% would exclude zero by chance alone.")
+    meta_columns, meta_rows = _meta_table(datasets_meta)
+    bench_rows, bench_total = _bench_rows(benchmarks)
+    html = _environment().get_template(TEMPLATE).render(
+        title=title,
+        datasets=datasets,
+        method_note=method_note,
+        conf_pct=conf_pct,
+        walkthrough=_walkthrough_section(walkthrough_csv, walkthrough_pngs),
+        params_text=_params_text(params),
+        meta_columns=meta_columns,
+        meta_rows=meta_rows,
+        provenance=[(str(k), "" if v is None else str(v)) for k, v in (provenance or {}).items()],
+        bench_rows=bench_rows,
+        bench_total=bench_total,
+    )
+    write_text(out_html, html)

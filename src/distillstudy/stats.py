@@ -1,0 +1,305 @@
+"""Paired statistics for distillation studies.
+
+Every student of a (dataset, student_size) with the same seed shares its
+initialisation and data order across the hard-label baseline, the distilled
+students and the logit-matching student, so each comparison is a *paired*
+difference per seed:
+
+    diff(seed) = value(cell, seed) - value(baseline, seed)
+
+for every metric (for nll, ece, brier and kl_teacher a negative difference is
+an improvement). The mean difference gets a Student-t confidence interval with
+n - 1 degrees of freedom (or, optionally, a percentile bootstrap when n >= 10).
+
+Model selection never looks at the test split: `best_temperature` picks the
+temperature on the validation split and only then reports its test gain.
+
+    >>> df = load_results("reports/results.csv")
+    >>> best_temperature(df)
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from typing import Iterable
+
+import numpy as np
+import pandas as pd
+from scipy import stats as _st
+
+COLUMNS = ["dataset", "model", "student_size", "temperature", "alpha", "seed", "split", "metric", "value"]
+#: Keys that identify one experimental cell (one row of the grid, all seeds).
+CELL = ["dataset", "student_size", "model", "temperature", "alpha"]
+#: Keys that pair a cell with its baseline.
+PAIR = ["dataset", "student_size", "seed"]
+STUDENT_MODELS = ("distilled", "logit_mse")
+
+
+# --------------------------------------------------------------------------- loading
+
+
+def _canonical_temperature(x) -> str:
+    """Strings are kept as written (stripped); numbers become e.g. "1", "2.5"."""
+    if x is None or (isinstance(x, float) and math.isnan(x)) or x is pd.NA:
+        return ""
+    if isinstance(x, str):
+        return x.strip()
+    return np.format_float_positional(float(x), trim="-")
+
+
+def temperature_value(t: str) -> float:
+    """Numeric value of a canonical temperature string ("" -> nan), for sorting/plotting."""
+    try:
+        return float(t)
+    except (TypeError, ValueError):
+        return float("nan")
+
+
+def normalise_results(df: pd.DataFrame) -> pd.DataFrame:
+    """Return a copy with the column types the statistics rely on.
+
+    dataset/model/split/metric: str; temperature: canonical str ("" when empty);
+    student_size: nullable Int64; alpha, value: float; seed: int.
+    """
+    missing = [c for c in COLUMNS if c not in df.columns]
+    if missing:
+        raise ValueError(f"results table lacks columns {missing}")
+    out = df[COLUMNS].copy()
+    for c in ("dataset", "model", "split", "metric"):
+        out[c] = out[c].astype(object).map(lambda v: "" if v is None or (isinstance(v, float) and math.isnan(v)) else str(v)).astype(object)
+    out["temperature"] = out["temperature"].astype(object).map(_canonical_temperature).astype(object)
+
+    def _num(col):
+        s = out[col]
+        if s.dtype == object or pd.api.types.is_string_dtype(s):
+            s = s.astype(object).map(lambda v: np.nan if (isinstance(v, str) and v.strip() == "") else v)
+        return pd.to_numeric(s, errors="raise")
+
+    out["student_size"] = _num("student_size").astype("Float64").round().astype("Int64")
+    out["alpha"] = _num("alpha").astype(float)
+    out["seed"] = _num("seed").astype("Int64")
+    out["value"] = _num("value").astype(float)
+    return out
+
+
+def load_results(path: str | os.PathLike) -> pd.DataFrame:
+    """Read results.csv with every column as text first (so "2.5" and names like
+    "NA" survive untouched), then type it with `normalise_results`."""
+    raw = pd.read_csv(path, dtype=str, keep_default_na=False, na_filter=False)
+    return normalise_results(raw)
+
+
+# --------------------------------------------------------------------------- intervals
+
+
+def paired_diff_ci(diffs: Iterable[float], confidence: float = 0.95, *, bootstrap: bool = False,
+                   n_boot: int = 10_000, rng_seed: int = 0) -> dict:
+    """Mean of paired differences with a two-sided confidence interval.
+
+    Student-t interval: mean +- t_{(1+c)/2, n-1} * sd / sqrt(n), sd with ddof=1.
+    With `bootstrap=True` and n >= 10, a percentile bootstrap of the mean
+    (`n_boot` resamples, `np.random.default_rng(rng_seed)`) is used instead.
+    NaN entries are dropped. n == 1 gives lo = hi = sd = nan; n == 0 all nan.
+
+    Returns dict(mean, lo, hi, n, sd).
+    """
+    d = np.asarray(list(diffs) if not isinstance(diffs, (np.ndarray, pd.Series)) else diffs, dtype=float).ravel()
+    d = d[~np.isnan(d)]
+    n = int(d.size)
+    nan = float("nan")
+    if n == 0:
+        return {"mean": nan, "lo": nan, "hi": nan, "n": 0, "sd": nan}
+    mean = float(d.mean())
+    if n == 1:
+        return {"mean": mean, "lo": nan, "hi": nan, "n": 1, "sd": nan}
+    sd = float(d.std(ddof=1))
+    if bootstrap and n >= 10:
+        rng = np.random.default_rng(rng_seed)
+        means = d[rng.integers(0, n, size=(n_boot, n))].mean(axis=1)
+        lo, hi = np.quantile(means, [(1 - confidence) / 2, (1 + confidence) / 2])
+        return {"mean": mean, "lo": float(lo), "hi": float(hi), "n": n, "sd": sd}
+    half = float(_st.t.ppf((1 + confidence) / 2, n - 1)) * sd / math.sqrt(n)
+    return {"mean": mean, "lo": mean - half, "hi": mean + half, "n": n, "sd": sd}
+
+
+def excludes_zero(lo: float, hi: float) -> bool:
+    """True when the interval [lo, hi] lies strictly on one side of zero (nan -> False)."""
+    if lo is None or hi is None or np.isnan(lo) or np.isnan(hi):
+        return False
+    return bool(lo > 0 or hi < 0)
+
+
+# --------------------------------------------------------------------------- tables
+
+
+def _select(df: pd.DataFrame, metric: str, split: str) -> pd.DataFrame:
+    return df[(df["metric"] == metric) & (df["split"] == split)]
+
+
+def _check_unique(df: pd.DataFrame, keys: list[str], what: str) -> None:
+    dup = df.duplicated(keys, keep=False)
+    if dup.any():
+        example = df.loc[dup, keys].iloc[0].to_dict()
+        raise ValueError(f"duplicate {what} rows for {example}")
+
+
+def _sort_cells(df: pd.DataFrame, extra: list[str] | None = None) -> pd.DataFrame:
+    if df.empty:
+        return df.reset_index(drop=True)
+    key = df.assign(_t=df["temperature"].map(temperature_value))
+    order = ["dataset", "student_size", "model", "_t", "alpha"] + (extra or [])
+    order = [c for c in order if c in key.columns]
+    return key.sort_values(order, kind="mergesort", na_position="first").drop(columns="_t").reset_index(drop=True)
+
+
+def paired_diffs(results_df: pd.DataFrame, metric: str, split: str,
+                 models: Iterable[str] = STUDENT_MODELS) -> pd.DataFrame:
+    """Per-seed paired differences: one row per (cell, seed) that has a baseline
+    with the same (dataset, student_size, seed).
+
+    Columns: dataset, student_size, model, temperature, alpha, seed, value,
+    baseline, diff (= value - baseline).
+    """
+    df = normalise_results(results_df)
+    sel = _select(df, metric, split)
+    base = sel[sel["model"] == "baseline"]
+    _check_unique(base, PAIR, "baseline")
+    cells = sel[sel["model"].isin(list(models))]
+    _check_unique(cells, CELL + ["seed"], "cell")
+    merged = cells.merge(
+        base[PAIR + ["value"]].rename(columns={"value": "baseline"}), on=PAIR, how="inner", validate="many_to_one")
+    merged["diff"] = merged["value"] - merged["baseline"]
+    cols = CELL + ["seed", "value", "baseline", "diff"]
+    return _sort_cells(merged[cols], extra=["seed"])
+
+
+def paired_gains(results_df: pd.DataFrame, metric: str, split: str, *, confidence: float = 0.95,
+                 models: Iterable[str] = STUDENT_MODELS, bootstrap: bool = False) -> pd.DataFrame:
+    """Mean paired difference (cell - baseline, same dataset, size and seed) per
+    cell, with its confidence interval.
+
+    Columns: dataset, student_size, model, temperature, alpha, n, mean, sd, lo,
+    hi, significant (CI excludes zero), cell_mean, baseline_mean (both over the
+    paired seeds). Sign: cell minus baseline for every metric, so for nll, ece,
+    brier and kl_teacher negative is better.
+    """
+    diffs = paired_diffs(results_df, metric, split, models)
+    rows = []
+    for key, g in diffs.groupby(CELL, dropna=False, sort=False):
+        ci = paired_diff_ci(g["diff"].to_numpy(), confidence, bootstrap=bootstrap)
+        rows.append({**dict(zip(CELL, key)), "n": ci["n"], "mean": ci["mean"], "sd": ci["sd"],
+                     "lo": ci["lo"], "hi": ci["hi"], "significant": excludes_zero(ci["lo"], ci["hi"]),
+                     "cell_mean": float(g["value"].mean()), "baseline_mean": float(g["baseline"].mean())})
+    cols = CELL + ["n", "mean", "sd", "lo", "hi", "significant", "cell_mean", "baseline_mean"]
+    out = pd.DataFrame(rows, columns=cols)
+    out["significant"] = out["significant"].astype(bool)
+    out["student_size"] = out["student_size"].astype("Int64")
+    return _sort_cells(out)
+
+
+def cell_summary(results_df: pd.DataFrame, metric: str, split: str, *, confidence: float = 0.95) -> pd.DataFrame:
+    """Mean over seeds with a t confidence interval for every cell (teacher and
+    baseline included; not paired). Columns: CELL + n, mean, sd, lo, hi."""
+    df = normalise_results(results_df)
+    sel = _select(df, metric, split)
+    rows = []
+    for key, g in sel.groupby(CELL, dropna=False, sort=False):
+        ci = paired_diff_ci(g["value"].to_numpy(), confidence)
+        rows.append({**dict(zip(CELL, key)), **{k: ci[k] for k in ("n", "mean", "sd", "lo", "hi")}})
+    out = pd.DataFrame(rows, columns=CELL + ["n", "mean", "sd", "lo", "hi"])
+    out["student_size"] = out["student_size"].astype("Int64")
+    return _sort_cells(out)
+
+
+def _tie_key(x: float) -> float:
+    """Means computed from different seeds may differ by an ulp; compare at 1e-12."""
+    return float("inf") if np.isnan(x) else round(float(x), 12)
+
+
+def best_temperature(results_df: pd.DataFrame, *, confidence: float = 0.95) -> pd.DataFrame:
+    """Per (dataset, student_size), the distilled cell (temperature, alpha) with the
+    highest mean *validation* accuracy (ties: lower mean validation nll, then lower
+    temperature, then lower alpha), and its paired *test* accuracy gain over the
+    baseline. The test split plays no part in the choice.
+
+    Columns: dataset, student_size, temperature, alpha, n_candidates,
+    val_accuracy, val_nll, test_accuracy, baseline_test_accuracy, n, gain_mean,
+    gain_sd, gain_lo, gain_hi, significant.
+    """
+    df = normalise_results(results_df)
+    dist = df[df["model"] == "distilled"]
+    val_acc = _select(dist, "accuracy", "val")
+    if not dist.empty and val_acc.empty:
+        raise ValueError("no validation accuracy for distilled students: cannot select a temperature "
+                         "(selection never falls back to the test split)")
+    va = val_acc.groupby(CELL, dropna=False)["value"].mean().rename("val_accuracy")
+    vn = _select(dist, "nll", "val").groupby(CELL, dropna=False)["value"].mean().rename("val_nll")
+    cand = pd.concat([va, vn], axis=1).reset_index()
+    if "val_nll" not in cand:
+        cand["val_nll"] = np.nan
+    cand = cand[cand["val_accuracy"].notna()]
+    gains = paired_gains(df, "accuracy", "test", confidence=confidence, models=("distilled",))
+    cols = ["dataset", "student_size", "temperature", "alpha", "n_candidates", "val_accuracy", "val_nll",
+            "test_accuracy", "baseline_test_accuracy", "n", "gain_mean", "gain_sd", "gain_lo", "gain_hi",
+            "significant"]
+    rows = []
+    for (ds, size), g in cand.groupby(["dataset", "student_size"], dropna=False, sort=True):
+        ranked = sorted(
+            g.itertuples(index=False),
+            key=lambda r: (-_tie_key(r.val_accuracy) if not np.isnan(r.val_accuracy) else float("inf"),
+                           _tie_key(r.val_nll), temperature_value(r.temperature),
+                           float("inf") if np.isnan(r.alpha) else r.alpha))
+        best = ranked[0]
+        m = gains[(gains["dataset"] == ds) & (gains["student_size"] == size) & (gains["temperature"] == best.temperature)
+                  & ((gains["alpha"] == best.alpha) | (gains["alpha"].isna() & np.isnan(best.alpha)))]
+        if len(m):
+            r = m.iloc[0]
+            gain = {"test_accuracy": r["cell_mean"], "baseline_test_accuracy": r["baseline_mean"], "n": int(r["n"]),
+                    "gain_mean": r["mean"], "gain_sd": r["sd"], "gain_lo": r["lo"], "gain_hi": r["hi"],
+                    "significant": bool(r["significant"])}
+        else:
+            gain = {"test_accuracy": np.nan, "baseline_test_accuracy": np.nan, "n": 0, "gain_mean": np.nan,
+                    "gain_sd": np.nan, "gain_lo": np.nan, "gain_hi": np.nan, "significant": False}
+        rows.append({"dataset": ds, "student_size": size, "temperature": best.temperature, "alpha": best.alpha,
+                     "n_candidates": len(g), "val_accuracy": best.val_accuracy, "val_nll": best.val_nll, **gain})
+    out = pd.DataFrame(rows, columns=cols)
+    out["student_size"] = out["student_size"].astype("Int64")
+    out["significant"] = out["significant"].astype(bool)
+    return out.reset_index(drop=True)
+
+
+def best_configuration(results_df: pd.DataFrame, *, confidence: float = 0.95) -> pd.DataFrame:
+    """Per dataset, the single best distilled configuration chosen on validation:
+    among the rows of `best_temperature`, the highest validation accuracy (ties:
+    lower validation nll, then smaller student). Same columns as best_temperature."""
+    bt = best_temperature(results_df, confidence=confidence)
+    rows = []
+    for _, g in bt.groupby("dataset", sort=True):
+        ranked = sorted(g.itertuples(index=False),
+                        key=lambda r: (-_tie_key(r.val_accuracy), _tie_key(r.val_nll), int(r.student_size)))
+        rows.append(ranked[0]._asdict())
+    out = pd.DataFrame(rows, columns=bt.columns)
+    out["student_size"] = out["student_size"].astype("Int64")
+    return out.reset_index(drop=True)
+
+
+def teacher_summary(results_df: pd.DataFrame) -> pd.DataFrame:
+    """Per dataset: teacher test accuracy, test nll and train mean max-probability
+    (a teacher near one-hot on its training points, >= 0.99, passes the student
+    almost nothing beyond the hard labels)."""
+    df = normalise_results(results_df)
+    t = df[df["model"] == "teacher"]
+    datasets = sorted(df["dataset"].unique())
+    rows = []
+    for ds in datasets:
+        g = t[t["dataset"] == ds]
+
+        def pick(metric, split):
+            v = g[(g["metric"] == metric) & (g["split"] == split)]["value"]
+            return float(v.mean()) if len(v) else float("nan")
+
+        rows.append({"dataset": ds, "test_accuracy": pick("accuracy", "test"), "test_nll": pick("nll", "test"),
+                     "train_mean_max_prob": pick("mean_max_prob", "train"),
+                     "n_params": pick("n_params", "all")})
+    return pd.DataFrame(rows, columns=["dataset", "test_accuracy", "test_nll", "train_mean_max_prob", "n_params"])

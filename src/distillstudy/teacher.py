@@ -1,0 +1,77 @@
+"""The `teacher` stage: train one teacher per dataset and save its weights AND its
+logits on every split, so no student ever recomputes it.
+
+    distillstudy teacher --data data/prepared/mnist1d.npz --meta data/prepared/mnist1d.json ...
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from distillstudy import metrics, runtime, seeds
+from distillstudy.atomic import write_bytes, write_json
+from distillstudy.datasets import SPLITS, load_npz, save_npz
+from distillstudy.models import SinLogistic, make_teacher, teacher_architecture
+from distillstudy.train import fit_convex, predict, train_teacher
+
+
+def save_state(path: str | Path, state: dict) -> None:
+    """Tensors only, so the file loads with torch.load(weights_only=True).
+
+    Saved through a buffer: torch.save names the zip's inner folder after the
+    file, and a temp file's random name would make identical weights differ.
+    """
+    buffer = io.BytesIO()
+    torch.save({k: v.detach().cpu().contiguous() for k, v in state.items()}, buffer)
+    write_bytes(path, buffer.getvalue())
+
+
+def to_tensors(arrays: dict[str, np.ndarray], device: str) -> dict[str, torch.Tensor]:
+    return {k: torch.from_numpy(v).to(device) for k, v in arrays.items() if k.startswith(("x_", "y_"))}
+
+
+def run(*, data: str, meta: str, global_seed: int, max_epochs: int, patience: int, batch_size: int,
+        lr: float, weight_decay: float, cnn_channels: int, mlp_width: int, dropout: float,
+        out_model: str, out_logits: str, out_meta: str, threads: int = 1) -> dict:
+    settings = runtime.configure(threads)
+    arrays = load_npz(data)
+    info = json.loads(Path(meta).read_text())
+    seed = seeds.teacher_seed(global_seed, info["name"])
+    torch.manual_seed(seed)
+    model = make_teacher(info["kind"], info["n_features"], info["n_classes"], arrays["mean"],
+                         arrays["std"], cnn_channels, mlp_width, dropout).to(settings["device"])
+    tensors = to_tensors(arrays, settings["device"])
+    started = time.perf_counter()
+    run_name = f"teacher[{info['name']}]"
+    if isinstance(model, SinLogistic):
+        fit = fit_convex(model, tensors, run_name)
+    else:
+        fit = train_teacher(model, tensors, seed=seed, max_epochs=max_epochs, patience=patience,
+                            batch_size=batch_size, lr=lr, weight_decay=weight_decay, run_name=run_name)
+    seconds = time.perf_counter() - started
+    logits = {f"logits_{s}": predict(model, tensors[f"x_{s}"]).cpu().numpy().astype(np.float32)
+              for s in SPLITS}
+    scores = {s: metrics.all_metrics(logits[f"logits_{s}"], arrays[f"y_{s}"]) for s in SPLITS}
+    record = {
+        "dataset": info["name"],
+        "architecture": teacher_architecture(info["kind"]),
+        "n_params": int(sum(p.numel() for p in model.parameters())),
+        "seed": seed,
+        "data_sha256": info["sha256"],
+        "metrics": scores,
+        "fit": fit,
+        "runtime": settings,
+    }
+    save_state(out_model, model.state_dict())
+    save_npz(out_logits, logits)
+    write_json(out_meta, record)
+    print(f"teacher[{info['name']}]: {record['architecture']}, best epoch {fit['best_epoch']} of "
+          f"{fit['epochs_run']}, test accuracy {scores['test']['accuracy']:.4f}, train mean max-prob "
+          f"{scores['train']['mean_max_prob']:.4f}, {seconds:.1f} s")
+    return record

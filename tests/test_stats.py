@@ -1,0 +1,214 @@
+"""Paired statistics: hand-computed intervals, agreement with scipy, selection on
+validation only, and pairing by seed regardless of row order."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pandas as pd
+import pytest
+from scipy import stats as st
+
+from distillstudy import stats
+
+COLS = stats.COLUMNS
+
+
+def row(model, size, T, alpha, seed, split, metric, value, dataset="d"):
+    return {"dataset": dataset, "model": model, "student_size": size, "temperature": T, "alpha": alpha,
+            "seed": seed, "split": split, "metric": metric, "value": value}
+
+
+def frame(rows):
+    return pd.DataFrame(rows, columns=COLS)
+
+
+# --------------------------------------------------------------------------- paired_diff_ci
+
+
+def test_ci_hand_computed_significant():
+    # diffs 1, 2, 3, 4: mean 2.5; sd = sqrt((2.25 + 0.25 + 0.25 + 2.25) / 3) = sqrt(5/3) = 1.2909944;
+    # se = sd / sqrt(4) = 0.6454972; t_{0.975, 3} = 3.1824463; half-width = 2.0542603
+    ci = stats.paired_diff_ci([1, 2, 3, 4])
+    assert ci["n"] == 4
+    assert ci["mean"] == pytest.approx(2.5)
+    assert ci["sd"] == pytest.approx(1.2909944, abs=1e-7)
+    assert ci["lo"] == pytest.approx(2.5 - 2.0542603, abs=1e-7)  # 0.4457397
+    assert ci["hi"] == pytest.approx(2.5 + 2.0542603, abs=1e-7)  # 4.5542603
+    assert stats.excludes_zero(ci["lo"], ci["hi"])
+
+
+def test_ci_hand_computed_not_significant():
+    # diffs 0.02, 0.01, 0.03: mean 0.02, sd 0.01, se = 0.01 / sqrt(3) = 0.0057735;
+    # t_{0.975, 2} = 4.3026527; half-width = 0.0248414 -> CI [-0.0048414, 0.0448414] contains 0
+    ci = stats.paired_diff_ci(np.array([0.02, 0.01, 0.03]))
+    assert ci["sd"] == pytest.approx(0.01)
+    assert ci["lo"] == pytest.approx(-0.0048414, abs=1e-7)
+    assert ci["hi"] == pytest.approx(0.0448414, abs=1e-7)
+    assert not stats.excludes_zero(ci["lo"], ci["hi"])
+
+
+def test_ci_matches_scipy():
+    rng = np.random.default_rng(3)
+    a = rng.normal(0.8, 0.05, 7)
+    b = a - rng.normal(0.01, 0.02, 7)
+    ci = stats.paired_diff_ci(a - b, 0.9)
+    res = st.ttest_rel(a, b)
+    lo, hi = res.confidence_interval(0.9)
+    assert (ci["lo"], ci["hi"]) == pytest.approx((lo, hi), rel=1e-10)
+    d = a - b
+    lo2, hi2 = st.t.interval(0.9, len(d) - 1, loc=d.mean(), scale=st.sem(d))
+    assert (ci["lo"], ci["hi"]) == pytest.approx((lo2, hi2), rel=1e-10)
+
+
+def test_ci_degenerate_and_bootstrap():
+    one = stats.paired_diff_ci([0.3])
+    assert one["n"] == 1 and one["mean"] == 0.3
+    assert math.isnan(one["lo"]) and math.isnan(one["hi"]) and math.isnan(one["sd"])
+    assert stats.paired_diff_ci([])["n"] == 0
+    assert not stats.excludes_zero(float("nan"), float("nan"))
+    d = np.random.default_rng(0).normal(1.0, 1.0, 20)
+    b1 = stats.paired_diff_ci(d, bootstrap=True)
+    b2 = stats.paired_diff_ci(d, bootstrap=True)
+    assert b1 == b2  # fixed generator seed
+    t = stats.paired_diff_ci(d)
+    assert b1["lo"] != t["lo"] and b1["lo"] < b1["mean"] < b1["hi"]
+    # below n = 10 the bootstrap flag falls back to the t interval
+    assert stats.paired_diff_ci(d[:5], bootstrap=True) == stats.paired_diff_ci(d[:5])
+
+
+# --------------------------------------------------------------------------- paired gains
+
+
+def _pairing_rows():
+    """Baseline values differ a lot between seeds; diffs are small and constant-ish,
+    so any mispairing blows up the CI."""
+    base = {0: 0.50, 1: 0.70, 2: 0.90}
+    gain = {0: 0.010, 1: 0.020, 2: 0.015}
+    rows = []
+    for s in base:
+        rows.append(row("baseline", 16, "", 0.0, s, "test", "accuracy", base[s]))
+        rows.append(row("distilled", 16, "2", 0.5, s, "test", "accuracy", base[s] + gain[s]))
+        rows.append(row("logit_mse", 16, "", 0.5, s, "test", "accuracy", base[s] - 0.01))
+        rows.append(row("teacher", "", "", "", s, "test", "accuracy", 0.95)) if s == 0 else None
+    return rows
+
+
+def test_paired_gains_pairs_by_seed_and_ignores_row_order():
+    df = frame(_pairing_rows())
+    g = stats.paired_gains(df, "accuracy", "test")
+    d = g[g["model"] == "distilled"].iloc[0]
+    exp = stats.paired_diff_ci([0.010, 0.020, 0.015])
+    assert d["n"] == 3
+    assert d["mean"] == pytest.approx(exp["mean"]) and d["lo"] == pytest.approx(exp["lo"])
+    assert d["hi"] == pytest.approx(exp["hi"]) and bool(d["significant"])
+    lm = g[g["model"] == "logit_mse"].iloc[0]
+    assert lm["mean"] == pytest.approx(-0.01) and lm["sd"] == pytest.approx(0, abs=1e-12)
+    for k in range(5):
+        shuffled = df.sample(frac=1.0, random_state=k).reset_index(drop=True)
+        g2 = stats.paired_gains(shuffled, "accuracy", "test")
+        pd.testing.assert_frame_equal(g, g2)
+
+
+def test_paired_gains_sign_convention_for_nll():
+    rows = []
+    for s in range(3):
+        rows.append(row("baseline", 8, "", 0.0, s, "test", "nll", 1.0 + s))
+        rows.append(row("distilled", 8, "4", 0.9, s, "test", "nll", 0.8 + s + 0.01 * s))
+    g = stats.paired_gains(frame(rows), "nll", "test")
+    assert g.iloc[0]["mean"] < 0  # distilled - baseline: lower nll => negative
+
+
+def test_paired_gains_only_common_seeds_and_duplicates_rejected():
+    rows = _pairing_rows() + [row("distilled", 16, "2", 0.5, 7, "test", "accuracy", 0.99)]  # no baseline seed 7
+    g = stats.paired_gains(frame(rows), "accuracy", "test")
+    assert int(g[g["model"] == "distilled"].iloc[0]["n"]) == 3
+    dup = _pairing_rows() + [row("baseline", 16, "", 0.0, 0, "test", "accuracy", 0.1)]
+    with pytest.raises(ValueError, match="duplicate"):
+        stats.paired_gains(frame(dup), "accuracy", "test")
+
+
+def test_load_results_keeps_temperature_strings(tmp_path):
+    rows = [row("teacher", "", "", "", 0, "train", "mean_max_prob", 0.97, dataset="NA")]
+    for s in range(2):
+        rows.append(row("baseline", 32, "", 0, s, "test", "accuracy", 0.5, dataset="NA"))
+        for T in ("2.5", "16", "2"):
+            rows.append(row("distilled", 32, T, 0.5, s, "test", "accuracy", 0.6, dataset="NA"))
+    p = tmp_path / "results.csv"
+    frame(rows).to_csv(p, index=False)
+    df = stats.load_results(p)
+    assert set(df["dataset"]) == {"NA"}
+    assert set(df.loc[df["model"] == "distilled", "temperature"]) == {"2.5", "16", "2"}
+    assert df.loc[df["model"] == "teacher", "student_size"].isna().all()
+    g = stats.paired_gains(df, "accuracy", "test")
+    assert list(g["temperature"]) == ["2", "2.5", "16"]  # numeric order, strings kept
+
+
+# --------------------------------------------------------------------------- best temperature
+
+
+def _selection_rows(val, test, nll=None, baseline_test=0.70, size=32, dataset="d"):
+    """val/test: {T: accuracy}; three seeds with a small seed effect."""
+    rows = []
+    for s in range(3):
+        e = 0.001 * s
+        rows.append(row("baseline", size, "", 0.0, s, "test", "accuracy", baseline_test + e, dataset))
+        rows.append(row("baseline", size, "", 0.0, s, "val", "accuracy", baseline_test + e, dataset))
+        for T in val:
+            rows.append(row("distilled", size, T, 0.5, s, "val", "accuracy", val[T] + e, dataset))
+            rows.append(row("distilled", size, T, 0.5, s, "test", "accuracy", test[T] + e + 0.002 * (s == 1), dataset))
+            rows.append(row("distilled", size, T, 0.5, s, "val", "nll", (nll or {}).get(T, 0.5), dataset))
+    return rows
+
+
+def test_best_temperature_selects_on_validation_not_test():
+    # validation prefers T=1, test would prefer T=4: the answer must be T=1
+    rows = _selection_rows(val={"1": 0.80, "4": 0.70}, test={"1": 0.72, "4": 0.90})
+    bt = stats.best_temperature(frame(rows))
+    assert len(bt) == 1
+    r = bt.iloc[0]
+    assert r["temperature"] == "1"
+    assert r["val_accuracy"] == pytest.approx(0.801)
+    assert r["n_candidates"] == 2
+    # its *test* gain: diffs 0.02, 0.022, 0.02 over baseline
+    exp = stats.paired_diff_ci([0.02, 0.022, 0.02])
+    assert r["gain_mean"] == pytest.approx(exp["mean"])
+    assert r["gain_lo"] == pytest.approx(exp["lo"]) and r["gain_hi"] == pytest.approx(exp["hi"])
+    assert r["test_accuracy"] == pytest.approx(0.72 + 0.001 + 0.002 / 3)
+    best = stats.best_configuration(frame(rows))
+    assert best.iloc[0]["temperature"] == "1"
+
+
+def test_best_temperature_tie_breaks():
+    # equal validation accuracy -> lower validation nll wins (T=4)
+    rows = _selection_rows(val={"1": 0.8, "4": 0.8}, test={"1": 0.9, "4": 0.7}, nll={"1": 0.6, "4": 0.4})
+    assert stats.best_temperature(frame(rows)).iloc[0]["temperature"] == "4"
+    # equal accuracy and nll -> lower T, compared numerically ("2" < "16")
+    rows = _selection_rows(val={"16": 0.8, "2": 0.8}, test={"16": 0.9, "2": 0.7})
+    assert stats.best_temperature(frame(rows)).iloc[0]["temperature"] == "2"
+
+
+def test_best_temperature_refuses_without_validation():
+    rows = [r for r in _selection_rows(val={"1": 0.8}, test={"1": 0.7}) if r["split"] != "val"]
+    with pytest.raises(ValueError, match="validation"):
+        stats.best_temperature(frame(rows))
+
+
+def test_best_configuration_across_sizes():
+    rows = (_selection_rows(val={"1": 0.80, "2": 0.82}, test={"1": 0.8, "2": 0.8}, size=16)
+            + _selection_rows(val={"1": 0.85, "2": 0.84}, test={"1": 0.8, "2": 0.8}, size=64))
+    bt = stats.best_temperature(frame(rows))
+    assert list(bt["student_size"]) == [16, 64]
+    assert list(bt["temperature"]) == ["2", "1"]
+    best = stats.best_configuration(frame(rows)).iloc[0]
+    assert (int(best["student_size"]), best["temperature"]) == (64, "1")
+
+
+def test_teacher_summary():
+    rows = [row("teacher", "", "", "", 0, "train", "mean_max_prob", 0.995),
+            row("teacher", "", "", "", 0, "test", "accuracy", 0.91),
+            row("baseline", 8, "", 0.0, 0, "test", "accuracy", 0.8)]
+    t = stats.teacher_summary(frame(rows)).iloc[0]
+    assert t["train_mean_max_prob"] == pytest.approx(0.995) and t["test_accuracy"] == pytest.approx(0.91)
+    assert math.isnan(t["test_nll"])

@@ -1,0 +1,63 @@
+# Shared definitions: the grid from params.yaml, paths, and the checks a schema cannot do.
+import json
+import os
+import shlex
+import sys
+
+from distillstudy.params import ParamsError, cell_name, check_params
+
+# Stage commands run the `distillstudy` of the Python that runs Snakemake.
+os.environ["PATH"] = os.path.dirname(sys.executable) + os.pathsep + os.environ.get("PATH", "")
+# One BLAS/OpenMP thread per job; jobs run in parallel instead (see README: Reproducibility).
+os.environ.setdefault("OMP_NUM_THREADS", "1")
+os.environ.setdefault("MKL_NUM_THREADS", "1")
+
+try:
+    check_params(config)
+except ParamsError as exc:
+    raise WorkflowError(str(exc)) from None
+
+DATASETS = {d["name"]: d for d in config["prepare"]["datasets"]}
+SIZES = [int(s) for s in config["distill"]["sizes"]]
+CELLS = (
+    ["baseline"]
+    + [cell_name(t) for t in config["distill"]["temperatures"]]
+    + (["logit_mse"] if config["distill"]["logit_mse"] else [])
+)
+WALKTHROUGH = bool(config["walkthrough"]["enabled"])
+
+
+wildcard_constraints:
+    dataset=r"[A-Za-z0-9][A-Za-z0-9_-]*",
+    size=r"[0-9]+",
+    cell=r"baseline|logit_mse|T[0-9][0-9.e+-]*",
+
+
+def code(*modules):
+    """Source files a rule's results depend on: editing one re-runs the rule."""
+    return [f"src/distillstudy/{m}.py" for m in modules]
+
+
+def dataset_option(name, key, default=""):
+    return DATASETS[name].get(key, default)
+
+
+def csv_inputs(wildcards):
+    spec = DATASETS[wildcards.dataset]
+    return [spec["path"]] if spec["kind"] == "csv" else []
+
+
+def csv_args(wildcards):
+    spec = DATASETS[wildcards.dataset]
+    if spec["kind"] != "csv":
+        return ""
+    return f"--path {shlex.quote(spec['path'])} --label {shlex.quote(spec['label'])}"
+
+
+def student_cells(wildcards=None):
+    return expand(
+        "models/students/{dataset}/h{size}/{cell}.logits.npz",
+        dataset=DATASETS,
+        size=SIZES,
+        cell=CELLS,
+    )

@@ -1,0 +1,35 @@
+# One job per grid cell (dataset x size x cell); all seeds of a cell train in one process.
+rule distill:
+    input:
+        data="data/prepared/{dataset}.npz",
+        teacher_logits="models/teachers/{dataset}.logits.npz",
+        code=code("distill", "train", "losses", "models", "runtime", "seeds"),
+    output:
+        model="models/students/{dataset}/h{size}/{cell}.pt",
+        logits="models/students/{dataset}/h{size}/{cell}.logits.npz",
+    params:
+        # The baseline never reads alpha: changing alpha must not re-run it.
+        alpha=lambda w: 0.0 if w.cell == "baseline" else config["distill"]["alpha"],
+        seeds=config["distill"]["seeds"],
+        seed=config["seed"],
+        epochs=config["distill"]["epochs"],
+        batch_size=config["distill"]["batch_size"],
+        lr=config["distill"]["lr"],
+        weight_decay=config["distill"]["weight_decay"],
+    conda:
+        "../envs/distillstudy.yaml"
+    log:
+        "logs/distill/{dataset}/h{size}/{cell}.log",
+    benchmark:
+        "logs/benchmarks/distill/{dataset}/h{size}/{cell}.tsv"
+    threads: 1
+    resources:
+        mem_mb=2000,
+        runtime=60,
+    shell:
+        "distillstudy distill --data {input.data} --teacher-logits {input.teacher_logits}"
+        " --dataset {wildcards.dataset} --size {wildcards.size} --cell {wildcards.cell}"
+        " --alpha {params.alpha} --seeds {params.seeds} --seed {params.seed}"
+        " --epochs {params.epochs} --batch-size {params.batch_size} --lr {params.lr}"
+        " --weight-decay {params.weight_decay} --threads {threads}"
+        " --out-model {output.model} --out-logits {output.logits} > {log} 2>&1"

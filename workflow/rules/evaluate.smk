@@ -1,0 +1,27 @@
+# Aggregates exactly the cells expand() names from params.yaml (never a folder glob).
+rule evaluate:
+    input:
+        data=expand("data/prepared/{dataset}.npz", dataset=DATASETS),
+        teachers=expand("models/teachers/{dataset}.logits.npz", dataset=DATASETS),
+        teacher_meta=expand("models/teachers/{dataset}.json", dataset=DATASETS),
+        cells=student_cells(),
+        code=code("evaluate", "metrics"),
+    output:
+        results="reports/results.csv",
+        metrics="reports/metrics.json",
+    params:
+        ece_bins=config["evaluate"]["ece_bins"],
+    conda:
+        "../envs/distillstudy.yaml"
+    log:
+        "logs/evaluate/evaluate.log",
+    benchmark:
+        "logs/benchmarks/evaluate/evaluate.tsv"
+    resources:
+        mem_mb=4000,
+        runtime=20,
+    shell:
+        "distillstudy evaluate --data {input.data} --teachers {input.teachers}"
+        " --teacher-meta {input.teacher_meta} --cells {input.cells}"
+        " --ece-bins {params.ece_bins}"
+        " --out-results {output.results} --out-metrics {output.metrics} > {log} 2>&1"

@@ -1,0 +1,29 @@
+rule prepare:
+    input:
+        table=csv_inputs,
+        code=code("datasets", "cli"),
+    output:
+        data="data/prepared/{dataset}.npz",
+        meta="data/prepared/{dataset}.json",
+    params:
+        kind=lambda w: DATASETS[w.dataset]["kind"],
+        seed=config["seed"],
+        val_fraction=config["prepare"]["val_fraction"],
+        test_fraction=config["prepare"]["test_fraction"],
+        n_train=lambda w: dataset_option(w.dataset, "n_train", 200),
+        n_test=lambda w: dataset_option(w.dataset, "n_test", 5000),
+        csv=csv_args,
+    conda:
+        "../envs/distillstudy.yaml"
+    log:
+        "logs/prepare/{dataset}.log",
+    benchmark:
+        "logs/benchmarks/prepare/{dataset}.tsv"
+    resources:
+        mem_mb=2000,
+        runtime=10,
+    shell:
+        "distillstudy prepare --name {wildcards.dataset} --kind {params.kind} --seed {params.seed}"
+        " --val-fraction {params.val_fraction} --test-fraction {params.test_fraction}"
+        " --n-train {params.n_train} --n-test {params.n_test} {params.csv}"
+        " --out-data {output.data} --out-meta {output.meta} > {log} 2>&1"
