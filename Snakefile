@@ -16,6 +16,10 @@ min_version("9.0")
 configfile: "params.yaml"
 
 
+envvars:
+    "PATH",
+
+
 include: "workflow/rules/common.smk"
 
 

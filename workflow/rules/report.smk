@@ -1,28 +1,3 @@
-def benchmark_files(wildcards=None):
-    """Wall time per job, from the `benchmark:` files of the rules the report covers."""
-    files = expand("logs/benchmarks/prepare/{dataset}.tsv", dataset=DATASETS)
-    files += expand("logs/benchmarks/teacher/{dataset}.tsv", dataset=DATASETS)
-    files += expand(
-        "logs/benchmarks/distill/{dataset}/h{size}/{cell}.tsv",
-        dataset=DATASETS,
-        size=SIZES,
-        cell=CELLS,
-    )
-    files += ["logs/benchmarks/evaluate/evaluate.tsv"]
-    if WALKTHROUGH:
-        files += ["logs/benchmarks/walkthrough/walkthrough.tsv"]
-    return files
-
-
-def walkthrough_args(wildcards, input):
-    if not WALKTHROUGH:
-        return ""
-    return (
-        f"--walkthrough {input.walkthrough[0]}"
-        f" --walkthrough-pngs {input.walkthrough[1]} {input.walkthrough[2]}"
-    )
-
-
 rule report:
     input:
         results="reports/results.csv",
