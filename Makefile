@@ -1,0 +1,44 @@
+# distillstudy: `make study` runs the default study, `make test` the whole suite.
+# Both create .venv (pinned: pyproject.toml + constraints.txt) when it is missing.
+
+PYTHON ?= $(shell command -v python3.11 || command -v python3)
+VENV := .venv
+BIN := $(CURDIR)/$(VENV)/bin
+STAMP := $(VENV)/.installed
+# Stage commands (distillstudy, snakemake, dvc) come from the venv, also inside DVC stages.
+export PATH := $(BIN):$(PATH)
+
+.PHONY: study test lint repro report-snakemake lock clean-study
+
+$(STAMP): pyproject.toml constraints.txt
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet -c constraints.txt -e ".[test]"
+	@touch $@
+
+## study: run (or resume) the default study through DVC + Snakemake; writes reports/index.html
+study: $(STAMP)
+	dvc repro
+	@echo "Open reports/index.html"
+
+## test: unit, rule-level, end-to-end (Snakemake) and DVC tests
+test: $(STAMP)
+	python -m pytest -q
+
+## lint: snakemake --lint
+lint: $(STAMP)
+	snakemake --lint
+
+## report-snakemake: Snakemake's own HTML report of the last run
+report-snakemake: $(STAMP)
+	snakemake --workflow-profile workflow/profiles/default --report reports/snakemake-report.html
+
+## lock: re-pin every installed package after changing pyproject.toml
+lock: $(STAMP)
+	$(BIN)/python -m pip freeze --exclude-editable | grep -v '^torch==' > constraints.txt.new
+	echo "torch==2.13.0" >> constraints.txt.new
+	sort -f constraints.txt.new -o constraints.txt.new && mv constraints.txt.new constraints.txt
+
+## clean-study: remove every study output (DVC cache and git-tracked files stay)
+clean-study:
+	rm -rf data/prepared models/teachers models/students reports/index.html reports/figures \
+	       reports/plots reports/walkthrough reports/results.csv logs .snakemake

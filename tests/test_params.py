@@ -1,0 +1,84 @@
+"""params.yaml validation: each bad value stops with a message naming key path and value."""
+
+import copy
+import subprocess
+import sys
+
+import pytest
+import yaml
+
+from distillstudy.params import ParamsError, cell_name, check_params, format_temperature, load_params
+from conftest import ROOT, tiny_params
+
+
+def test_default_and_tiny_params_are_valid():
+    load_params(ROOT / "params.yaml")
+    check_params(tiny_params())
+
+
+@pytest.mark.parametrize("value, expected", [(1, "1"), (1.0, "1"), ("2.50", "2.5"), (16, "16"), (0.125, "0.125")])
+def test_one_spelling_per_temperature(value, expected):
+    assert format_temperature(value) == expected
+    assert cell_name(value) == "T" + expected
+
+
+def set_key(params, path, value):
+    node = params
+    for key in path[:-1]:
+        node = node[key]
+    if value is DELETE:
+        del node[path[-1]]
+    else:
+        node[path[-1]] = value
+    return params
+
+
+DELETE = object()
+BAD = [
+    # (what, key path, value, words the message must contain)
+    ("typo at top level", ["distil"], {}, ["distil", "unknown key"]),
+    ("typo in a stage", ["distill", "temperature"], [1], ["distill.temperature", "unknown key"]),
+    ("negative temperature", ["distill", "temperatures"], [1, -2], ["distill.temperatures[1]", "-2"]),
+    ("zero temperature", ["distill", "temperatures"], [0], ["distill.temperatures[0]", "0"]),
+    ("non-numeric temperature", ["distill", "temperatures"], ["hot"], ["distill.temperatures[0]", "hot"]),
+    ("empty grid", ["distill", "temperatures"], [], ["distill.temperatures", "[]"]),
+    ("duplicate temperatures", ["distill", "temperatures"], [1, 1.0], ["distill.temperatures[1]", "1.0", "duplicates"]),
+    ("alpha above one", ["distill", "alpha"], 1.5, ["distill.alpha", "1.5"]),
+    ("alpha below zero", ["distill", "alpha"], -0.1, ["distill.alpha", "-0.1"]),
+    ("unknown dataset kind", ["prepare", "datasets"], [{"name": "x", "kind": "cifar"}], ["prepare.datasets[0].kind", "cifar"]),
+    ("seeds not an integer", ["distill", "seeds"], 2.5, ["distill.seeds", "2.5"]),
+    ("negative seeds", ["distill", "seeds"], -1, ["distill.seeds", "-1"]),
+    ("global seed negative", ["seed"], -3, ["seed", "-3"]),
+    ("student size zero", ["distill", "sizes"], [16, 0], ["distill.sizes[1]", "0"]),
+    ("missing CSV file", ["prepare", "datasets"], [{"name": "t", "kind": "csv", "path": "data/raw/nope.csv", "label": "y"}],
+     ["prepare.datasets[0].path", "nope.csv", "does not exist"]),
+    ("missing section", ["teacher"], DELETE, ["teacher", "required"]),
+    ("bad dataset name", ["prepare", "datasets"], [{"name": "a/b", "kind": "sine"}], ["prepare.datasets[0].name", "a/b"]),
+]
+
+
+@pytest.mark.parametrize("what, path, value, words", BAD, ids=[b[0] for b in BAD])
+def test_bad_params_name_key_and_value(what, path, value, words):
+    params = set_key(copy.deepcopy(tiny_params()), path, value)
+    with pytest.raises(ParamsError) as info:
+        check_params(params)
+    for word in words:
+        assert word in str(info.value), f"{what}: {word!r} missing from:\n{info.value}"
+
+
+def test_label_column_absent_from_csv(tmp_path):
+    (tmp_path / "t.csv").write_text("a,b,cls\n1,2,x\n")
+    params = set_key(copy.deepcopy(tiny_params()), ["prepare", "datasets"],
+                     [{"name": "t", "kind": "csv", "path": "t.csv", "label": "label"}])
+    with pytest.raises(ParamsError, match=r"prepare.datasets\[0\].label: 'label' is not a column"):
+        check_params(params, base=tmp_path)
+
+
+def test_cli_validate_exits_nonzero_with_the_message(tmp_path):
+    params = set_key(copy.deepcopy(tiny_params()), ["distill", "alpha"], 2)
+    path = tmp_path / "params.yaml"
+    path.write_text(yaml.safe_dump(params))
+    proc = subprocess.run([sys.executable, "-m", "distillstudy", "validate", str(path)],
+                          capture_output=True, text=True)
+    assert proc.returncode == 2
+    assert "distill.alpha: 2" in proc.stderr
