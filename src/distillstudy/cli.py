@@ -155,6 +155,7 @@ def cmd_walkthrough(a):
 def add_report(sub):
     p = sub.add_parser("report", help="write reports/index.html")
     p.add_argument("--results", required=True)
+    p.add_argument("--calibration", help="calibration.csv from evaluate (omit: no reliability diagrams)")
     p.add_argument("--walkthrough", help="walkthrough.csv (omit when the walkthrough is disabled)")
     p.add_argument("--walkthrough-pngs", nargs="*", default=[])
     p.add_argument("--dataset-meta", nargs="+", required=True)
@@ -174,7 +175,7 @@ def cmd_report(a):
         params=params, title=params.get("report", {}).get("title", "distillstudy report"),
         datasets_meta=[json.loads(open(p, encoding="utf-8").read()) for p in a.dataset_meta],
         provenance=provenance.collect(), benchmarks=provenance.read_benchmarks(a.benchmarks),
-        out_html=a.out_html, figures_dir=a.figures_dir, plots_dir=a.plots_dir)
+        out_html=a.out_html, figures_dir=a.figures_dir, plots_dir=a.plots_dir, calibration_csv=a.calibration)
     print(f"report: wrote {a.out_html}")
 
 

@@ -224,3 +224,133 @@ def plot_fidelity(results_df: pd.DataFrame, dataset: str, path: str | os.PathLik
     ax.legend(handles=handles, loc="center left", bbox_to_anchor=(1.01, 0.5), fontsize=9, frameon=False)
     fig.tight_layout()
     _save(fig, path)
+
+
+def plot_best_temperature(results_df: pd.DataFrame, dataset: str, path: str | os.PathLike, *,
+                          confidence: float = 0.95) -> None:
+    """Best temperature (chosen on validation) against student size.
+
+    Background: for every student size (x) and temperature (y) the mean
+    validation accuracy minus that size's best, in percentage points (0 = the
+    best cell; darker = closer to it), so a column that is dark over a range of
+    temperatures is flat there. A black line joins the selected temperature of
+    each size; its label is that choice's paired *test* gain over the baseline
+    ('*' when the CI excludes zero; filled marker = significant)."""
+    title = f"{_short(dataset)}: best temperature (on validation) by student size"
+    va = stats.cell_summary(results_df, "accuracy", "val", confidence=confidence)
+    va = va[(va["dataset"] == dataset) & (va["model"] == "distilled")]
+    bt = stats.best_temperature(results_df, confidence=confidence)
+    bt = bt[bt["dataset"] == dataset]
+    if va.empty or bt.empty:
+        _empty(path, title, "no distilled students with validation results")
+        return
+    multi_alpha = va["alpha"].nunique(dropna=False) > 1
+    va = va.assign(tnum=va["temperature"].map(stats.temperature_value))
+    rows = [(r.temperature, r.alpha) for r in
+            va[["temperature", "alpha", "tnum"]].drop_duplicates().sort_values(["tnum", "alpha"], ascending=False)
+            .itertuples(index=False)]
+    sizes = sorted(int(s) for s in va["student_size"].unique())
+    gap = np.full((len(rows), len(sizes)), np.nan)
+    for j, s in enumerate(sizes):
+        col = va[va["student_size"] == s]
+        best = col["mean"].max()
+        for r in col.itertuples(index=False):
+            i = next(k for k, c in enumerate(rows) if c[0] == r.temperature and
+                     (c[1] == r.alpha or (np.isnan(c[1]) and np.isnan(r.alpha))))
+            gap[i, j] = 100.0 * (r.mean - best)
+    ylabels = [f"T={t}, {_alpha_label(a)}" if multi_alpha else t for t, a in rows]
+    vmin = min(float(np.nanmin(gap)) if np.isfinite(gap).any() else -1.0, -0.5)
+    fig, ax = plt.subplots(figsize=(max(5.0, 1.3 * len(sizes) + 3.0), max(3.2, 0.55 * len(rows) + 1.9)))
+    with warnings.catch_warnings():  # seaborn 0.13 calls the deprecated Colormap.set_bad
+        warnings.simplefilter("ignore", PendingDeprecationWarning)
+        sns.heatmap(pd.DataFrame(gap, index=ylabels, columns=[str(s) for s in sizes]), ax=ax, cmap="Blues",
+                    vmin=vmin, vmax=0, linewidths=0.5, linecolor="white",
+                    cbar_kws={"label": "validation accuracy minus best of the size (pp)"})
+    ax.set_facecolor("#dddddd")
+    for i in range(len(rows)):
+        for j in range(len(sizes)):
+            if not np.isnan(gap[i, j]):
+                ax.text(j + 0.5, i + 0.5, f"{gap[i, j]:.1f}", ha="center", va="center", fontsize=8,
+                        color="white" if gap[i, j] > 0.5 * vmin else "black", alpha=0.8)
+    xs, ys = [], []
+    for j, s in enumerate(sizes):
+        r = bt[bt["student_size"] == s]
+        if r.empty:
+            continue
+        r = r.iloc[0]
+        i = next(k for k, c in enumerate(rows) if c[0] == r["temperature"] and
+                 (c[1] == r["alpha"] or (np.isnan(c[1]) and np.isnan(r["alpha"]))))
+        xs.append(j + 0.5)
+        ys.append(i + 0.5)
+        sig = bool(r["significant"])
+        ax.scatter(j + 0.5, i + 0.5, s=260, marker="o", facecolor="#e69f00" if sig else "white",
+                   edgecolor="black", linewidth=1.5, zorder=4)
+        gain = "n/a" if np.isnan(r["gain_mean"]) else f"{100 * r['gain_mean']:+.1f} pp" + ("*" if sig else "")
+        ax.annotate(f"test {gain}", (j + 0.5, i + 0.5), textcoords="offset points", xytext=(0, 13),
+                    ha="center", fontsize=8, fontweight="bold", zorder=5,
+                    bbox={"boxstyle": "round,pad=0.15", "facecolor": "white", "edgecolor": "none", "alpha": 0.85})
+    ax.plot(xs, ys, color="black", lw=1.5, zorder=3)
+    ax.set_xlabel("student hidden size")
+    ax.set_ylabel("temperature T")
+    ax.tick_params(axis="y", rotation=0)
+    handles = [Line2D([], [], color="black", marker="o", markerfacecolor="white", markersize=9,
+                      label="best T on validation"),
+               Line2D([], [], color="black", marker="o", markerfacecolor="#e69f00", markersize=9, linestyle="",
+                      label=f"its test gain: {int(confidence * 100)}% CI excludes 0")]
+    ax.legend(handles=handles, loc="upper center", bbox_to_anchor=(0.5, -0.16), ncol=2, fontsize=8, frameon=False)
+    ax.set_title(title, fontsize=10)
+    fig.tight_layout()
+    _save(fig, path)
+
+
+def plot_reliability(calibration_df: pd.DataFrame, dataset: str, panels: list[dict], path: str | os.PathLike) -> None:
+    """Reliability diagrams, one column per model in `panels` (dicts with label,
+    model, student_size, temperature, alpha), pooled over seeds on the test split.
+
+    Top: accuracy per confidence bin (blue bars) against the diagonal of perfect
+    calibration, the gap to each bin's mean confidence in red (red above a bar:
+    over-confident; red inside it: under-confident), pooled ECE in the title.
+    Bottom: share of test predictions per bin."""
+    title = f"{_short(dataset)}: reliability diagrams (test, pooled over seeds)"
+    pooled = [(p, stats.pooled_reliability(calibration_df, dataset, p["model"], p.get("student_size"),
+                                           p.get("temperature", ""), p.get("alpha")))
+              for p in panels]
+    pooled = [(p, r) for p, r in pooled if len(r) and r["count"].sum() > 0]
+    if not pooled:
+        _empty(path, title, "no calibration data")
+        return
+    n = len(pooled)
+    fig, axes = plt.subplots(2, n, figsize=(3.4 * n + 0.6, 4.9), sharex=True, squeeze=False,
+                             gridspec_kw={"height_ratios": [3, 1.1], "hspace": 0.08})
+    for k, (p, r) in enumerate(pooled):
+        top, bottom = axes[0, k], axes[1, k]
+        width = r["bin_upper"] - r["bin_lower"]
+        centre = (r["bin_upper"] + r["bin_lower"]) / 2
+        filled = r["count"] > 0
+        top.bar(centre[filled], r["accuracy"][filled], width=width[filled], color="#0072b2", alpha=0.85,
+                edgecolor="white", linewidth=0.6, label="accuracy")
+        gap_lo = np.minimum(r["accuracy"], r["mean_confidence"])[filled]
+        gap_h = (r["mean_confidence"] - r["accuracy"]).abs()[filled]
+        top.bar(centre[filled], gap_h, bottom=gap_lo, width=width[filled], color="#d55e00", alpha=0.45,
+                edgecolor="#d55e00", linewidth=0.6, hatch="//", label="gap to mean confidence")
+        top.plot([0, 1], [0, 1], color="black", linestyle="--", lw=1, label="perfect calibration")
+        top.set_xlim(0, 1)
+        top.set_ylim(0, 1.02)
+        top.grid(True, alpha=0.3)
+        top.set_title(f"{p['label']}\nECE {r.attrs['ece']:.3f} · {r.attrs['n_seeds']} seed"
+                      f"{'' if r.attrs['n_seeds'] == 1 else 's'}, n = {r.attrs['n']:,}", fontsize=9)
+        share = r["count"] / r["count"].sum()
+        bottom.bar(centre, share, width=width, color="#777777", edgecolor="white", linewidth=0.6)
+        bottom.set_ylim(0, 1)
+        bottom.set_xlabel("confidence (top-1 probability)")
+        bottom.grid(True, alpha=0.3)
+        if k == 0:
+            top.set_ylabel("accuracy in bin")
+            bottom.set_ylabel("share of\npredictions")
+        else:
+            top.tick_params(labelleft=False)
+            bottom.tick_params(labelleft=False)
+    axes[0, 0].legend(loc="upper left", fontsize=7, frameon=True)
+    fig.suptitle(title, fontsize=10)
+    fig.subplots_adjust(left=0.09, right=0.98, top=0.82, bottom=0.13, wspace=0.08)
+    _save(fig, path)

@@ -1,4 +1,9 @@
-"""Where the numbers came from: code version, package versions, machine, date."""
+"""Where the numbers came from: code version, package versions, machine, date.
+
+`collect()` is the record the report prints (git commit and dirty flag, date,
+CPU model and thread counts, CUDA device, package versions); `read_benchmarks()`
+turns Snakemake `benchmark:` files into wall time per rule.
+"""
 
 from __future__ import annotations
 
@@ -10,8 +15,9 @@ import sys
 from importlib import metadata
 from pathlib import Path
 
-PACKAGES = ("torch", "numpy", "scikit-learn", "pandas", "seaborn", "matplotlib", "snakemake", "dvc",
-            "mnist1d")
+PACKAGES = ("torch", "numpy", "scikit-learn", "scipy", "pandas", "seaborn", "matplotlib", "jinja2", "snakemake",
+            "dvc", "mnist1d")
+DIRTY_PATHS_SHOWN = 5
 
 
 def _git(*args: str) -> str | None:
@@ -43,14 +49,34 @@ def package_versions() -> dict[str, str]:
     return versions
 
 
+def working_tree_state(status: str | None) -> str:
+    """'clean', or 'dirty' with the first changed tracked paths (from `git status --porcelain`)."""
+    if status is None:
+        return "unknown"
+    paths = [line[3:] for line in status.splitlines() if line.strip()]
+    if not paths:
+        return "clean"
+    shown = ", ".join(paths[:DIRTY_PATHS_SHOWN]) + (f" and {len(paths) - DIRTY_PATHS_SHOWN} more"
+                                                     if len(paths) > DIRTY_PATHS_SHOWN else "")
+    return f"dirty: {len(paths)} tracked file{'s' if len(paths) > 1 else ''} with uncommitted changes ({shown})"
+
+
+def usable_cpus() -> int | None:
+    try:
+        return len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        return os.cpu_count()
+
+
 def collect() -> dict[str, str]:
     commit = _git("rev-parse", "HEAD")
     status = _git("status", "--porcelain", "--untracked-files=no")
     record = {
         "git commit": commit or "unknown (not a git checkout)",
-        "working tree": "unknown" if status is None else ("dirty (uncommitted changes)" if status else "clean"),
+        "working tree": working_tree_state(status),
         "date (UTC)": dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%d %H:%M:%S"),
-        "machine": f"{cpu_model()}, {os.cpu_count()} logical CPUs, {platform.system()} {platform.release()}",
+        "machine": f"{cpu_model()}, {os.cpu_count()} logical CPUs ({usable_cpus()} usable by this process), "
+                   f"{platform.system()} {platform.release()}",
         "training threads per job": "1 (torch.set_num_threads; deterministic algorithms on)",
     }
     try:

@@ -4,7 +4,12 @@
     >>> build_report("reports/results.csv", "reports/walkthrough.csv",
     ...              ["reports/figures/walkthrough_test.png", "reports/figures/walkthrough_train.png"],
     ...              params, datasets_meta, provenance, benchmarks,
-    ...              "reports/index.html", "reports/figures", plots_dir="reports/plots")
+    ...              "reports/index.html", "reports/figures", plots_dir="reports/plots",
+    ...              calibration_csv="reports/calibration.csv")
+
+Figures go to `<figures_dir>/<dataset slug>/<figure key>.png` (the keys of
+FIGURE_SPECS), the layout that `report(..., patterns=["{dataset}/{figure}.png"])`
+in workflow/rules/report.smk hands to `snakemake --report`.
 
 Statistics come from `distillstudy.stats` (paired by seed, Student-t CIs),
 figures from `distillstudy.figures`. Every image is embedded as a base64 data
@@ -34,6 +39,7 @@ from distillstudy.atomic import write_text
 
 ONEHOT_THRESHOLD = 0.99
 PLOTS_CSV = "acc_vs_temperature.csv"
+WALKTHROUGH_PLOTS_CSV = "walkthrough_log_loss.csv"
 TEMPLATE = "index.html.j2"
 META_COLUMNS = ["name", "kind", "n_train", "n_val", "n_test", "n_features", "n_classes", "sha256"]
 
@@ -54,12 +60,29 @@ FIGURE_SPECS = [
      "Mean test negative log-likelihood (lower is better) against temperature, same layout as above. Soft targets "
      "often improve calibration and NLL even where accuracy does not move; look for lines below their dashed "
      "baselines."),
+    ("best_t", "Best temperature against student size",
+     "For each student size (columns) the temperature with the highest mean validation accuracy is circled and "
+     "the circles are joined; the label above each circle is that choice's paired test-accuracy gain over the "
+     "baseline (*, filled circle: its {conf}% CI excludes zero). The cells show how far every other temperature "
+     "is below the best of its size on validation, in percentage points (darker = closer to the best). Hinton et "
+     "al. (2015) found that small students prefer moderate temperatures (T ≈ 2.5–4) while large ones are flat for "
+     "T ≥ 8: look whether the line climbs with the size, and whether the large sizes' columns stay dark across the "
+     "high temperatures. Differences of a few tenths of a point are within seed-to-seed noise."),
     ("fidelity", "Fidelity vs generalisation",
      "Each point is one cell mean: top-1 agreement with the teacher (x) against test accuracy (y), coloured by "
      "student size; circles are distilled students (labelled with T), crosses hard-label baselines, squares logit "
      "matching. Points up and to the right of their baseline cross mimic the teacher more closely and generalise "
      "better; higher agreement without higher accuracy means the student copies the teacher's mistakes."),
+    ("reliability", "Reliability diagrams: teacher, baseline and best distilled student",
+     "Calibration on the test split, pooled over seeds, for the teacher, the hard-label baseline of the best "
+     "configuration's size and the best distilled configuration (chosen on validation). Top: blue bars are the "
+     "accuracy of the predictions in each confidence bin, the dashed diagonal is perfect calibration, red hatched "
+     "bars are the gap to the bin's mean confidence (red above a blue bar: over-confident; a red part inside the "
+     "bar: under-confident). Bottom: the share of predictions in each bin; bins holding few predictions are noisy. "
+     "Look whether the distilled student's bars sit closer to the diagonal (lower ECE) than the baseline's, and "
+     "whether its confidence spreads out of the top bin like the teacher's."),
 ]
+FIGURE_KEYS = [k for k, _, _ in FIGURE_SPECS]
 
 
 # --------------------------------------------------------------------------- formatting
@@ -153,7 +176,20 @@ def _lookup(df: pd.DataFrame, **kw) -> pd.Series | None:
     return None if sub.empty else sub.iloc[0]
 
 
-def _dataset_section(ds: str, df: pd.DataFrame, tables: dict, figures_dir: Path, conf: float) -> dict:
+def _reliability_panels(ds: str, best) -> list[dict]:
+    """Teacher, then the baseline of the best configuration's size and that configuration."""
+    panels = [{"label": "teacher", "model": "teacher", "student_size": None, "temperature": "", "alpha": None}]
+    if best is not None:
+        size = int(best["student_size"])
+        panels.append({"label": f"hard-label baseline, hidden {size}", "model": "baseline", "student_size": size,
+                       "temperature": "", "alpha": None})
+        panels.append({"label": f"best distilled: hidden {size}, T = {best['temperature']}", "model": "distilled",
+                       "student_size": size, "temperature": best["temperature"], "alpha": best["alpha"]})
+    return panels
+
+
+def _dataset_section(ds: str, df: pd.DataFrame, tables: dict, figures_dir: Path, conf: float,
+                     calibration: pd.DataFrame | None = None) -> dict:
     conf_pct = int(round(conf * 100))
     teach = _lookup(tables["teacher"], dataset=ds)
     t_acc = teach["test_accuracy"] if teach is not None else float("nan")
@@ -239,10 +275,14 @@ def _dataset_section(ds: str, df: pd.DataFrame, tables: dict, figures_dir: Path,
         "gain_heatmap": lambda p: figures.plot_gain_heatmap(df, ds, p, confidence=conf),
         "accuracy_vs_t": lambda p: figures.plot_metric_vs_temperature(df, ds, "accuracy", p, confidence=conf),
         "nll_vs_t": lambda p: figures.plot_metric_vs_temperature(df, ds, "nll", p, confidence=conf),
+        "best_t": lambda p: figures.plot_best_temperature(df, ds, p, confidence=conf),
         "fidelity": lambda p: figures.plot_fidelity(df, ds, p),
+        "reliability": lambda p: figures.plot_reliability(calibration, ds, _reliability_panels(ds, best), p),
     }
     for key, title, caption in FIGURE_SPECS:
-        p = figures_dir / f"{slug}_{key}.png"
+        if key == "reliability" and calibration is None:
+            continue
+        p = figures_dir / slug / f"{key}.png"
         paths[key](p)
         figs.append({"uri": _data_uri(p), "title": f"{title} ({ds})", "alt": f"{title}, dataset {ds}",
                      "caption": caption.format(conf=conf_pct), "path": str(p)})
@@ -297,12 +337,20 @@ def _walkthrough_section(walkthrough_csv, walkthrough_pngs: Iterable) -> dict | 
     return {"figures": figs, "rows": rows, "models": models, "verdict": verdict}
 
 
-def _meta_table(datasets_meta: list) -> tuple[list, list]:
+def _scalar(v) -> bool:
+    return v is None or isinstance(v, (str, int, float, bool, np.integer, np.floating))
+
+
+def _meta_table(datasets_meta: list) -> tuple[list, list, list]:
+    """Scalar metadata as one table row per dataset (sha256 last, in full); lists
+    (feature and class names) and dicts (options) go to a per-dataset details list."""
     metas = list(datasets_meta or [])
-    cols = [c for c in META_COLUMNS if any(c in m for m in metas)]
+    cols = [c for c in META_COLUMNS if c != "sha256" and any(c in m for m in metas)]
     for m in metas:
-        cols += [k for k in m if k not in cols]
-    rows = []
+        cols += [k for k in m if k not in cols and k != "sha256" and _scalar(m[k])]
+    if any("sha256" in m for m in metas):
+        cols.append("sha256")
+    rows, details = [], []
     for m in metas:
         row = []
         for c in cols:
@@ -310,9 +358,21 @@ def _meta_table(datasets_meta: list) -> tuple[list, list]:
             num = isinstance(v, (int, float, np.integer, np.floating)) and not isinstance(v, bool)
             row.append({"text": "" if v is None else (f"{v:,}" if isinstance(v, (int, np.integer)) and not
                                                       isinstance(v, bool) else str(v)),
-                        "cls": "mono" if c == "sha256" else ("num" if num else "")})
+                        "cls": "mono hash" if c == "sha256" else ("num" if num else "")})
         rows.append(row)
-    return [str(c) for c in cols], rows
+        items = []
+        for k, v in m.items():
+            if _scalar(v):
+                continue
+            if isinstance(v, dict):
+                text = ", ".join(f"{kk} = {vv}" for kk, vv in v.items())
+                items.append({"key": str(k), "count": len(v), "text": text, "values": []})
+            else:
+                vals = [str(x) for x in v]
+                items.append({"key": str(k).replace("_", " "), "count": len(vals), "text": "", "values": vals})
+        short = sum(it["count"] for it in items) <= 24  # short lists open, long ones (64 pixels) folded
+        details.append({"name": str(m.get("name", "")), "items": items, "open": short})
+    return [str(c) for c in cols], rows, details
 
 
 def _bench_rows(benchmarks) -> tuple[list, str]:
@@ -322,23 +382,52 @@ def _bench_rows(benchmarks) -> tuple[list, str]:
     if not {"rule", "wall_s"} <= set(b.columns):
         raise ValueError("benchmarks must have columns rule, wall_s")
     walls = pd.to_numeric(b["wall_s"], errors="coerce")
-    rows = [{"rule": str(r), "wall_s": _num(w, 1)} for r, w in zip(b["rule"], walls)]
+    jobs = b["jobs"] if "jobs" in b.columns else pd.Series([np.nan] * len(b))
+    rows = [{"rule": str(r), "wall_s": _num(w, 1), "jobs": "" if _nan(j) else str(int(j))}
+            for r, w, j in zip(b["rule"], walls, jobs)]
     total = _num(float(walls.sum()), 1) if walls.notna().any() else ""
     return rows, total
 
 
 def write_plots_csv(results_df: pd.DataFrame, plots_dir: str | os.PathLike) -> Path:
-    """Mean test accuracy per (dataset, student_size, temperature) of the distilled
-    students, for `dvc plots` (x = temperature). Returns the file path."""
+    """Mean test accuracy over seeds per (dataset, student_size, temperature) of the
+    distilled students (model "distilled"), plus each size's hard-label baseline
+    repeated at every temperature of its dataset (model "baseline", a flat
+    reference line), for `dvc plots show` (x = temperature, y = test_accuracy; the
+    template workflow/report/dvc_accuracy_vs_temperature.json draws one panel per
+    dataset, one colour per size, baselines dashed). Returns the file path."""
     cs = stats.cell_summary(results_df, "accuracy", "test")
     d = cs[cs["model"] == "distilled"]
     d = (d.groupby(["dataset", "student_size", "temperature"], sort=False)["mean"].mean().reset_index()
-         .rename(columns={"mean": "test_accuracy"}))
-    d = (d.assign(_t=d["temperature"].map(stats.temperature_value))
-         .sort_values(["dataset", "student_size", "_t"], kind="mergesort").drop(columns="_t"))
+         .rename(columns={"mean": "test_accuracy"}).assign(model="distilled"))
+    b = cs[cs["model"] == "baseline"].groupby(["dataset", "student_size"], sort=False)["mean"].mean()
+    ts = d[["dataset", "temperature"]].drop_duplicates()
+    base = ts.merge(b.rename("test_accuracy").reset_index(), on="dataset").assign(model="baseline")
+    d = pd.concat([d, base], ignore_index=True)
+    d = (d.assign(_t=d["temperature"].map(stats.temperature_value), _m=(d["model"] == "baseline").astype(int))
+         .sort_values(["dataset", "student_size", "_m", "_t"], kind="mergesort").drop(columns=["_t", "_m"]))
     out = Path(plots_dir) / PLOTS_CSV
-    write_text(out, d[["dataset", "student_size", "temperature", "test_accuracy"]]
+    write_text(out, d[["dataset", "student_size", "model", "temperature", "test_accuracy"]]
                .to_csv(index=False, float_format="%.10g", lineterminator="\n"))
+    return out
+
+
+def write_walkthrough_plots_csv(walkthrough_csv, plots_dir: str | os.PathLike) -> Path | None:
+    """The walkthrough's mean log loss per n in wide form (n_train, then one column
+    `<model>_<split>`: student_test, distilled_test, teacher_test, student_train,
+    ...), so DVC's standard `linear` template draws one line per column."""
+    if walkthrough_csv is None:
+        return None
+    wt = pd.read_csv(walkthrough_csv, dtype={"model": str, "split": str}, keep_default_na=False)
+    wt["log_loss"] = pd.to_numeric(wt["log_loss"])
+    wide = wt.groupby(["n_train", "split", "model"])["log_loss"].mean().unstack(["split", "model"])
+    models = [m for m in ("student", "distilled", "teacher") if m in set(wt["model"])]
+    models += sorted(set(wt["model"]) - set(models))
+    cols = [(s, m) for s in ("test", "train") for m in models if (s, m) in wide.columns]
+    wide = wide[cols]
+    wide.columns = [f"{m}_{s}" for s, m in cols]
+    out = Path(plots_dir) / WALKTHROUGH_PLOTS_CSV
+    write_text(out, wide.sort_index().reset_index().to_csv(index=False, float_format="%.10g", lineterminator="\n"))
     return out
 
 
@@ -347,15 +436,19 @@ def write_plots_csv(results_df: pd.DataFrame, plots_dir: str | os.PathLike) -> P
 
 def build_report(results_csv, walkthrough_csv, walkthrough_pngs: list, params: dict, datasets_meta: list,
                  provenance: dict, benchmarks, out_html, figures_dir, plots_dir=None, *,
-                 confidence: float = 0.95, title: str = "distillstudy report") -> None:
+                 calibration_csv=None, confidence: float = 0.95, title: str = "distillstudy report") -> None:
     """Compute the statistics, write every figure into `figures_dir`, the DVC plot
-    table `acc_vs_temperature.csv` into `plots_dir` (default: `plots/` beside
-    `out_html`), and the self-contained HTML report to `out_html` (atomically).
+    tables (`acc_vs_temperature.csv`, `walkthrough_log_loss.csv`) into `plots_dir`
+    (default: `plots/` beside `out_html`), and the self-contained HTML report to
+    `out_html` (atomically).
 
     `walkthrough_csv` may be None (the section is then built from the PNGs alone,
-    or omitted when there are none); `benchmarks` may be None or empty.
+    or omitted when there are none); `benchmarks` may be None or empty;
+    `calibration_csv` (the evaluate stage's reliability bins) may be None, and the
+    reliability diagrams are then left out.
     """
     df = stats.load_results(results_csv)
+    calibration = None if calibration_csv is None else stats.load_calibration(calibration_csv)
     figures_dir = Path(figures_dir)
     figures_dir.mkdir(parents=True, exist_ok=True)
     plots_dir = Path(out_html).parent / "plots" if plots_dir is None else Path(plots_dir)
@@ -371,9 +464,10 @@ def build_report(results_csv, walkthrough_csv, walkthrough_pngs: list, params: d
         "gain_agr": stats.paired_gains(df, "agreement", "test", confidence=confidence),
         "cells_acc": stats.cell_summary(df, "accuracy", "test", confidence=confidence),
     }
-    datasets = [_dataset_section(ds, df, tables, figures_dir, confidence)
+    datasets = [_dataset_section(ds, df, tables, figures_dir, confidence, calibration)
                 for ds in sorted(students["dataset"].unique())]
     write_plots_csv(df, plots_dir)
+    write_walkthrough_plots_csv(walkthrough_csv, plots_dir)
 
     conf_pct = int(round(confidence * 100))
     method_note = (
@@ -383,7 +477,7 @@ def build_report(results_csv, walkthrough_csv, walkthrough_pngs: list, params: d
         f"data order), with a Student-t {conf_pct}% confidence interval over seeds (n − 1 degrees of freedom); for "
         f"NLL and ECE a negative difference is an improvement. Intervals are per cell and not adjusted for multiple "
         f"comparisons: across many cells about {100 - conf_pct}% would exclude zero by chance alone.")
-    meta_columns, meta_rows = _meta_table(datasets_meta)
+    meta_columns, meta_rows, meta_details = _meta_table(datasets_meta)
     bench_rows, bench_total = _bench_rows(benchmarks)
     html = _environment().get_template(TEMPLATE).render(
         title=title,
@@ -394,6 +488,7 @@ def build_report(results_csv, walkthrough_csv, walkthrough_pngs: list, params: d
         params_text=_params_text(params),
         meta_columns=meta_columns,
         meta_rows=meta_rows,
+        meta_details=meta_details,
         provenance=[(str(k), "" if v is None else str(v)) for k, v in (provenance or {}).items()],
         bench_rows=bench_rows,
         bench_total=bench_total,

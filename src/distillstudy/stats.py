@@ -303,3 +303,65 @@ def teacher_summary(results_df: pd.DataFrame) -> pd.DataFrame:
                      "train_mean_max_prob": pick("mean_max_prob", "train"),
                      "n_params": pick("n_params", "all")})
     return pd.DataFrame(rows, columns=["dataset", "test_accuracy", "test_nll", "train_mean_max_prob", "n_params"])
+
+
+# --------------------------------------------------------------------------- calibration
+
+CALIBRATION_COLUMNS = ["dataset", "model", "student_size", "temperature", "alpha", "seed", "split", "bin",
+                       "bin_lower", "bin_upper", "count", "mean_confidence", "accuracy"]
+
+
+def load_calibration(path: str | os.PathLike) -> pd.DataFrame:
+    """Read calibration.csv (written by the evaluate stage) with the same typing
+    rules as `load_results`: temperature a canonical string, student_size Int64."""
+    raw = pd.read_csv(path, dtype=str, keep_default_na=False, na_filter=False)
+    missing = [c for c in CALIBRATION_COLUMNS if c not in raw.columns]
+    if missing:
+        raise ValueError(f"{path}: calibration table lacks columns {missing}")
+    out = raw[CALIBRATION_COLUMNS].copy()
+    out["temperature"] = out["temperature"].map(_canonical_temperature).astype(object)
+    blank = lambda s: pd.to_numeric(s.map(lambda v: np.nan if v.strip() == "" else v))  # noqa: E731
+    out["student_size"] = blank(out["student_size"]).astype("Float64").round().astype("Int64")
+    out["seed"] = blank(out["seed"]).astype("Int64")
+    out["bin"] = blank(out["bin"]).astype(int)
+    out["count"] = blank(out["count"]).astype(int)
+    for c in ("alpha", "bin_lower", "bin_upper", "mean_confidence", "accuracy"):
+        out[c] = blank(out[c]).astype(float)
+    return out
+
+
+def pooled_reliability(calibration_df: pd.DataFrame, dataset: str, model: str, student_size=None,
+                       temperature: str = "", alpha=None, split: str = "test") -> pd.DataFrame:
+    """Reliability bins of one cell pooled over its seeds: per bin the summed
+    count and the count-weighted mean confidence and accuracy (nan for empty
+    bins). Columns: bin, bin_lower, bin_upper, count, mean_confidence, accuracy;
+    `attrs` carries n_seeds and ece (the expected calibration error of the pooled
+    bins). Empty frame when the cell is absent."""
+    c = calibration_df
+    m = (c["dataset"] == dataset) & (c["model"] == model) & (c["split"] == split)
+    m &= c["student_size"].isna() if student_size is None or _isnan(student_size) else c["student_size"] == student_size
+    m &= c["temperature"] == (temperature or "")
+    if alpha is not None and not _isnan(alpha):
+        m &= np.isclose(c["alpha"].astype(float), float(alpha))
+    sub = c[m]
+    cols = ["bin", "bin_lower", "bin_upper", "count", "mean_confidence", "accuracy"]
+    if sub.empty:
+        return pd.DataFrame(columns=cols)
+    sub = sub.assign(_conf=sub["mean_confidence"].fillna(0.0) * sub["count"],
+                     _acc=sub["accuracy"].fillna(0.0) * sub["count"])
+    g = sub.groupby("bin", sort=True).agg(bin_lower=("bin_lower", "first"), bin_upper=("bin_upper", "first"),
+                                          count=("count", "sum"), _conf=("_conf", "sum"), _acc=("_acc", "sum"))
+    with np.errstate(invalid="ignore", divide="ignore"):
+        g["mean_confidence"] = np.where(g["count"] > 0, g["_conf"] / g["count"], np.nan)
+        g["accuracy"] = np.where(g["count"] > 0, g["_acc"] / g["count"], np.nan)
+    out = g.reset_index()[cols]
+    total = int(out["count"].sum())
+    gaps = (out["accuracy"] - out["mean_confidence"]).abs().fillna(0.0) * out["count"]
+    out.attrs["n_seeds"] = int(sub["seed"].nunique())
+    out.attrs["ece"] = float(gaps.sum() / total) if total else float("nan")
+    out.attrs["n"] = total
+    return out
+
+
+def _isnan(x) -> bool:
+    return x is None or x is pd.NA or (isinstance(x, (float, np.floating)) and math.isnan(x))

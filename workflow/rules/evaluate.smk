@@ -9,6 +9,8 @@ rule evaluate:
     output:
         results="reports/results.csv",
         metrics="reports/metrics.json",
+        # Written by `distillstudy evaluate` beside results.csv (same folder, fixed name).
+        calibration="reports/calibration.csv",
     params:
         ece_bins=config["evaluate"]["ece_bins"],
     conda:
