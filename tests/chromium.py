@@ -21,6 +21,7 @@ import json
 import os
 import selectors
 import shutil
+import signal
 import subprocess
 import tempfile
 import time
@@ -161,7 +162,8 @@ class Browser:
                 try:
                     self.proc.wait(timeout=10)
                 except subprocess.TimeoutExpired:
-                    self.proc.kill()
+                    # Chromium was started in a session of its own: end its renderers with it.
+                    os.killpg(self.proc.pid, signal.SIGKILL)
                     self.proc.wait(timeout=10)
         finally:
             for fd in (self._out, self._in):

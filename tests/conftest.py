@@ -57,3 +57,12 @@ def tiny_params() -> dict:
 @pytest.fixture
 def workspace(tmp_path) -> Path:
     return make_workspace(tmp_path / "study")
+
+
+@pytest.fixture(scope="session")
+def finished(tmp_path_factory) -> Path:
+    """The tiny study run once, end to end, exactly as the README says:
+    `snakemake -c2 --configfile tests/params.tiny.yaml` beside the default params.yaml."""
+    ws = make_workspace(tmp_path_factory.mktemp("e2e") / "study", ROOT / "params.yaml")
+    run(["snakemake", "-c2", "--configfile", "tests/params.tiny.yaml"], ws)
+    return ws

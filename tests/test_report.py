@@ -4,85 +4,23 @@ image per figure and the DVC plots table."""
 from __future__ import annotations
 
 import base64
+import json
 import re
+from pathlib import Path
 
-import matplotlib
+import numpy as np
+import pandas as pd
+import pytest
 
-matplotlib.use("Agg")
+from distillstudy import cli, datasets, report, stats
+from synthetic import EVIL, SIZES, TEMPS, report_inputs, synthetic_results
 
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-import pandas as pd  # noqa: E402
-import pytest  # noqa: E402
-
-from distillstudy import report, stats  # noqa: E402
-
-EVIL = "<script>alert(1)</script>"
-SIZES = (16, 64)
-TEMPS = ("1", "4")
-SEEDS = (0, 1, 2)
-METRICS = ("accuracy", "nll", "ece", "brier", "agreement", "kl_teacher", "mean_max_prob")
-
-
-def synthetic_results(dataset: str = EVIL, teacher_mmp: float = 0.995) -> pd.DataFrame:
-    rng = np.random.default_rng(0)
-    rows = []
-
-    def add(model, size, T, alpha, seed, split, metric, value):
-        rows.append({"dataset": dataset, "model": model, "student_size": size, "temperature": T, "alpha": alpha,
-                     "seed": seed, "split": split, "metric": metric, "value": value})
-
-    for split in ("train", "val", "test"):
-        add("teacher", "", "", "", 0, split, "accuracy", 0.93)
-        add("teacher", "", "", "", 0, split, "nll", 0.25)
-        add("teacher", "", "", "", 0, split, "mean_max_prob", teacher_mmp if split == "train" else 0.9)
-    add("teacher", "", "", "", 0, "all", "n_params", 100000)
-    for size in SIZES:
-        for seed in SEEDS:
-            seed_fx = rng.normal(0, 0.01)
-            cells = [("baseline", "", 0.0, 0.0), ("logit_mse", "", 0.5, 0.005)]
-            cells += [("distilled", T, 0.5, 0.01 * (i + 1)) for i, T in enumerate(TEMPS)]
-            for model, T, alpha, gain in cells:
-                for split in ("train", "val", "test"):
-                    acc = 0.80 + size / 1000 + seed_fx + gain + rng.normal(0, 0.002)
-                    vals = {"accuracy": acc, "nll": 1.2 - acc, "ece": 0.05, "brier": 0.3,
-                            "agreement": acc + 0.05, "kl_teacher": 0.2, "mean_max_prob": 0.8}
-                    for metric in METRICS:
-                        add(model, size, T, alpha, seed, split, metric, vals[metric])
-                add(model, size, T, alpha, seed, "all", "n_params", size * 50)
-    return pd.DataFrame(rows, columns=stats.COLUMNS)
-
-
-def _png(path, title):
-    fig, ax = plt.subplots(figsize=(3, 2))
-    ax.plot([10, 20, 30], [0.7, 0.6, 0.5])
-    ax.set_title(title)
-    fig.savefig(path, format="png", dpi=50, metadata={"Software": None})
-    plt.close(fig)
+ROOT = Path(__file__).resolve().parents[1]
 
 
 @pytest.fixture()
 def inputs(tmp_path):
-    results = tmp_path / "results.csv"
-    synthetic_results().to_csv(results, index=False)
-    wt = pd.DataFrame([{"n_train": n, "model": m, "split": s, "log_loss": v}
-                       for n in (10, 15) for s in ("train", "test")
-                       for m, v in (("student", 0.70), ("distilled", 0.62), ("teacher", 0.55))])
-    wt_csv = tmp_path / "walkthrough.csv"
-    wt.to_csv(wt_csv, index=False)
-    pngs = [tmp_path / "walkthrough_test.png", tmp_path / "walkthrough_train.png"]
-    for p in pngs:
-        _png(p, p.stem)
-    return {
-        "results_csv": results,
-        "walkthrough_csv": wt_csv,
-        "walkthrough_pngs": pngs,
-        "params": {"study": {"name": EVIL, "temperatures": [1, 4]}, "distill": {"alpha": 0.5}},
-        "datasets_meta": [{"name": EVIL, "kind": "synthetic", "n_train": 100, "n_val": 20, "n_test": 50,
-                           "n_features": 4, "n_classes": 3, "sha256": "ab" * 32}],
-        "provenance": {"git_commit": "deadbeef", "dirty": "false", "note": "<b>x</b>"},
-        "benchmarks": pd.DataFrame({"rule": ["teacher", "distill"], "wall_s": [1.5, 12.25]}),
-    }
+    return report_inputs(tmp_path)
 
 
 def build(inputs, out_dir):
@@ -105,7 +43,13 @@ def test_report_is_escaped_self_contained_and_complete(inputs, tmp_path):
     for uri in imgs:
         assert uri.startswith("data:image/png;base64,")
         assert base64.b64decode(uri.split(",", 1)[1])[:8] == b"\x89PNG\r\n\x1a\n"
-    assert len(list((tmp_path / "out" / "figures").glob("*.png"))) == len(report.FIGURE_SPECS)
+    # one folder per dataset, one PNG per figure key (the layout report.smk's patterns expect)
+    pngs = sorted((tmp_path / "out" / "figures").glob("*/*.png"))
+    assert [p.stem for p in pngs] == sorted(report.FIGURE_KEYS)
+    assert pngs[0].parent.name == report._slug(EVIL)
+    for key, title, _ in report.FIGURE_SPECS:
+        assert f"{title} (&lt;script&gt;" in html  # every figure has its title and caption
+    assert "Hinton" in html and "reliability" in html.lower()
 
     summary = html.split('id="summary"')[1].split("</section>")[0]
     assert "&lt;script&gt;alert(1)&lt;/script&gt;: the best distilled configuration on the validation split" in summary
@@ -118,9 +62,17 @@ def test_report_is_escaped_self_contained_and_complete(inputs, tmp_path):
     assert "deadbeef" in html and "12.2" in html and "ab" * 32 in html
 
     plots = pd.read_csv(tmp_path / "out" / "plots" / "acc_vs_temperature.csv", dtype={"temperature": str})
-    assert list(plots.columns) == ["dataset", "student_size", "temperature", "test_accuracy"]
-    assert len(plots) == len(SIZES) * len(TEMPS)
+    assert list(plots.columns) == ["dataset", "student_size", "model", "temperature", "test_accuracy"]
+    assert len(plots) == 2 * len(SIZES) * len(TEMPS)  # distilled cells + a flat baseline line per size
     assert set(plots["temperature"]) == set(TEMPS)
+    base = plots[plots["model"] == "baseline"]
+    assert (base.groupby("student_size")["test_accuracy"].nunique() == 1).all()
+
+    # provenance section: every part the issue asks for is present
+    prov = html.split('id="provenance"')[1]
+    for anchor in ('id="environment"', 'id="parameters"', 'id="datasets"', 'id="walltime"'):
+        assert anchor in prov
+    assert "summed job wall time" in prov
 
 
 def test_report_is_deterministic_and_warning_conditional(inputs, tmp_path):
@@ -129,7 +81,80 @@ def test_report_is_deterministic_and_warning_conditional(inputs, tmp_path):
     assert a == b
     synthetic_results("plain", teacher_mmp=0.9).to_csv(inputs["results_csv"], index=False)
     inputs["benchmarks"] = None
+    inputs["calibration_csv"] = None
     c = build(inputs, tmp_path / "c")
     assert "near one-hot" not in c
     assert "plain: the best distilled configuration" in c
     assert "No benchmark data was recorded." in c
+    # without calibration.csv the reliability diagrams are left out, nothing else
+    assert len(re.findall(r"<img ", c)) == len(report.FIGURE_SPECS) - 1 + len(inputs["walkthrough_pngs"])
+    assert not list((tmp_path / "c" / "figures").glob("*/reliability.png"))
+
+
+def test_reliability_panels_follow_the_best_configuration_chosen_on_validation(inputs, tmp_path):
+    df = stats.load_results(inputs["results_csv"])
+    best = stats.best_configuration(df).iloc[0]
+    panels = report._reliability_panels(best)
+    assert [p["model"] for p in panels] == ["teacher", "baseline", "distilled"]
+    assert panels[1]["student_size"] == panels[2]["student_size"] == int(best["student_size"])
+    assert panels[2]["temperature"] == best["temperature"] == "4"
+    cal = stats.load_calibration(inputs["calibration_csv"])
+    for p in panels:
+        pooled = stats.pooled_reliability(cal, EVIL, p["model"], p["student_size"], p["temperature"], p["alpha"])
+        assert pooled.attrs["n_seeds"] == (1 if p["model"] == "teacher" else 3)
+        assert 0 <= pooled.attrs["ece"] <= 1
+
+
+def test_every_figure_has_a_snakemake_report_caption_and_label():
+    """`snakemake --report` shows workflow/report/figures.rst for each figure PNG,
+    picking the text by the figure key; common.smk names each figure."""
+    rst = (ROOT / "workflow/report/figures.rst").read_text()
+    common = (ROOT / "workflow/rules/common.smk").read_text()
+    for key in report.FIGURE_KEYS:
+        assert f'f == "{key}"' in rst, key
+        assert f'"{key}":' in common, key
+    assert 'patterns=["{dataset}/{figure}.png"]' in (ROOT / "workflow/rules/report.smk").read_text()
+
+
+EVIL_NAME = '<i onmouseover="alert(2)">evil</i>'
+EVIL_PARAM = "</pre><script>alert(3)</script>"
+
+
+def test_csv_column_dataset_name_and_params_are_escaped(tmp_path):
+    """A user CSV whose feature column is named <script>alert(1)</script>, a dataset
+    name and a params value with HTML: the report built by `distillstudy report`
+    shows them as text, lists the feature names, and contains no markup of theirs."""
+    rng = np.random.default_rng(0)
+    table = pd.DataFrame({EVIL: rng.normal(size=60), "x2": rng.normal(size=60),
+                          "species": np.repeat(["a", "b", "c"], 20)})
+    csv = tmp_path / "evil.csv"
+    table.to_csv(csv, index=False)
+    meta = datasets.prepare(EVIL_NAME, "csv", tmp_path / "evil.npz", tmp_path / "evil.json", seed=0,
+                            val_fraction=0.2, test_fraction=0.2, path=str(csv), label="species")
+    assert meta["feature_names"] == [EVIL, "x2"]
+    inputs = report_inputs(tmp_path, dataset=EVIL_NAME)
+    params = {"prepare": {"datasets": [{"name": EVIL_NAME, "kind": "csv", "path": str(csv), "label": "species"}]},
+              "report": {"title": EVIL_PARAM}}
+    out = tmp_path / "out"
+    rc = cli.main(["report", "--results", str(inputs["results_csv"]), "--calibration", str(inputs["calibration_csv"]),
+                   "--walkthrough", str(inputs["walkthrough_csv"]),
+                   "--walkthrough-pngs", *map(str, inputs["walkthrough_pngs"]),
+                   "--dataset-meta", str(tmp_path / "evil.json"), "--params-json", json.dumps(params),
+                   "--out-html", str(out / "index.html"), "--figures-dir", str(out / "figures"),
+                   "--plots-dir", str(out / "plots")])
+    assert rc == 0
+    html = (out / "index.html").read_text(encoding="utf-8")
+    for raw in (EVIL, EVIL_NAME, EVIL_PARAM):
+        assert raw not in html
+    assert "<script" not in html.lower() and "onmouseover=" not in html.replace("onmouseover=&#34;", "")
+    esc_col = "&lt;script&gt;alert(1)&lt;/script&gt;"
+    esc_name = "&lt;i onmouseover=&#34;alert(2)&#34;&gt;evil&lt;/i&gt;"
+    esc_param = "&lt;/pre&gt;&lt;script&gt;alert(3)&lt;/script&gt;"
+    assert f"<title>{esc_param}</title>" in html and f"<h1>{esc_param}</h1>" in html
+    assert f"name: {esc_name}" in html  # the params dump
+    summary = html.split('id="summary"')[1].split("</section>")[0]
+    assert f"{esc_name}: the best distilled configuration" in summary
+    # the Datasets section lists the CSV's feature names, escaped
+    ds = html.split('id="datasets"')[1].split('id="walltime"')[0]
+    assert f"<code>{esc_col}</code>, <code>x2</code>" in ds
+    assert f"<td>{esc_name}</td>" in ds and meta["sha256"] in ds

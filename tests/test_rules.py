@@ -73,6 +73,12 @@ def test_evaluate_rule(ws):
     assert set(results.loc[results.model == "distilled", "temperature"]) == {"1", "4"}
     metrics = json.loads((ws / "reports/metrics.json").read_text())
     assert set(metrics) == {"sine", "digits"} and "h8" in metrics["digits"]
+    # reliability bins of every model and seed on test (15 bins, as ece_bins)
+    cal = pd.read_csv(ws / "reports/calibration.csv", dtype={"temperature": str}, keep_default_na=False)
+    assert set(cal["split"]) == {"test"} and set(cal["model"]) == set(results["model"])
+    per_model = cal.groupby(["dataset", "model", "student_size", "temperature", "seed"])
+    assert (per_model.size() == 15).all()
+    assert per_model["count"].sum().groupby("dataset").nunique().eq(1).all()  # every model: the whole test split
 
 
 def test_walkthrough_rule(ws):
@@ -88,3 +94,17 @@ def test_report_rule(ws):
     html = (ws / "reports/index.html").read_text()
     assert "tiny study" in html and "digits" in html and "data:image/png;base64," in html
     assert (ws / "reports/plots/acc_vs_temperature.csv").exists()
+    figures = sorted(p.relative_to(ws / "reports/figures").as_posix()
+                     for p in (ws / "reports/figures").glob("*/*.png"))
+    assert len(figures) == 2 * 6 and any(f.endswith("/reliability.png") for f in figures)
+
+
+def test_snakemake_report(ws):
+    """`snakemake --report` collects every figure with its caption (after the run above)."""
+    run(["snakemake", "--report", "reports/snakemake-report.html"], ws)
+    html = (ws / "reports/snakemake-report.html").read_text()
+    for figure in ("gain_heatmap", "accuracy_vs_t", "nll_vs_t", "best_t", "fidelity", "reliability"):
+        assert f"{figure}.png" in html
+    assert "test_log_loss.png" in html
+    # captions rendered per figure from workflow/report/figures.rst
+    assert "Hinton et al. (2015)" in html and "Reliability diagrams on the test split" in html

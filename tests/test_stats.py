@@ -212,3 +212,74 @@ def test_teacher_summary():
     t = stats.teacher_summary(frame(rows)).iloc[0]
     assert t["train_mean_max_prob"] == pytest.approx(0.995) and t["test_accuracy"] == pytest.approx(0.91)
     assert math.isnan(t["test_nll"])
+
+
+# --------------------------------------------------------------------------- additions: scipy, selection, calibration
+
+
+@pytest.mark.parametrize("confidence", [0.8, 0.95, 0.99])
+def test_paired_gains_table_matches_scipy_ttest_rel(confidence):
+    """From raw per-seed values through the table: the cell's CI is scipy's paired t interval."""
+    rng = np.random.default_rng(11)
+    base = rng.normal(0.7, 0.05, 6)
+    cell = base + rng.normal(0.01, 0.01, 6)
+    rows = [row("baseline", 32, "", 0.0, s, "test", "accuracy", base[s]) for s in range(6)]
+    rows += [row("distilled", 32, "4", 0.9, s, "test", "accuracy", cell[s]) for s in range(6)]
+    g = stats.paired_gains(frame(rows[::-1]), "accuracy", "test", confidence=confidence).iloc[0]
+    lo, hi = st.ttest_rel(cell, base).confidence_interval(confidence)
+    assert (g["lo"], g["hi"]) == pytest.approx((lo, hi), rel=1e-10)
+    assert g["mean"] == pytest.approx(np.mean(cell - base), rel=1e-12)
+    assert bool(g["significant"]) == (lo > 0 or hi < 0)
+
+
+def test_bootstrap_agrees_with_scipy_percentile_bootstrap():
+    d = np.random.default_rng(5).normal(0.5, 1.0, 30)
+    ours = stats.paired_diff_ci(d, 0.95, bootstrap=True, n_boot=20_000)
+    ref = st.bootstrap((d,), np.mean, confidence_level=0.95, n_resamples=20_000, method="percentile",
+                       random_state=np.random.default_rng(1)).confidence_interval
+    se = d.std(ddof=1) / math.sqrt(len(d))
+    # different resamples: the ends agree to Monte-Carlo error, a few hundredths of a standard error
+    assert ours["lo"] == pytest.approx(ref.low, abs=0.05 * se)
+    assert ours["hi"] == pytest.approx(ref.high, abs=0.05 * se)
+
+
+def test_best_configuration_selects_on_validation_when_test_disagrees_across_sizes():
+    # size 16 wins on validation (0.90 vs 0.85) but size 64 would win on test (0.95 vs 0.75)
+    rows = (_selection_rows(val={"2": 0.90, "8": 0.70}, test={"2": 0.75, "8": 0.99}, size=16)
+            + _selection_rows(val={"2": 0.80, "8": 0.85}, test={"2": 0.70, "8": 0.95}, size=64))
+    bt = stats.best_temperature(frame(rows))
+    assert list(bt["temperature"]) == ["2", "8"]  # per size, by validation: not T=8 for size 16
+    best = stats.best_configuration(frame(rows)).iloc[0]
+    assert (int(best["student_size"]), best["temperature"]) == (16, "2")
+    assert best["test_accuracy"] == pytest.approx(0.75 + 0.001 + 0.002 / 3)
+
+
+def test_metrics_json_summary_selects_on_validation():
+    """evaluate.summarise (what `dvc metrics show` prints) also picks T on validation."""
+    from distillstudy import evaluate
+
+    rows = _selection_rows(val={"1": 0.80, "4": 0.70}, test={"1": 0.72, "4": 0.90})
+    rows += [row("teacher", "", "", "", 0, s, m, v) for s, m, v in
+             (("test", "accuracy", 0.95), ("train", "mean_max_prob", 0.99))]
+    df = frame(rows).astype({"student_size": str, "temperature": str})  # as evaluate.run types it
+    summary = evaluate.summarise(df)["d"]["h32"]
+    assert summary["best_temperature_on_val"] == "1"
+    assert summary["best_test_accuracy"] == pytest.approx(0.72 + 0.001 + 0.002 / 3)
+
+
+def test_pooled_reliability_hand_computed():
+    def cal(seed, b, count, conf, acc, model="baseline"):
+        return {"dataset": "d", "model": model, "student_size": 8, "temperature": "", "alpha": 0.0, "seed": seed,
+                "split": "test", "bin": b, "bin_lower": b / 2, "bin_upper": (b + 1) / 2, "count": count,
+                "mean_confidence": conf, "accuracy": acc}
+    # two bins, two seeds: bin 0 pools 2 + 6 predictions, bin 1 pools 8 + 4
+    rows = [cal(0, 0, 2, 0.40, 0.5), cal(0, 1, 8, 0.90, 1.0), cal(1, 0, 6, 0.48, 0.5), cal(1, 1, 4, 0.75, 0.5),
+            cal(0, 0, 0, np.nan, np.nan, model="distilled")]
+    c = pd.DataFrame(rows, columns=stats.CALIBRATION_COLUMNS)
+    p = stats.pooled_reliability(c, "d", "baseline", 8, "", 0.0)
+    assert list(p["count"]) == [8, 12]
+    assert p["mean_confidence"].tolist() == pytest.approx([(0.8 + 2.88) / 8, (7.2 + 3.0) / 12])
+    assert p["accuracy"].tolist() == pytest.approx([0.5, (8 + 2) / 12])
+    ece = (8 * abs(0.5 - 0.46) + 12 * abs(10 / 12 - 0.85)) / 20
+    assert p.attrs["ece"] == pytest.approx(ece) and p.attrs["n_seeds"] == 2 and p.attrs["n"] == 20
+    assert stats.pooled_reliability(c, "d", "teacher").empty

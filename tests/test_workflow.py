@@ -9,7 +9,7 @@ import pandas as pd
 import pytest
 import yaml
 
-from conftest import make_workspace, run, tiny_params
+from conftest import run, tiny_params
 
 pytestmark = pytest.mark.slow
 
@@ -24,15 +24,6 @@ def job_stats(text: str) -> dict[str, int]:
             break
         stats[parts[0]] = int(parts[1])
     return stats
-
-
-@pytest.fixture(scope="module")
-def finished(tmp_path_factory):
-    ws = make_workspace(tmp_path_factory.mktemp("e2e") / "study")
-    # The default params.yaml stays; the tiny file overrides it, as the README says.
-    (ws / "params.yaml").write_text((__import__("conftest").ROOT / "params.yaml").read_text())
-    run(["snakemake", "-c2", "--configfile", "tests/params.tiny.yaml"], ws)
-    return ws
 
 
 def test_end_to_end_outputs(finished):

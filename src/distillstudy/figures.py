@@ -259,13 +259,14 @@ def plot_best_temperature(results_df: pd.DataFrame, dataset: str, path: str | os
                      (c[1] == r.alpha or (np.isnan(c[1]) and np.isnan(r.alpha))))
             gap[i, j] = 100.0 * (r.mean - best)
     ylabels = [f"T={t}, {_alpha_label(a)}" if multi_alpha else t for t, a in rows]
-    vmin = min(float(np.nanmin(gap)) if np.isfinite(gap).any() else -1.0, -0.5)
+    # Clipped at -3 pp: what matters is which temperatures are near the best; exact values are printed.
+    vmin = min(max(float(np.nanmin(gap)) if np.isfinite(gap).any() else -1.0, -3.0), -0.5)
     fig, ax = plt.subplots(figsize=(max(5.0, 1.3 * len(sizes) + 3.0), max(3.2, 0.55 * len(rows) + 1.9)))
     with warnings.catch_warnings():  # seaborn 0.13 calls the deprecated Colormap.set_bad
         warnings.simplefilter("ignore", PendingDeprecationWarning)
         sns.heatmap(pd.DataFrame(gap, index=ylabels, columns=[str(s) for s in sizes]), ax=ax, cmap="Blues",
                     vmin=vmin, vmax=0, linewidths=0.5, linecolor="white",
-                    cbar_kws={"label": "validation accuracy minus best of the size (pp)"})
+                    cbar_kws={"label": "val. accuracy minus best of its size (pp)", "extend": "min"})
     ax.set_facecolor("#dddddd")
     for i in range(len(rows)):
         for j in range(len(sizes)):
@@ -310,7 +311,7 @@ def plot_reliability(calibration_df: pd.DataFrame, dataset: str, panels: list[di
     Top: accuracy per confidence bin (blue bars) against the diagonal of perfect
     calibration, the gap to each bin's mean confidence in red (red above a bar:
     over-confident; red inside it: under-confident), pooled ECE in the title.
-    Bottom: share of test predictions per bin."""
+    Bottom: share of test predictions per bin (log scale)."""
     title = f"{_short(dataset)}: reliability diagrams (test, pooled over seeds)"
     pooled = [(p, stats.pooled_reliability(calibration_df, dataset, p["model"], p.get("student_size"),
                                            p.get("temperature", ""), p.get("alpha")))
@@ -340,17 +341,21 @@ def plot_reliability(calibration_df: pd.DataFrame, dataset: str, panels: list[di
         top.set_title(f"{p['label']}\nECE {r.attrs['ece']:.3f} · {r.attrs['n_seeds']} seed"
                       f"{'' if r.attrs['n_seeds'] == 1 else 's'}, n = {r.attrs['n']:,}", fontsize=9)
         share = r["count"] / r["count"].sum()
-        bottom.bar(centre, share, width=width, color="#777777", edgecolor="white", linewidth=0.6)
-        bottom.set_ylim(0, 1)
+        bottom.bar(centre[filled], share[filled], width=width[filled], color="#777777", edgecolor="white",
+                   linewidth=0.6)
+        bottom.set_yscale("log")  # near one-hot models put almost everything in the top bin
+        bottom.set_ylim(min(0.5 / r.attrs["n"], 0.01), 1.5)
+        bottom.set_xticks([0, 0.25, 0.5, 0.75, 1])
+        bottom.set_xticklabels(["0", "0.25", "0.5", "0.75", "1"])
         bottom.set_xlabel("confidence (top-1 probability)")
         bottom.grid(True, alpha=0.3)
         if k == 0:
             top.set_ylabel("accuracy in bin")
-            bottom.set_ylabel("share of\npredictions")
+            bottom.set_ylabel("share of\npredictions\n(log scale)", fontsize=8)
         else:
             top.tick_params(labelleft=False)
             bottom.tick_params(labelleft=False)
     axes[0, 0].legend(loc="upper left", fontsize=7, frameon=True)
     fig.suptitle(title, fontsize=10)
-    fig.subplots_adjust(left=0.09, right=0.98, top=0.82, bottom=0.13, wspace=0.08)
+    fig.subplots_adjust(left=0.1, right=0.98, top=0.82, bottom=0.13, wspace=0.12)
     _save(fig, path)

@@ -39,7 +39,6 @@ from distillstudy.atomic import write_text
 
 ONEHOT_THRESHOLD = 0.99
 PLOTS_CSV = "acc_vs_temperature.csv"
-WALKTHROUGH_PLOTS_CSV = "walkthrough_log_loss.csv"
 TEMPLATE = "index.html.j2"
 META_COLUMNS = ["name", "kind", "n_train", "n_val", "n_test", "n_features", "n_classes", "sha256"]
 
@@ -64,7 +63,8 @@ FIGURE_SPECS = [
      "For each student size (columns) the temperature with the highest mean validation accuracy is circled and "
      "the circles are joined; the label above each circle is that choice's paired test-accuracy gain over the "
      "baseline (*, filled circle: its {conf}% CI excludes zero). The cells show how far every other temperature "
-     "is below the best of its size on validation, in percentage points (darker = closer to the best). Hinton et "
+     "is below the best of its size on validation, in percentage points (darker = closer to the best; the colour "
+     "scale stops at −3). Hinton et "
      "al. (2015) found that small students prefer moderate temperatures (T ≈ 2.5–4) while large ones are flat for "
      "T ≥ 8: look whether the line climbs with the size, and whether the large sizes' columns stay dark across the "
      "high temperatures. Differences of a few tenths of a point are within seed-to-seed noise."),
@@ -78,7 +78,8 @@ FIGURE_SPECS = [
      "configuration's size and the best distilled configuration (chosen on validation). Top: blue bars are the "
      "accuracy of the predictions in each confidence bin, the dashed diagonal is perfect calibration, red hatched "
      "bars are the gap to the bin's mean confidence (red above a blue bar: over-confident; a red part inside the "
-     "bar: under-confident). Bottom: the share of predictions in each bin; bins holding few predictions are noisy. "
+     "bar: under-confident). Bottom: the share of predictions in each bin, on a log scale; bins holding few "
+     "predictions are noisy. "
      "Look whether the distilled student's bars sit closer to the diagonal (lower ECE) than the baseline's, and "
      "whether its confidence spreads out of the top bin like the teacher's."),
 ]
@@ -176,7 +177,7 @@ def _lookup(df: pd.DataFrame, **kw) -> pd.Series | None:
     return None if sub.empty else sub.iloc[0]
 
 
-def _reliability_panels(ds: str, best) -> list[dict]:
+def _reliability_panels(best) -> list[dict]:
     """Teacher, then the baseline of the best configuration's size and that configuration."""
     panels = [{"label": "teacher", "model": "teacher", "student_size": None, "temperature": "", "alpha": None}]
     if best is not None:
@@ -277,7 +278,7 @@ def _dataset_section(ds: str, df: pd.DataFrame, tables: dict, figures_dir: Path,
         "nll_vs_t": lambda p: figures.plot_metric_vs_temperature(df, ds, "nll", p, confidence=conf),
         "best_t": lambda p: figures.plot_best_temperature(df, ds, p, confidence=conf),
         "fidelity": lambda p: figures.plot_fidelity(df, ds, p),
-        "reliability": lambda p: figures.plot_reliability(calibration, ds, _reliability_panels(ds, best), p),
+        "reliability": lambda p: figures.plot_reliability(calibration, ds, _reliability_panels(best), p),
     }
     for key, title, caption in FIGURE_SPECS:
         if key == "reliability" and calibration is None:
@@ -412,25 +413,6 @@ def write_plots_csv(results_df: pd.DataFrame, plots_dir: str | os.PathLike) -> P
     return out
 
 
-def write_walkthrough_plots_csv(walkthrough_csv, plots_dir: str | os.PathLike) -> Path | None:
-    """The walkthrough's mean log loss per n in wide form (n_train, then one column
-    `<model>_<split>`: student_test, distilled_test, teacher_test, student_train,
-    ...), so DVC's standard `linear` template draws one line per column."""
-    if walkthrough_csv is None:
-        return None
-    wt = pd.read_csv(walkthrough_csv, dtype={"model": str, "split": str}, keep_default_na=False)
-    wt["log_loss"] = pd.to_numeric(wt["log_loss"])
-    wide = wt.groupby(["n_train", "split", "model"])["log_loss"].mean().unstack(["split", "model"])
-    models = [m for m in ("student", "distilled", "teacher") if m in set(wt["model"])]
-    models += sorted(set(wt["model"]) - set(models))
-    cols = [(s, m) for s in ("test", "train") for m in models if (s, m) in wide.columns]
-    wide = wide[cols]
-    wide.columns = [f"{m}_{s}" for s, m in cols]
-    out = Path(plots_dir) / WALKTHROUGH_PLOTS_CSV
-    write_text(out, wide.sort_index().reset_index().to_csv(index=False, float_format="%.10g", lineterminator="\n"))
-    return out
-
-
 # --------------------------------------------------------------------------- entry point
 
 
@@ -438,9 +420,8 @@ def build_report(results_csv, walkthrough_csv, walkthrough_pngs: list, params: d
                  provenance: dict, benchmarks, out_html, figures_dir, plots_dir=None, *,
                  calibration_csv=None, confidence: float = 0.95, title: str = "distillstudy report") -> None:
     """Compute the statistics, write every figure into `figures_dir`, the DVC plot
-    tables (`acc_vs_temperature.csv`, `walkthrough_log_loss.csv`) into `plots_dir`
-    (default: `plots/` beside `out_html`), and the self-contained HTML report to
-    `out_html` (atomically).
+    table `acc_vs_temperature.csv` into `plots_dir` (default: `plots/` beside
+    `out_html`), and the self-contained HTML report to `out_html` (atomically).
 
     `walkthrough_csv` may be None (the section is then built from the PNGs alone,
     or omitted when there are none); `benchmarks` may be None or empty;
@@ -467,7 +448,6 @@ def build_report(results_csv, walkthrough_csv, walkthrough_pngs: list, params: d
     datasets = [_dataset_section(ds, df, tables, figures_dir, confidence, calibration)
                 for ds in sorted(students["dataset"].unique())]
     write_plots_csv(df, plots_dir)
-    write_walkthrough_plots_csv(walkthrough_csv, plots_dir)
 
     conf_pct = int(round(confidence * 100))
     method_note = (

@@ -86,3 +86,27 @@ def walkthrough_args(wildcards, input):
         f"--walkthrough {input.walkthrough[0]}"
         f" --walkthrough-pngs {input.walkthrough[1]} {input.walkthrough[2]}"
     )
+
+
+# Titles of the report's figures (keys of distillstudy.report.FIGURE_SPECS), for
+# `snakemake --report`; the captions are in workflow/report/figures.rst.
+FIGURE_TITLES = {
+    "gain_heatmap": "test-accuracy gain heatmap",
+    "accuracy_vs_t": "test accuracy vs temperature",
+    "nll_vs_t": "test NLL vs temperature",
+    "best_t": "best temperature vs student size",
+    "fidelity": "fidelity vs generalisation",
+    "reliability": "reliability diagrams",
+}
+
+
+def figure_dataset(wildcards):
+    """Dataset of a report figure: its folder name without the hash suffix."""
+    return wildcards.dataset.rsplit("-", 1)[0]
+
+
+def figure_labels(wildcards):
+    return {
+        "dataset": figure_dataset(wildcards),
+        "figure": FIGURE_TITLES.get(wildcards.figure, wildcards.figure),
+    }

@@ -1,6 +1,7 @@
 rule report:
     input:
         results="reports/results.csv",
+        calibration="reports/calibration.csv",
         meta=expand("data/prepared/{dataset}.json", dataset=DATASETS),
         walkthrough=(
             [
@@ -16,11 +17,15 @@ rule report:
         template="src/distillstudy/templates/index.html.j2",
     output:
         html="reports/index.html",
+        # One PNG per dataset and figure: reports/figures/<dataset slug>/<figure>.png.
+        # The caption file picks the text for each {figure} key.
         figures=report(
             directory("reports/figures"),
-            patterns=["{name}.png"],
+            patterns=["{dataset}/{figure}.png"],
             caption="../report/figures.rst",
             category="Study",
+            subcategory=figure_dataset,
+            labels=figure_labels,
         ),
         plots=directory("reports/plots"),
     params:
@@ -38,7 +43,8 @@ rule report:
         mem_mb=4000,
         runtime=20,
     shell:
-        "distillstudy report --results {input.results} --dataset-meta {input.meta}"
+        "distillstudy report --results {input.results} --calibration {input.calibration}"
+        " --dataset-meta {input.meta}"
         " {params.walkthrough} --params-json {params.config_json:q}"
         " --benchmarks {input.benchmarks} --out-html {output.html}"
         " --figures-dir {output.figures} --plots-dir {output.plots} > {log} 2>&1"

@@ -1,0 +1,54 @@
+"""`dvc plots show` renders the main curves declared in dvc.yaml (accuracy against
+temperature, the walkthrough's log loss) from the tables the report stage writes.
+A DVC repository is made in a tmp dir with synthetic tables: seconds, no study run."""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+import pandas as pd
+
+from conftest import ROOT, run
+from distillstudy import report
+from synthetic import SIZES, TEMPS, report_inputs
+
+
+def test_dvc_plots_show_renders_the_main_curves(tmp_path):
+    repo = tmp_path / "repo"
+    (repo / "workflow").mkdir(parents=True)
+    shutil.copy2(ROOT / "dvc.yaml", repo / "dvc.yaml")
+    shutil.copytree(ROOT / "workflow" / "report", repo / "workflow" / "report")
+    inputs = report_inputs(tmp_path, dataset="toy")
+    reports = repo / "reports"
+    report.build_report(**inputs, out_html=reports / "index.html", figures_dir=reports / "figures",
+                        plots_dir=reports / "plots")
+    shutil.copy2(inputs["walkthrough_csv"], reports / "walkthrough.csv")
+    run(["dvc", "init", "--no-scm", "-q"], repo)
+
+    proc = run(["dvc", "plots", "show", "--json"], repo)
+    shown = json.loads(proc.stdout)
+    assert not shown.get("errors"), shown.get("errors")
+    data = shown["data"]
+    assert {"accuracy_vs_temperature", "walkthrough_log_loss"} <= set(data)
+
+    acc = data["accuracy_vs_temperature"][0]["content"]
+    assert acc["facet"]["field"] == "dataset"  # the custom template was used and filled
+    enc = acc["spec"]["encoding"]
+    assert enc["x"]["field"] == "temperature" and enc["y"]["field"] == "test_accuracy"
+    values = pd.DataFrame(acc["data"]["values"])
+    assert len(values) == 2 * len(SIZES) * len(TEMPS)
+    assert set(values["model"]) == {"distilled", "baseline"}
+    assert set(values["student_size"]) == {str(s) for s in SIZES}
+
+    wt = data["walkthrough_log_loss"][0]["content"]
+    assert wt["facet"]["field"] == "split"
+    values = pd.DataFrame(wt["data"]["values"])
+    assert set(values["model"]) == {"student", "distilled", "teacher"}
+    assert set(values["split"]) == {"train", "test"}
+
+    out = tmp_path / "html"
+    proc = run(["dvc", "plots", "show", "-o", str(out)], repo)
+    assert "failed" not in (proc.stdout + proc.stderr).lower()
+    html = (out / "index.html").read_text()
+    assert "accuracy_vs_temperature" in html and "walkthrough_log_loss" in html and "vegaEmbed" in html

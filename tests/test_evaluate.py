@@ -1,0 +1,92 @@
+"""The evaluate stage on synthetic logits: calibration.csv beside results.csv,
+bins that reproduce the ECE in results.csv, and byte-identical reruns."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from distillstudy import evaluate, metrics
+from distillstudy.datasets import save_npz
+
+N_BINS = 15
+
+
+def test_reliability_bins_reproduce_ece():
+    rng = np.random.default_rng(0)
+    logits = rng.normal(size=(500, 5)) * 3
+    y = rng.integers(0, 5, size=500)
+    bins = evaluate.reliability_bins(logits, y, N_BINS)
+    assert [b["bin"] for b in bins] == list(range(N_BINS))
+    assert sum(b["count"] for b in bins) == 500
+    conf = metrics.softmax(logits).max(axis=1)
+    for b in bins:
+        assert b["bin_lower"] == pytest.approx(b["bin"] / N_BINS)
+        if b["count"]:
+            assert b["bin_lower"] < b["mean_confidence"] <= b["bin_upper"]
+        else:
+            assert np.isnan(b["mean_confidence"]) and np.isnan(b["accuracy"])
+    ece = sum(b["count"] * abs(b["accuracy"] - b["mean_confidence"]) for b in bins if b["count"]) / 500
+    assert ece == pytest.approx(metrics.ece(logits, y, N_BINS), rel=1e-12)
+    assert conf.max() <= 1.0
+    # bins are (i/B, (i+1)/B]: confidence 1 falls in the last bin, exactly 0.5 (of B = 2) in the first
+    edge = evaluate.reliability_bins(np.array([[50.0, 0.0]]), np.array([0]), 2)
+    assert [b["count"] for b in edge] == [0, 1]
+    half = evaluate.reliability_bins(np.array([[0.0, 0.0]]), np.array([0]), 2)
+    assert [b["count"] for b in half] == [1, 0]
+
+
+def _write_study(tmp_path):
+    rng = np.random.default_rng(1)
+    n = {"train": 40, "val": 20, "test": 30}
+    data = {f"y_{s}": rng.integers(0, 3, size=k) for s, k in n.items()}
+    save_npz(tmp_path / "d.npz", {**data, **{f"x_{s}": rng.normal(size=(k, 2)).astype(np.float32)
+                                             for s, k in n.items()}})
+    save_npz(tmp_path / "d.logits.npz", {f"logits_{s}": rng.normal(size=(k, 3)).astype(np.float32) * 2
+                                         for s, k in n.items()})
+    (tmp_path / "d.json").write_text(json.dumps({"dataset": "d", "seed": 5, "n_params": 100}))
+    cells = []
+    for cell, model, t, alpha in (("baseline", "baseline", None, 0.0), ("T2", "distilled", 2.0, 0.9)):
+        record = {"dataset": "d", "student_size": 8, "model": model, "temperature": t, "alpha": alpha,
+                  "seeds": [11, 12], "n_params": 50}
+        path = tmp_path / f"{cell}.logits.npz"
+        save_npz(path, {**{f"logits_{s}": rng.normal(size=(2, k, 3)).astype(np.float32) for s, k in n.items()},
+                        "record": np.array(json.dumps(record, sort_keys=True))})
+        cells.append(str(path))
+    return dict(data=[str(tmp_path / "d.npz")], teachers=[str(tmp_path / "d.logits.npz")],
+                teacher_meta=[str(tmp_path / "d.json")], cells=cells, ece_bins=N_BINS)
+
+
+def test_run_writes_calibration_beside_results_deterministically(tmp_path):
+    args = _write_study(tmp_path)
+    out_a, out_b = tmp_path / "a", tmp_path / "b"
+    for out in (out_a, out_b):
+        evaluate.run(**args, out_results=str(out / "results.csv"), out_metrics=str(out / "metrics.json"))
+    for name in ("results.csv", "metrics.json", "calibration.csv"):
+        assert (out_a / name).read_bytes() == (out_b / name).read_bytes(), name
+
+    cal = pd.read_csv(out_a / "calibration.csv", dtype={"temperature": str, "student_size": str},
+                      keep_default_na=False, na_values=[""])
+    assert list(cal.columns) == evaluate.CALIBRATION_COLUMNS
+    assert set(cal["split"]) == {"test"}
+    # every model and seed: all bins, counts adding up to the test size
+    per = cal.groupby(["model", "seed"])
+    assert (per.size() == N_BINS).all() and (per["count"].sum() == 30).all()
+    assert sorted(per.groups) == [("baseline", 11), ("baseline", 12), ("distilled", 11), ("distilled", 12),
+                                  ("teacher", 5)]
+    assert set(cal.loc[cal.model == "distilled", "temperature"]) == {"2"}
+    # the bins reproduce results.csv's test ECE for every model and seed
+    res = pd.read_csv(out_a / "results.csv")
+    ece = res[(res.metric == "ece") & (res.split == "test")].set_index(["model", "seed"])["value"]
+    gap = (cal["accuracy"] - cal["mean_confidence"]).abs().fillna(0) * cal["count"]
+    from_bins = gap.groupby([cal["model"], cal["seed"]]).sum() / 30
+    for key, value in from_bins.items():
+        assert value == pytest.approx(ece.loc[key], abs=1e-9)
+
+    explicit = tmp_path / "elsewhere" / "cal.csv"
+    evaluate.run(**args, out_results=str(tmp_path / "c" / "results.csv"),
+                 out_metrics=str(tmp_path / "c" / "metrics.json"), out_calibration=str(explicit))
+    assert explicit.read_bytes() == (out_a / "calibration.csv").read_bytes()
