@@ -99,7 +99,7 @@ def read_label_table(path: str | Path, label: str) -> tuple[np.ndarray, np.ndarr
     try:
         frame = pd.read_csv(path, dtype=str, keep_default_na=False, skipinitialspace=True)
     except (pd.errors.ParserError, UnicodeDecodeError, pd.errors.EmptyDataError) as exc:
-        raise DataError(f"{path}: not a readable CSV file ({exc.__class__.__name__}: {exc})") from None
+        raise DataError(f"{path}: not a readable CSV file ({exc.__class__.__name__}: {str(exc).strip()})") from None
     frame.columns = [str(c).strip() for c in frame.columns]
     if label not in frame.columns:
         raise DataError(f"{path}: label column {label!r} not found (columns: {', '.join(frame.columns)})")
