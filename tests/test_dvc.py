@@ -5,11 +5,13 @@ from __future__ import annotations
 
 import json
 import shutil
+import subprocess
+import time
 
 import pytest
 import yaml
 
-from conftest import ROOT, make_workspace, run, tiny_params
+from conftest import ROOT, make_workspace, run, tiny_params, tool_env
 
 pytestmark = pytest.mark.slow
 
@@ -25,12 +27,29 @@ def repo(tmp_path_factory):
     run(["dvc", "config", "core.analytics", "false"], ws)
     run(["git", "add", "-A"], ws)
     run(["git", "commit", "-qm", "tiny study"], ws)
-    proc = run(["dvc", "repro"], ws)
-    return ws, proc.stdout + proc.stderr
+    first = subprocess.Popen(["dvc", "repro"], cwd=ws, env=tool_env(), stdout=subprocess.PIPE,
+                             stderr=subprocess.STDOUT, text=True)
+    deadline = time.monotonic() + 120
+    while not (ws / "data/prepared").exists() and first.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.1)
+    # `make study` is `dvc repro`: a second one while the first runs must fail fast.
+    started = time.monotonic()
+    second = run(["dvc", "repro"], ws, check=False, timeout=60)
+    concurrent = (second.returncode, second.stdout + second.stderr, time.monotonic() - started)
+    out, _ = first.communicate(timeout=600)
+    assert first.returncode == 0, out[-4000:]
+    return ws, out, concurrent
+
+
+def test_second_repro_while_one_runs_fails_fast(repo):
+    _, _, (returncode, output, seconds) = repo
+    assert returncode != 0
+    assert "lock" in output.lower()
+    assert seconds < 30
 
 
 def test_repro_runs_every_stage(repo):
-    ws, out = repo
+    ws, out, _ = repo
     for stage in ("prepare", "teacher", "distill", "evaluate", "walkthrough", "report"):
         assert f"Running stage '{stage}'" in out
     assert (ws / "reports/index.html").exists()
@@ -40,14 +59,14 @@ def test_repro_runs_every_stage(repo):
 
 
 def test_second_repro_does_nothing(repo):
-    ws, _ = repo
+    ws, _, _ = repo
     out = run(["dvc", "repro"], ws).stdout
     assert "Running stage" not in out
     assert "up to date" in out
 
 
 def test_metrics_show_prints_the_summary(repo):
-    ws, _ = repo
+    ws, _, _ = repo
     out = run(["dvc", "metrics", "show", "--json"], ws).stdout
     metrics = json.loads(out)
     flat = json.dumps(metrics)
@@ -55,7 +74,7 @@ def test_metrics_show_prints_the_summary(repo):
 
 
 def test_experiment_adding_a_temperature_runs_only_new_cells(repo):
-    ws, _ = repo
+    ws, _, _ = repo
     run(["git", "add", "-A"], ws)
     run(["git", "commit", "-qm", "tiny study results"], ws)
     proc = run(["dvc", "exp", "run", "-S", "distill.temperatures=[1,4,8]"], ws)
