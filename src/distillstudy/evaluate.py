@@ -110,32 +110,34 @@ def sort_results(frame: pd.DataFrame, columns: list[str] = COLUMNS, last: str = 
     return key[columns].reset_index(drop=True)
 
 
+def _finite(value):
+    """JSON has no NaN: a CI that does not exist (one seed) is written as null."""
+    value = float(value)
+    return value if np.isfinite(value) else None
+
+
 def summarise(frame: pd.DataFrame) -> dict:
-    """metrics.json: per dataset, teacher and per-size baseline vs best-on-validation cell."""
+    """metrics.json: per dataset, the teacher, and per size the baseline against the
+    temperature chosen on validation (the report's own rule, stats.best_temperature)
+    with its paired test gain and 95% CI."""
+    from distillstudy import stats
+
+    results = stats.normalise_results(frame)
     summary = {}
-    mean = (frame[frame["split"].isin(["val", "test"])]
-            .groupby(["dataset", "model", "student_size", "temperature", "split", "metric"])["value"]
-            .mean())
-    for dataset, part in frame.groupby("dataset", sort=True):
-        entry = {}
-        teacher = part[part["model"] == "teacher"]
-        pick = lambda s, m: float(teacher[(teacher.split == s) & (teacher.metric == m)]["value"].iloc[0])
-        entry["teacher"] = {"test_accuracy": pick("test", "accuracy"),
-                            "train_mean_max_prob": pick("train", "mean_max_prob")}
-        students = part[part["model"] != "teacher"]
-        for size in sorted(students["student_size"].unique(), key=int):
-            m = mean.loc[dataset]
-            base = float(m.loc[("baseline", size, "", "test", "accuracy")])
-            distilled = m.loc["distilled"].xs(size, level="student_size") if "distilled" in m.index else None
-            row = {"baseline_test_accuracy": base}
-            if distilled is not None and len(distilled):
-                val_acc = distilled.xs(("val", "accuracy"), level=("split", "metric"))
-                best_t = max(val_acc.index, key=lambda t: (val_acc[t], -float(t)))
-                best = float(distilled.loc[(best_t, "test", "accuracy")])
-                row.update({"best_temperature_on_val": best_t, "best_test_accuracy": best,
-                            "best_gain": best - base})
-            entry[f"h{size}"] = row
-        summary[dataset] = entry
+    for row in stats.teacher_summary(results).itertuples(index=False):
+        summary[row.dataset] = {"teacher": {"test_accuracy": _finite(row.test_accuracy),
+                                            "train_mean_max_prob": _finite(row.train_mean_max_prob)}}
+    base = (results[(results.model == "baseline") & (results.split == "test") & (results.metric == "accuracy")]
+            .groupby(["dataset", "student_size"])["value"].mean())
+    for (dataset, size), value in base.items():
+        summary.setdefault(dataset, {})[f"h{size}"] = {"baseline_test_accuracy": _finite(value)}
+    for row in stats.best_temperature(results).itertuples(index=False):
+        summary[row.dataset][f"h{row.student_size}"].update({
+            "best_temperature_on_val": row.temperature,
+            "best_test_accuracy": _finite(row.test_accuracy),
+            "best_gain": _finite(row.gain_mean),
+            "best_gain_ci95": [_finite(row.gain_lo), _finite(row.gain_hi)],
+        })
     return summary
 
 
