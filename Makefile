@@ -8,7 +8,7 @@ STAMP := $(VENV)/.installed
 # Stage commands (distillstudy, snakemake, dvc) come from the venv, also inside DVC stages.
 export PATH := $(BIN):$(PATH)
 
-.PHONY: study test lint repro report-snakemake lock clean-study
+.PHONY: study test lint repro report-snakemake lock clean-study venv pull bench
 
 $(STAMP): pyproject.toml constraints.txt
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -27,6 +27,17 @@ test: $(STAMP)
 ## lint: snakemake --lint
 lint: $(STAMP)
 	snakemake --lint
+
+## venv: only create .venv (pinned), e.g. on a cluster login node
+venv: $(STAMP)
+
+## pull: after `git clone`/`git pull`: fetch data, models and reports from the DVC remote,
+##       then mark them up to date for Snakemake (only if they match dvc.lock)
+pull: $(STAMP)
+	dvc pull
+	@test "$$(dvc status --json)" = "{}" || { dvc status; \
+	  echo "make pull: outputs differ from dvc.lock, not marking them up to date (make study re-runs what changed)"; exit 1; }
+	snakemake --workflow-profile workflow/profiles/default --touch --quiet
 
 ## report-snakemake: Snakemake's own HTML report of the last run
 report-snakemake: $(STAMP)
