@@ -30,35 +30,82 @@ def reference_member(seed, sizes, mean, std):
     return nn.Sequential(*layers).double()
 
 
-def train_alone(net, seed, x, y, t, epochs, batch, lr, temperature, alpha):
+def train_alone(net, seed, x, y, t, epochs, batch, lr, objective):
+    """Plain autograd + torch.optim.Adam on one member; returns the mean loss per epoch."""
     rng = train.member_orders([seed])[0]
     opt = torch.optim.Adam(net.parameters(), lr=lr)
+    history = []
     for _ in range(epochs):
         perm = torch.from_numpy(rng.permutation(len(x)))
+        total = 0.0
         for start in range(0, len(x), batch):
             idx = perm[start:start + batch]
-            loss = losses.kd_loss(net(x[idx]), t[idx], y[idx], alpha, temperature)
+            loss = objective(net(x[idx]), t[idx], y[idx])
             opt.zero_grad()
             loss.backward()
             opt.step()
-    return net
+            total += float(loss.detach()) * len(idx)
+        history.append(total / len(x))
+    return net, history
 
 
-def test_stacked_training_equals_training_each_member_alone():
+OBJECTIVES = [("kd", 0.0, None), ("kd", 0.7, 1.0), ("kd", 0.7, 3.0), ("kd", 1.0, 8.0), ("logit_mse", 0.7, None)]
+
+
+@pytest.mark.parametrize("objective", OBJECTIVES, ids=lambda o: f"{o[0]}-a{o[1]}-T{o[2]}")
+def test_stacked_training_equals_training_each_member_alone(objective):
     x, y, t = tiny_problem()
     sizes, seeds = [5, 7, 7, 3], [11, 22, 33]
     mean, std = x.mean(0).float(), x.std(0).float()
     stacked = models.StackedMLP(sizes, seeds, mean, std).double()
-    train.train_stacked(stacked, x, y, t, train.objective_fn("kd", 0.7, 3.0), epochs=4,
-                        batch_size=20, lr=1e-2, weight_decay=0.0, run_name="test")
+    fn = train.objective_fn(*objective)
+    history = train.train_stacked(stacked, x, y, t, fn, epochs=4, batch_size=20, lr=1e-2,
+                                  weight_decay=0.0, run_name="test")
+    alone_histories = []
     for m, seed in enumerate(seeds):
-        alone = train_alone(reference_member(seed, sizes, mean, std), seed, x, y, t, 4, 20, 1e-2, 3.0, 0.7)
+        alone, alone_history = train_alone(reference_member(seed, sizes, mean, std), seed, x, y, t, 4, 20,
+                                           1e-2, fn)
+        alone_histories.append(alone_history)
         linears = [layer for layer in alone if isinstance(layer, nn.Linear)]
         for layer, lin in enumerate(linears):
             assert torch.allclose(stacked.weights[layer][m], lin.weight.T, rtol=0, atol=1e-10)
             assert torch.allclose(stacked.biases[layer][m, 0], lin.bias, rtol=0, atol=1e-10)
         xb = x.unsqueeze(0).expand(len(seeds), -1, -1)
         assert torch.allclose(stacked(xb)[m], alone(x), atol=1e-10)
+    # The recorded loss is the members' mean of each epoch's mean training loss.
+    np.testing.assert_allclose(history, np.mean(alone_histories, axis=0), rtol=0, atol=1e-10)
+
+
+@pytest.mark.parametrize("objective", OBJECTIVES, ids=lambda o: f"{o[0]}-a{o[1]}-T{o[2]}")
+def test_closed_form_gradient_equals_autograd(objective):
+    """One step's loss and logits-gradient against autograd through losses.py."""
+    g = torch.Generator().manual_seed(3)
+    m, b, c = 2, 9, 4
+    s = torch.randn(m, b, c, generator=g, dtype=torch.float64, requires_grad=True)
+    t = torch.randn(b, c, generator=g, dtype=torch.float64) * 2
+    y = torch.randint(0, c, (b,), generator=g)
+    fn = train.objective_fn(*objective)
+    ref = fn(s, t.expand(m, b, c), y.expand(m, b))
+    ref.sum().backward()
+    per_example, const = fn.targets(t, y)
+    logits = s.detach().transpose(1, 2).contiguous()  # the engine's (M, C, b) layout
+    acc = {}
+    grad = train.loss_grad(logits, {k: v.T.expand(m, c, b) for k, v in per_example.items()}, fn, acc)
+    loss = train.epoch_loss_terms(acc, fn)
+    torch.testing.assert_close(grad.transpose(1, 2), s.grad, rtol=0, atol=1e-14)
+    torch.testing.assert_close((loss + const) / b, ref.detach(), rtol=0, atol=1e-13)
+
+
+def test_same_inputs_give_bit_identical_training():
+    x, y, t = (v.float() if v.is_floating_point() else v for v in tiny_problem())
+    runs = []
+    for _ in range(2):
+        model = models.StackedMLP([5, 16, 16, 3], [4, 5], x.mean(0), x.std(0))
+        history = train.train_stacked(model, x, y, t, train.objective_fn("kd", 0.9, 4.0), epochs=3,
+                                      batch_size=32, lr=1e-2, weight_decay=0.0, run_name="test")
+        runs.append((history, [p.detach().clone() for p in model.parameters()]))
+    assert runs[0][0] == runs[1][0]
+    assert all(torch.equal(a, b) for a, b in zip(runs[0][1], runs[1][1]))
 
 
 def test_member_init_matches_nn_linear_bounds():
@@ -77,3 +124,20 @@ def test_diverging_run_names_cell_and_epoch():
     with pytest.raises(train.TrainingDiverged, match=r"distill\[toy, h8, T4\].*epoch \d+"):
         train.train_stacked(model, x, y, t, train.objective_fn("kd", 0.5, 4.0), epochs=3,
                             batch_size=32, lr=1e25, weight_decay=0.0, run_name="distill[toy, h8, T4]")
+
+
+@pytest.mark.parametrize("weight_decay", [0.0, 0.01])
+def test_fused_adam_equals_torch_adam(weight_decay):
+    g = torch.Generator().manual_seed(5)
+    ours = [torch.randn(3, 4, 5, generator=g), torch.randn(3, 1, 5, generator=g)]
+    theirs = [p.clone().requires_grad_() for p in ours]
+    reference = torch.optim.Adam(theirs, lr=1e-2, weight_decay=weight_decay, fused=True)
+    adam = train.FusedAdam(ours, lr=1e-2, weight_decay=weight_decay)
+    for _ in range(5):
+        grads = [torch.randn(p.shape, generator=g) for p in ours]
+        for q, grad in zip(theirs, grads):
+            q.grad = grad.clone()
+        adam.step(grads)
+        reference.step()
+    for p, q in zip(ours, theirs):
+        assert torch.equal(p, q.detach())

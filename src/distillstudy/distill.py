@@ -25,6 +25,9 @@ from distillstudy.models import StackedMLP, count_student_params, student_layer_
 from distillstudy.teacher import save_state
 from distillstudy.train import objective_fn, stacked_logits, train_stacked
 
+# Recorded in every cell's provenance: how the cell was trained (see train.train_stacked).
+ENGINE = "stacked seeds, batched matmuls, closed-form backward, fused Adam"
+
 
 def parse_cell(cell: str, alpha: float) -> dict:
     """'baseline' | 'logit_mse' | 'T<float>' -> model label, objective, alpha, temperature."""
@@ -63,6 +66,7 @@ def run(*, data: str, teacher_logits: str, dataset: str, size: int, cell: str, a
                             epochs=epochs, batch_size=batch_size, lr=lr, weight_decay=weight_decay,
                             run_name=run_name)
     seconds = time.perf_counter() - started
+    settings = {**settings, "engine": ENGINE, "stacked_members": model.n_members}
     logits = {f"logits_{s}": stacked_logits(model, torch.from_numpy(arrays[f"x_{s}"]).to(device))
               .cpu().numpy().astype(np.float32) for s in SPLITS}
     if not all(np.isfinite(v).all() for v in logits.values()):

@@ -18,18 +18,20 @@ def configure(threads: int = DEFAULT_THREADS) -> dict:
     """Fix threads and deterministic algorithms; return what was set, for provenance."""
     # cuBLAS is only deterministic with a fixed workspace; must be set before CUDA starts.
     os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+    # Deliberate: the workflow runs one single-threaded job per core (measured: two
+    # threads in one job stall when the other core is busy, and change the bits).
     torch.set_num_threads(threads)
     device = "cuda" if torch.cuda.is_available() else "cpu"
     if device == "cuda":
         # Only CUDA kernels need the switch. Measured on CPU: the call alone imports
         # torch._dynamo and sympy, ~1.05 s per job, and the CPU kernels used here are
-        # deterministic at a fixed thread count (tests/test_determinism.py proves it).
+        # deterministic at a fixed thread count (tests/test_train.py checks bit-identical runs).
         torch.use_deterministic_algorithms(True)
         torch.backends.cudnn.benchmark = False
     return {
         "device": device,
         "device_name": torch.cuda.get_device_name(0) if device == "cuda" else "cpu",
-        "threads": threads,
+        "threads": torch.get_num_threads(),
         "torch": torch.__version__,
         "deterministic_algorithms": device == "cuda",
     }

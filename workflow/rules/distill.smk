@@ -1,4 +1,5 @@
-# One job per grid cell (dataset x size x cell); all seeds of a cell train in one process.
+# One job per grid cell (dataset x size x cell); all seeds of a cell train in one process,
+# stacked (src/distillstudy/train.py). Why this granularity, measured: benchmarks/README.md.
 rule distill:
     input:
         data="data/prepared/{dataset}.npz",
@@ -22,7 +23,12 @@ rule distill:
         "logs/distill/{dataset}/h{size}/{cell}.log",
     benchmark:
         "logs/benchmarks/distill/{dataset}/h{size}/{cell}.tsv"
+    # One thread per job, jobs in parallel: 2 threads in one job change the bits and stall
+    # when the other core is busy. Recorded in each cell's record (runtime.threads).
     threads: 1
+    # Wider students first: a job's cost grows with size^2, so the long jobs start early and
+    # the short ones fill the cores at the end (no core idles behind one long job).
+    priority: lambda w: int(w.size)
     resources:
         mem_mb=2000,
         runtime=60,
