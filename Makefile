@@ -43,6 +43,10 @@ pull: $(STAMP)
 report-snakemake: $(STAMP)
 	snakemake --workflow-profile workflow/profiles/default --report reports/snakemake-report.html
 
+## bench: how fast the grid trains against the usual loops -> reports/bench.json (~25 min)
+bench: $(STAMP)
+	python benchmarks/run.py
+
 ## lock: re-pin every installed package after changing pyproject.toml
 lock: $(STAMP)
 	$(BIN)/python -m pip freeze --exclude-editable | grep -v '^torch==' > constraints.txt.new
