@@ -43,7 +43,8 @@ pull: $(STAMP)
 report-snakemake: $(STAMP)
 	snakemake --workflow-profile workflow/profiles/default --report reports/snakemake-report.html
 
-## bench: how fast the grid trains against the usual loops -> reports/bench.json (~25 min)
+## bench: the grid engine against the usual KD loops and the matmul limit -> reports/bench.json
+##        (~30-40 min; `python benchmarks/run.py --quick`: ~7 min)
 bench: $(STAMP)
 	python benchmarks/run.py
 
