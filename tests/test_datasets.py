@@ -79,3 +79,13 @@ def test_bad_csv_names_file_row_or_column(tmp_path, what, text, message):
     assert message in str(info.value)
     assert str(path) in str(info.value)
     assert not (tmp_path / "bad.npz").exists(), "nothing downstream may be written"
+
+
+def test_atomic_write_removes_a_killed_writers_temp_file(tmp_path):
+    from distillstudy.atomic import write_text
+
+    stale = tmp_path / ".out.txt.abc123.tmp"
+    stale.write_text("half")
+    write_text(tmp_path / "out.txt", "whole")
+    assert (tmp_path / "out.txt").read_text() == "whole"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["out.txt"]
