@@ -177,9 +177,11 @@ def load_npz(path: str | Path) -> dict[str, np.ndarray]:
 
 
 def build(kind: str, *, seed: int, val_fraction: float, test_fraction: float,
-          n_train: int = 200, n_test: int = 5000, path: str | None = None,
+          n_train: int | None = None, n_test: int | None = None, path: str | None = None,
           label: str | None = None) -> Splits:
     if kind == "sine":
+        if n_train is None or n_test is None:
+            raise DataError("a sine dataset needs n_train and n_test (prepare.datasets[*])")
         return make_sine(n_train, n_test, val_fraction, seed)
     if kind == "digits":
         return make_digits(val_fraction, test_fraction, seed)

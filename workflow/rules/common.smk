@@ -38,8 +38,6 @@ def code(*modules):
     return [f"src/distillstudy/{m}.py" for m in modules]
 
 
-def dataset_option(name, key, default=""):
-    return DATASETS[name].get(key, default)
 
 
 def csv_inputs(wildcards):
@@ -47,11 +45,14 @@ def csv_inputs(wildcards):
     return [spec["path"]] if spec["kind"] == "csv" else []
 
 
-def csv_args(wildcards):
+def dataset_args(wildcards):
+    """The kind-specific options of one dataset, exactly as params.yaml gives them."""
     spec = DATASETS[wildcards.dataset]
-    if spec["kind"] != "csv":
-        return ""
-    return f"--path {shlex.quote(spec['path'])} --label {shlex.quote(spec['label'])}"
+    if spec["kind"] == "sine":
+        return f"--n-train {spec['n_train']} --n-test {spec['n_test']}"
+    if spec["kind"] == "csv":
+        return f"--path {shlex.quote(spec['path'])} --label {shlex.quote(spec['label'])}"
+    return ""
 
 
 def student_cells(wildcards=None):

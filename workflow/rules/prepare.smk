@@ -10,9 +10,7 @@ rule prepare:
         seed=config["seed"],
         val_fraction=config["prepare"]["val_fraction"],
         test_fraction=config["prepare"]["test_fraction"],
-        n_train=lambda w: dataset_option(w.dataset, "n_train", 200),
-        n_test=lambda w: dataset_option(w.dataset, "n_test", 5000),
-        csv=csv_args,
+        options=dataset_args,
     conda:
         "../envs/distillstudy.yaml"
     log:
@@ -25,5 +23,5 @@ rule prepare:
     shell:
         "distillstudy prepare --name {wildcards.dataset} --kind {params.kind} --seed {params.seed}"
         " --val-fraction {params.val_fraction} --test-fraction {params.test_fraction}"
-        " --n-train {params.n_train} --n-test {params.n_test} {params.csv}"
+        " {params.options}"
         " --out-data {output.data} --out-meta {output.meta} > {log} 2>&1"
