@@ -34,7 +34,7 @@ import jinja2
 import numpy as np
 import pandas as pd
 
-from distillstudy import figures, stats
+from distillstudy import design_stats, figures, stats, variants
 from distillstudy.atomic import write_text
 
 ONEHOT_THRESHOLD = 0.99
@@ -84,6 +84,42 @@ FIGURE_SPECS = [
      "whether its confidence spreads out of the top bin like the teacher's."),
 ]
 FIGURE_KEYS = [k for k, _, _ in FIGURE_SPECS]
+
+#: axis -> (figure key, title, caption) of the study-design figures, written to
+#: `<figures_dir>/<dataset slug>/<figure key>.png` like the main figures.
+DESIGN_FIGURE_SPECS = {
+    "transfer": ("design_transfer", "Gain by transfer protocol, over the baseline and over the control",
+                 "One panel per student size. Blue circles: the best-on-validation distilled student's paired "
+                 "test-accuracy gain over the hard-label baseline for each transfer protocol, with its {conf}% CI "
+                 "over seeds (filled: the CI excludes zero; the temperature chosen on validation is written beside "
+                 "it). For the augmented transfer set, orange squares are its gain over the hard-label control "
+                 "trained on the same augmented copies with their source's label and no teacher (what the teacher "
+                 "adds), grey diamonds the control's own gain over the baseline (what augmentation alone does). A "
+                 "blue circle far above zero with its orange square near zero means the gain is augmentation, not "
+                 "distillation."),
+    "epochs": ("design_epochs", "Test accuracy against the students' training length",
+               "One panel per student size: mean test accuracy of the hard-label baseline (dashed, hollow crosses) "
+               "and of the best distilled student (solid; its temperature, chosen on validation, is written beside "
+               "it) at each training length, with unpaired {conf}% CIs over seeds; the dotted line is the teacher. A "
+               "baseline that falls with more epochs is overfitting its hard labels; look whether the distilled "
+               "student holds up there. The paired gains are in the table."),
+    "teacher_width": ("design_teacher_width", "Capacity gap: gain against teacher width and teacher accuracy",
+                      "The best-on-validation student's paired test-accuracy gain over the baseline (with its "
+                      "{conf}% CI; filled: excludes zero), one line per student size, against the teacher's width "
+                      "multiplier (left, log2 axis) and against that teacher's test accuracy (right). Mirzadeh et "
+                      "al. (2019) report a non-monotone curve: past some size a more accurate teacher teaches a "
+                      "small student worse. Look whether the line turns down at the right of either panel."),
+    "ensemble": ("design_ensemble", "Ensemble teacher: gain against ensemble size and teacher accuracy",
+                 "Same layout as the capacity-gap figure, with the number M of seeded teachers whose probabilities "
+                 "are averaged (M = 1 is the reference teacher) in place of the width: the student's paired gain over "
+                 "the baseline against M (left) and against the ensemble's own test accuracy (right)."),
+    "label_fraction": ("design_label_fraction", "Learning curve: test accuracy against the fraction of labels",
+                       "One panel per student size: mean test accuracy of the hard-label baseline (dashed) and of "
+                       "the best distilled student (solid, T chosen on validation) against the share of training "
+                       "labels the students see (log axis), with unpaired {conf}% CIs over seeds; the teacher "
+                       "(dotted) is trained on all labels. Hinton et al. (2015) found soft targets help most when "
+                       "labels are few: look whether the gap between the lines widens to the left."),
+}
 
 
 # --------------------------------------------------------------------------- formatting
@@ -413,12 +449,345 @@ def write_plots_csv(results_df: pd.DataFrame, plots_dir: str | os.PathLike) -> P
     return out
 
 
+# --------------------------------------------------------------------------- study designs
+
+
+def _frac(v: float) -> str:
+    return f"{100 * v:g}%"
+
+
+def _level_text(axis: str, level: str, is_reference: bool = False) -> str:
+    """How a level reads in tables and sentences: 'augmented', '2× width', 'M = 5', '3% of labels'."""
+    v = design_stats.level_value(axis, level)
+    if axis == "transfer" or math.isnan(v):
+        text = level
+    elif axis == "epochs":
+        text = f"{level} epochs"
+    elif axis == "teacher_width":
+        text = f"{level}× width"
+    elif axis == "ensemble":
+        text = f"M = {level}"
+    else:
+        text = f"{_frac(v)} of labels"
+    return text + (" (reference)" if is_reference else "")
+
+
+def _gain_of(r, prefix: str = "gain") -> str:
+    return _gain_text(r[f"{prefix}_mean"], r[f"{prefix}_lo"], r[f"{prefix}_hi"])
+
+
+def _no_ci_sentence(rows: pd.DataFrame, conf_pct: int, what: str = "gain") -> str | None:
+    cols = [c for c in ("gain_significant", "over_control_significant", "control_gain_significant") if c in rows]
+    if rows.empty or rows[cols].to_numpy().any():
+        return None
+    return (f"No {what} on this axis has a {conf_pct}% CI that excludes zero: the data do not distinguish any of "
+            f"these differences from no effect.")
+
+
+def _transfer_sentences(ds: str, rows: pd.DataFrame, conf_pct: int, params: dict | None) -> list[str]:
+    out = []
+    labels = {"early_stopped": "the early-stopped teacher (reference)", "in_sample": "in-sample targets",
+              "cross_fitted": "cross-fitted targets", "augmented": "the augmented transfer set"}
+    for s in sorted(int(x) for x in rows["student_size"].unique()):
+        rs = rows[rows["student_size"] == s]
+        plain = [r for _, r in rs.iterrows() if r["level"] != "augmented"]
+        if plain:
+            parts = [f"{_gain_of(r)} with {labels.get(r['level'], r['level'])} at T = {r['best_temperature'] or 'n/a'}"
+                     for r in plain]
+            out.append(f"On {ds}, the H={s} student's test-accuracy gain over the hard-label baseline (temperature "
+                       f"chosen on validation) is " + ", ".join(parts) + ".")
+        aug = rs[rs["level"] == "augmented"]
+        if len(aug):
+            r = aug.iloc[0]
+            oc, cg = r["over_control_mean"], r["control_gain_mean"]
+            if _nan(oc):
+                out.append(f"On {ds}, with the augmented transfer set the H={s} student gains {_gain_of(r)} over the "
+                           f"baseline; no hard-label control was found to separate augmentation from distillation.")
+                continue
+            if r["over_control_significant"] and oc > 0:
+                link, verdict = "and", "the teacher adds a gain beyond augmentation"
+            elif r["over_control_significant"]:
+                link, verdict = "but", "on the same copies the hard labels beat the teacher's targets"
+            elif not _nan(cg) and cg > 0 and (_nan(oc) or cg >= oc):
+                link, verdict = "but only", "most of the gain is augmentation"
+            else:
+                link, verdict = "and", "the data cannot separate the teacher's part from augmentation's"
+            out.append(f"On {ds}, with the augmented transfer set the H={s} student gains {_gain_of(r)} over the "
+                       f"baseline, {link} {_gain_of(r, 'over_control')} over the hard-label control trained on the "
+                       f"same copies (the control itself gains {_gain_of(r, 'control_gain')} over the baseline): "
+                       f"{verdict}.")
+    conf_t = rows.drop_duplicates("level")
+    if len(conf_t) and conf_t["teacher_transfer_mmp"].notna().any():
+        parts = [f"{r.level} {_num(r.teacher_transfer_mmp, 3)}" for r in conf_t.itertuples(index=False)
+                 if not _nan(r.teacher_transfer_mmp)]
+        out.append("The teacher's mean max-probability on the points each student learns from: " + ", ".join(parts)
+                   + " (near 1 means near one-hot targets that carry little beyond the hard labels).")
+    if (rows["level"] == "cross_fitted").any():
+        k = ((params or {}).get("transfer") or {}).get("folds")
+        kk = f"K = {k}" if k is not None else "K"
+        out.append(f"Cross-fitted: {kk} fold teachers, each training point labelled by the one that did not see it; "
+                   f"the cross-fitted test-time teacher (its test accuracy in the table, and the students' agreement) "
+                   f"is the mean of the {k if k is not None else 'K'} fold teachers' probabilities.")
+    no = _no_ci_sentence(rows, conf_pct)
+    if no:
+        out.append(no)
+    return out
+
+
+def _largest(rs: pd.DataFrame) -> pd.Series | None:
+    rs = rs[rs["gain_mean"].notna()]
+    return None if rs.empty else rs.loc[rs["gain_mean"].idxmax()]
+
+
+def _curve_sentences(ds: str, axis: str, rows: pd.DataFrame, conf_pct: int) -> list[str]:
+    """epochs and label_fraction: baseline accuracy and gain per level, and where the gain peaks."""
+    out = []
+    for s in sorted(int(x) for x in rows["student_size"].unique()):
+        rs = rows[rows["student_size"] == s].sort_values("level_value")
+        parts = []
+        for r in rs.itertuples(index=False):
+            lv = (f"{r.level} epochs" if axis == "epochs" else f"{_frac(r.level_value)} of the labels"
+                  if not _nan(r.level_value) else r.level)
+            parts.append(f"with {lv}{' (reference)' if r.is_reference else ''} the baseline reaches "
+                         f"{_pct(r.baseline_mean)} and the best distilled student (T = {r.best_temperature or 'n/a'}) "
+                         f"gains {_gain_text(r.gain_mean, r.gain_lo, r.gain_hi)}")
+        text = f"On {ds}, H={s}: " + "; ".join(parts) + "."
+        top = _largest(rs)
+        if top is not None and len(rs) > 1:
+            lv = f"{top['level']} epochs" if axis == "epochs" else _level_text(axis, top["level"])
+            text += f" The gain is largest with {lv}"
+            if axis == "label_fraction":
+                smallest = rs["level_value"].min()
+                text += (", the fewest labels, as Hinton et al. (2015) found for soft targets"
+                         if top["level_value"] == smallest else
+                         ", not with the fewest labels, unlike Hinton et al. (2015)'s speech result")
+            text += "."
+        out.append(text)
+    no = _no_ci_sentence(rows, conf_pct)
+    if no:
+        out.append(no)
+    return out
+
+
+def _capacity_sentences(ds: str, axis: str, rows: pd.DataFrame, conf_pct: int) -> list[str]:
+    out = []
+    lv = rows.drop_duplicates("level").sort_values("level_value")
+    out.append(f"On {ds}, the teacher's test accuracy is " + ", ".join(
+        f"{_pct(r.teacher_test_accuracy)} at {_level_text(axis, r.level, r.is_reference)}"
+        for r in lv.itertuples(index=False)) + ".")
+    for s in sorted(int(x) for x in rows["student_size"].unique()):
+        rs = rows[rows["student_size"] == s].sort_values("level_value")
+        parts = [f"{_gain_text(r.gain_mean, r.gain_lo, r.gain_hi)} at {_level_text(axis, r.level)}"
+                 for r in rs.itertuples(index=False)]
+        text = f"H={s}: gain over the baseline " + ", ".join(parts) + "."
+        top = _largest(rs)
+        if top is not None and len(rs) > 2 and axis == "teacher_width":
+            vals = list(rs["level_value"])
+            if top["level_value"] not in (min(vals), max(vals)):
+                text += (f" The gain peaks at an intermediate width ({top['level']}×) and falls for a larger "
+                         f"teacher: a non-monotone capacity-gap curve, as Mirzadeh et al. (2019) report")
+            elif top["level_value"] == max(vals):
+                text += f" The widest teacher ({top['level']}×) teaches best here"
+            else:
+                text += f" The narrowest teacher ({top['level']}×) teaches best here"
+            text += " (each gain has its own CI; the widths are not tested against each other)."
+        out.append(text)
+    no = _no_ci_sentence(rows, conf_pct)
+    if no:
+        out.append(no)
+    return out
+
+
+def _share_sentences(ds: str, share: pd.DataFrame) -> list[str]:
+    out = []
+    for r in share[share["dataset"] == ds].itertuples(index=False):
+        head = (f"H={r.student_size}, M = {r.level}: the best-on-validation student distilled from the ensemble "
+                f"(T = {r.ensemble_temperature or 'n/a'}) reaches {_pct(r.student_ensemble)} test accuracy, from the "
+                f"single teacher (T = {r.single_temperature or 'n/a'}) {_pct(r.student_single)}, a paired difference "
+                f"of {_gain_text(r.student_gain_mean, r.student_gain_lo, r.student_gain_hi)}")
+        if r.denominator_ok and not _nan(r.share):
+            out.append(head + f"; the ensemble beat the single teacher by "
+                              f"{_signed(r.teacher_gain, 100, 1)} pp ({_pct(r.ensemble_test_accuracy)} vs "
+                              f"{_pct(r.single_test_accuracy)}), so the student's share of the ensemble's gain is "
+                              f"{_signed(r.student_gain_mean, 100, 1)} / {_signed(r.teacher_gain, 100, 1)} = "
+                              f"{_share_text(r.share, r.share_lo, r.share_hi)}.")
+        elif not r.denominator_ok and not _nan(r.teacher_gain):
+            out.append(head + f"; the ensemble did not beat the single teacher ({_pct(r.ensemble_test_accuracy)} "
+                              f"vs {_pct(r.single_test_accuracy)}), so the student's share of the ensemble's gain is "
+                              f"undefined.")
+        else:
+            out.append(head + f"; {r.note}.")
+    return out
+
+
+def _share_text(share, lo, hi) -> str:
+    if _nan(share):
+        return "n/a"
+    if _nan(lo):
+        return f"{100 * share:.0f}%"
+    return f"{100 * share:.0f}% [{100 * lo:.0f}%, {100 * hi:.0f}%]"
+
+
+def _design_table(axis: str, rows: pd.DataFrame) -> tuple[list[str], list[list[dict]]]:
+    has_ctrl = bool(rows["over_control_mean"].notna().any() or rows["control_gain_mean"].notna().any())
+    has_transfer = bool(rows["teacher_transfer_accuracy"].notna().any())
+    cols = ["level", "hidden size", "teacher test accuracy"]
+    if has_transfer:
+        cols += ["teacher accuracy on the transfer points", "teacher mean max-prob. on the transfer points"]
+    cols += ["baseline test accuracy (± CI)", "best T on val", "best distilled test accuracy",
+             "gain over baseline (pp) [CI]"]
+    if has_ctrl:
+        cols += ["gain over hard-label control (pp) [CI]", "control − baseline (pp) [CI]"]
+    cols += ["seeds"]
+    out = []
+    for r in rows.itertuples(index=False):
+        row = [{"text": _level_text(axis, r.level, r.is_reference), "cls": ""},
+               {"text": str(int(r.student_size)), "cls": "num"},
+               {"text": _pct(r.teacher_test_accuracy), "cls": "num"}]
+        if has_transfer:
+            row += [{"text": _pct(r.teacher_transfer_accuracy), "cls": "num"},
+                    {"text": _num(r.teacher_transfer_mmp, 3), "cls": "num"}]
+        row += [{"text": _mean_ci_text(r.baseline_mean, r.baseline_lo, r.baseline_hi), "cls": "num"},
+                {"text": r.best_temperature or "n/a", "cls": "num"},
+                {"text": _pct(r.best_test_mean), "cls": "num"},
+                {"text": _gain_text(r.gain_mean, r.gain_lo, r.gain_hi),
+                 "cls": "num " + _cls(r.gain_significant, r.gain_mean)}]
+        if has_ctrl:
+            row += [{"text": "—" if _nan(r.over_control_mean) else
+                     _gain_text(r.over_control_mean, r.over_control_lo, r.over_control_hi),
+                     "cls": "num " + _cls(r.over_control_significant, r.over_control_mean)},
+                    {"text": "—" if _nan(r.control_gain_mean) else
+                     _gain_text(r.control_gain_mean, r.control_gain_lo, r.control_gain_hi),
+                     "cls": "num " + _cls(r.control_gain_significant, r.control_gain_mean)}]
+        row.append({"text": str(int(r.n)), "cls": "num"})
+        out.append(row)
+    return cols, out
+
+
+def _share_table(ds: str, share: pd.DataFrame) -> tuple[list[str], list[list[dict]]]:
+    sub = share[share["dataset"] == ds]
+    cols = ["M", "hidden size", "ensemble test accuracy", "single teacher test accuracy",
+            "student from ensemble (best T)", "student from single teacher (best T)",
+            "student difference (pp) [CI]", "share of the ensemble's gain [CI]"]
+    rows = []
+    for r in sub.itertuples(index=False):
+        rows.append([{"text": r.level, "cls": "num"}, {"text": str(int(r.student_size)), "cls": "num"},
+                     {"text": _pct(r.ensemble_test_accuracy), "cls": "num"},
+                     {"text": _pct(r.single_test_accuracy), "cls": "num"},
+                     {"text": f"{_pct(r.student_ensemble)} (T = {r.ensemble_temperature or 'n/a'})", "cls": "num"},
+                     {"text": f"{_pct(r.student_single)} (T = {r.single_temperature or 'n/a'})", "cls": "num"},
+                     {"text": _gain_text(r.student_gain_mean, r.student_gain_lo, r.student_gain_hi),
+                      "cls": "num " + _cls(r.student_gain_significant, r.student_gain_mean)},
+                     {"text": _share_text(r.share, r.share_lo, r.share_hi) if r.denominator_ok else
+                      "undefined: the ensemble did not beat the single teacher", "cls": "num"}])
+    return cols, rows
+
+
+AXIS_WHAT = {
+    "transfer": "What the students learn from, at every temperature: the reference early-stopped teacher's targets "
+                "on the training points; the in-sample targets of a teacher trained to convergence; cross-fitted "
+                "targets; or an augmented transfer set (label-preserving copies labelled by the teacher). The "
+                "augmented set comes with its hard-label control: students trained on the same copies with their "
+                "source's label and no teacher.",
+    "epochs": "The students' training budget, for the baseline and every distilled cell alike (each level trains "
+              "its own baseline).",
+    "teacher_width": "The teacher's width multiplier (the same architecture, narrower or wider), with the students "
+                     "unchanged; the baseline is the reference's.",
+    "ensemble": "The teacher is the mean of M independently seeded teachers' probabilities (Hinton et al. 2015's "
+                "original setting); the baseline is the reference's.",
+    "label_fraction": "The share of training points (and labels) the students see; the teacher is trained on all of "
+                      "them. Each level trains its own baseline on the same subset.",
+}
+
+
+def _designs_section(designs: pd.DataFrame | None, params: dict | None, figures_dir: Path,
+                     confidence: float) -> dict | None:
+    if designs is None or designs.empty:
+        return None
+    conf_pct = int(round(confidence * 100))
+    summary = design_stats.level_summary(designs, params=params, confidence=confidence)
+    share = design_stats.ensemble_share(designs, confidence=confidence)
+    epochs = ((params or {}).get("distill") or {}).get("epochs")
+    ref = ("students learn from the teacher early-stopped on validation NLL (width 1, a single teacher), on every "
+           "training label, for " + (f"{epochs} epochs (distill.epochs)" if epochs is not None else
+                                    "distill.epochs epochs"))
+    intro = (f"Each axis below changes ONE factor of the main grid's reference setting ({ref}) and re-trains the "
+             f"students at every temperature; each axis also shows its reference level, whose cells are the main "
+             f"grid's. Per level and student size the temperature is chosen on the validation split and its gain is "
+             f"reported on the test split. All comparisons are paired by seed (every level and model of a student "
+             f"size uses the same replicate seeds), with Student-t {conf_pct}% CIs over seeds that are not corrected "
+             f"for multiple comparisons: across the many cells of these tables about {100 - conf_pct}% would "
+             f"exclude zero by chance alone.")
+    axes = []
+    for axis in design_stats.axes_present(designs):
+        key, title, caption = DESIGN_FIGURE_SPECS[axis]
+        blocks = []
+        for ds in sorted(designs.loc[designs["axis"] == axis, "dataset"].unique()):
+            rows = summary[(summary["dataset"] == ds) & (summary["axis"] == axis)]
+            if rows.empty:
+                continue
+            if axis == "transfer":
+                sentences = _transfer_sentences(ds, rows, conf_pct, params)
+            elif axis in ("epochs", "label_fraction"):
+                sentences = _curve_sentences(ds, axis, rows, conf_pct)
+            else:
+                sentences = _capacity_sentences(ds, axis, rows, conf_pct)
+            share_cols, share_rows = [], []
+            if axis == "ensemble":
+                sentences += _share_sentences(ds, share)
+                share_cols, share_rows = _share_table(ds, share)
+            cols, trows = _design_table(axis, rows)
+            p = figures_dir / _slug(ds) / f"{key}.png"
+            if axis == "transfer":
+                figures.plot_design_transfer(summary, ds, p, confidence=confidence)
+            elif axis in ("epochs", "label_fraction"):
+                figures.plot_design_accuracy(summary, ds, axis, p, confidence=confidence)
+            else:
+                figures.plot_design_capacity(summary, ds, axis, p, confidence=confidence)
+            fig = {"uri": _data_uri(p), "title": f"{title} ({ds})", "alt": f"{title}, dataset {ds}",
+                   "caption": caption.format(conf=conf_pct), "path": str(p)}
+            blocks.append({"name": ds, "sentences": sentences, "columns": cols, "rows": trows,
+                           "share_columns": share_cols, "share_rows": share_rows, "figures": [fig]})
+        if blocks:
+            axes.append({"axis": axis, "anchor": f"design-{axis}", "title": design_stats.AXIS_TITLES[axis],
+                         "what": AXIS_WHAT[axis], "blocks": blocks})
+    if not axes:
+        return None
+    return {"intro": intro, "axes": axes, "share_formula": design_stats.SHARE_FORMULA}
+
+
+def _design_params(params: dict | None) -> list[tuple[str, str]]:
+    """The designs' effective parameters for the provenance: the designs and transfer
+    sections of params, and each axis's levels as trained (reference first)."""
+    designs = (params or {}).get("designs")
+    if not isinstance(designs, dict):
+        return []
+    rows = [(f"designs.{k}", _params_value(v)) for k, v in designs.items()]
+    rows += [(f"transfer.{k}", _params_value(v)) for k, v in ((params or {}).get("transfer") or {}).items()]
+    if designs.get("datasets"):
+        for axis in variants.AXES:
+            if designs.get(axis):
+                try:
+                    levels = variants.axis_levels(axis, params)
+                except (KeyError, TypeError, ValueError):
+                    continue
+                rows.append((f"levels trained: {axis}", ", ".join(levels) + " (the first is the reference)"))
+    return rows
+
+
+def _params_value(v) -> str:
+    if isinstance(v, (list, tuple)):
+        return "[" + ", ".join(str(x) for x in v) + "]"
+    return "" if v is None else str(v)
+
+
 # --------------------------------------------------------------------------- entry point
 
 
 def build_report(results_csv, walkthrough_csv, walkthrough_pngs: list, params: dict, datasets_meta: list,
                  provenance: dict, benchmarks, out_html, figures_dir, plots_dir=None, *,
-                 calibration_csv=None, confidence: float = 0.95, title: str = "distillstudy report") -> None:
+                 calibration_csv=None, designs_csv=None, confidence: float = 0.95,
+                 title: str = "distillstudy report") -> None:
     """Compute the statistics, write every figure into `figures_dir`, the DVC plot
     table `acc_vs_temperature.csv` into `plots_dir` (default: `plots/` beside
     `out_html`), and the self-contained HTML report to `out_html` (atomically).
@@ -426,7 +795,9 @@ def build_report(results_csv, walkthrough_csv, walkthrough_pngs: list, params: d
     `walkthrough_csv` may be None (the section is then built from the PNGs alone,
     or omitted when there are none); `benchmarks` may be None or empty;
     `calibration_csv` (the evaluate stage's reliability bins) may be None, and the
-    reliability diagrams are then left out.
+    reliability diagrams are then left out. `designs_csv` (the evaluate stage's
+    reports/designs.csv) adds the "Study designs" section, one subsection per axis
+    present; None or a missing file means a study without designs: no section.
     """
     df = stats.load_results(results_csv)
     calibration = None if calibration_csv is None else stats.load_calibration(calibration_csv)
@@ -448,6 +819,7 @@ def build_report(results_csv, walkthrough_csv, walkthrough_pngs: list, params: d
     datasets = [_dataset_section(ds, df, tables, figures_dir, confidence, calibration)
                 for ds in sorted(students["dataset"].unique())]
     write_plots_csv(df, plots_dir)
+    designs = _designs_section(design_stats.load_designs(designs_csv), params, figures_dir, confidence)
 
     conf_pct = int(round(confidence * 100))
     method_note = (
@@ -465,6 +837,8 @@ def build_report(results_csv, walkthrough_csv, walkthrough_pngs: list, params: d
         method_note=method_note,
         conf_pct=conf_pct,
         walkthrough=_walkthrough_section(walkthrough_csv, walkthrough_pngs),
+        designs=designs,
+        design_params=_design_params(params),
         params_text=_params_text(params),
         meta_columns=meta_columns,
         meta_rows=meta_rows,
