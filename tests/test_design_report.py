@@ -256,7 +256,7 @@ def test_report_with_and_without_designs(tmp_path):
     assert "40 epochs (distill.epochs)" in sec
     assert "most of the gain is augmentation" in sec
     assert "share of the ensemble&#39;s gain" in sec and "50% [50%, 50%]" in sec
-    assert "gain over hard-label control (pp) [CI]" in sec  # the control column in the transfer table
+    assert "gain over control (pp) [CI]" in sec  # the control column in the transfer table
     assert len(images(html)) == n_main + len(design_stats.AXIS_ORDER)
     for uri in images(html):
         assert base64.b64decode(uri.split(",", 1)[1])[:8] == b"\x89PNG\r\n\x1a\n"

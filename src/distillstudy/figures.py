@@ -409,7 +409,7 @@ def plot_design_transfer(summary: pd.DataFrame, dataset: str, path: str | os.Pat
 
     levels = design_stats.sort_levels("transfer", d["level"])
     sizes = sorted(int(s) for s in d["student_size"].unique())
-    fig, axes = plt.subplots(1, len(sizes), figsize=(max(4.6, 1.25 * len(levels) + 1.2) * len(sizes) + 1.0, 4.3),
+    fig, axes = plt.subplots(1, len(sizes), figsize=(max(4.2, 1.0 * len(levels) + 1.0) * len(sizes) + 0.8, 4.3),
                              sharey=True, squeeze=False)
     blue, orange, grey = "#0072b2", "#d55e00", "#777777"
     for k, s in enumerate(sizes):

@@ -631,13 +631,12 @@ def _share_text(share, lo, hi) -> str:
 def _design_table(axis: str, rows: pd.DataFrame) -> tuple[list[str], list[list[dict]]]:
     has_ctrl = bool(rows["over_control_mean"].notna().any() or rows["control_gain_mean"].notna().any())
     has_transfer = bool(rows["teacher_transfer_accuracy"].notna().any())
-    cols = ["level", "hidden size", "teacher test accuracy"]
+    cols = ["level", "hidden size", "teacher test acc."]
     if has_transfer:
-        cols += ["teacher accuracy on the transfer points", "teacher mean max-prob. on the transfer points"]
-    cols += ["baseline test accuracy (± CI)", "best T on val", "best distilled test accuracy",
-             "gain over baseline (pp) [CI]"]
+        cols += ["teacher acc. on transfer points", "teacher max-prob. on transfer points"]
+    cols += ["baseline test acc. (± CI)", "best T (val)", "best distilled test acc.", "gain over baseline (pp) [CI]"]
     if has_ctrl:
-        cols += ["gain over hard-label control (pp) [CI]", "control − baseline (pp) [CI]"]
+        cols += ["gain over control (pp) [CI]", "control − baseline (pp) [CI]"]
     cols += ["seeds"]
     out = []
     for r in rows.itertuples(index=False):
