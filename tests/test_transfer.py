@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import torch
 
-from distillstudy import datasets, metrics, seeds, teacher, transfer
+from distillstudy import datasets, metrics, runtime, seeds, teacher, transfer
 from distillstudy.models import make_teacher
 from distillstudy.train import predict, train_teacher
 
@@ -146,12 +146,15 @@ def test_cross_fitted_target_never_comes_from_a_teacher_that_saw_the_point(digit
     model = make_teacher("digits", 64, info["n_classes"], arrays["mean"], arrays["std"], TEACHER["cnn_channels"],
                          TEACHER["mlp_width"], TEACHER["dropout"])
     idx = np.flatnonzero(mask[0])
-    tensors = {"x_train": torch.from_numpy(arrays["x_train"][idx]), "y_train": torch.from_numpy(arrays["y_train"][idx]),
-               "x_val": torch.from_numpy(arrays["x_val"]), "y_val": torch.from_numpy(arrays["y_val"])}
+    device = runtime.configure()["device"]  # the stage's device: on CUDA the bits differ from CPU
+    model.to(device)
+    tensors = {"x_train": arrays["x_train"][idx], "y_train": arrays["y_train"][idx],
+               "x_val": arrays["x_val"], "y_val": arrays["y_val"]}
+    tensors = {k: torch.from_numpy(v).to(device) for k, v in tensors.items()}
     train_teacher(model, tensors, seed=seed0, max_epochs=TEACHER["max_epochs"], patience=TEACHER["patience"],
                   batch_size=TEACHER["batch_size"], lr=TEACHER["lr"], weight_decay=0.0, run_name="check")
     for key, value in model.state_dict().items():
-        assert torch.equal(value, states["fold0"][key]), key
+        assert torch.equal(value.cpu(), states["fold0"][key]), key
     # Test-time teacher: log mean probability of the fold teachers.
     val = [forward(rebuild(digits, states[f"fold{j}"]), arrays["x_val"]) for j in range(k)]
     np.testing.assert_allclose(out["logits_val"], transfer.log_mean_prob(val), rtol=0, atol=1e-5)
