@@ -282,7 +282,8 @@ def test_sine_protocols_and_inapplicable_variants(sine, tmp_path):
             build(sine, variant, tmp_path / variant)
 
 
-@pytest.mark.parametrize("variant", ["transfer-magic", "foo-1", "reference", "transfer-early_stopped", "epochs-100"])
+@pytest.mark.parametrize("variant", ["transfer-magic", "foo-1", "width-abc", "reference", "transfer-early_stopped",
+                                     "epochs-100"])
 def test_variants_without_a_transfer_set_fail_naming_the_variant(sine, tmp_path, variant):
     with pytest.raises(ValueError, match=variant):
         build(sine, variant, tmp_path)

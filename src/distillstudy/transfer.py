@@ -470,7 +470,10 @@ def run(*, data: str, meta: str, teacher_model: str, teacher_logits: str, datase
     info = json.loads(Path(meta).read_text())
     if info["name"] != dataset:
         raise ValueError(f"--dataset {dataset!r} does not match {meta} (dataset {info['name']!r})")
-    parsed = variants.parse_variant(variant)  # ValueError naming the variant when unknown
+    try:
+        parsed = variants.parse_variant(variant)
+    except ValueError as exc:  # e.g. 'width-abc': float() names the level, not the variant
+        raise ValueError(str(exc) if repr(variant) in str(exc) else f"variant {variant!r}: {exc}") from None
     builder = _builder(variant, parsed, info["kind"])
     settings = runtime.configure(threads)
     arrays = load_npz(data)
