@@ -7,15 +7,27 @@ count is fixed, recorded in provenance, and jobs run in parallel instead.
 
 from __future__ import annotations
 
+import gc
 import os
 
 import torch
 
 DEFAULT_THREADS = 1
+_frozen = False
 
 
 def configure(threads: int = DEFAULT_THREADS) -> dict:
     """Fix threads and deterministic algorithms; return what was set, for provenance."""
+    global _frozen
+    if not _frozen:
+        # Move everything alive now (in a stage: the imported modules, torch's ~170,000
+        # objects) out of the cyclic garbage collector's sight, once per process. Measured:
+        # the interpreter's exit after `import torch` took 0.45 s, 0.11 s with the freeze
+        # (the final collections no longer traverse torch); each full collection costs
+        # ~75 ms less. Frozen objects that later become cyclic garbage are never collected:
+        # in a stage process these are the imported modules, which live until exit anyway.
+        gc.freeze()
+        _frozen = True
     # cuBLAS is only deterministic with a fixed workspace; must be set before CUDA starts.
     os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
     # Deliberate: the workflow runs one single-threaded job per core (measured: two

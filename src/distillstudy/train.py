@@ -116,8 +116,11 @@ class FusedAdam:
             return
         self.exp_avg = [torch.zeros_like(p) for p in params]
         self.exp_avg_sq = [torch.zeros_like(p) for p in params]
-        # torch.optim.Adam(fused=True) keeps the step count as a float32 tensor on the device.
-        self.steps = [torch.zeros((), dtype=torch.float32, device=p.device) for p in params]
+        # torch.optim.Adam(fused=True) keeps the step count as a float32 tensor on the device,
+        # one per parameter, all equal. The kernel only reads them, so one tensor serves all:
+        # one add_ per step instead of a foreach add (measured 20 us of a 245 us H = 32 step).
+        self.step_count = torch.zeros((), dtype=torch.float32, device=params[0].device)
+        self.steps = [self.step_count] * len(params)
 
     def step(self, grads: list[torch.Tensor]) -> None:
         if self.fallback is not None:
@@ -125,7 +128,7 @@ class FusedAdam:
                 p.grad = g
             self.fallback.step()
             return
-        torch._foreach_add_(self.steps, 1)
+        self.step_count.add_(1)
         torch._fused_adam_(self.params, grads, self.exp_avg, self.exp_avg_sq, [], self.steps,
                            amsgrad=False, maximize=False, grad_scale=None, found_inf=None, **self.hyper)
 
@@ -145,8 +148,12 @@ def train_stacked(model: nn.Module, x: torch.Tensor, y: torch.Tensor, teacher_lo
     receives exactly the gradient it would get if trained alone (one fused Adam
     over the stacked parameters equals one Adam per member: it is element-wise).
 
-    Layout: activations are feature-major, (M, features, batch), so the softmax
-    runs over a short strided axis (20x faster than over a last axis of 10 on CPU).
+    Layout: hidden activations and their gradients are batch-major, (M, batch,
+    features), so every hidden-layer matmul is a plain row-major GEMM of the stored
+    (M, in, out) weights (the feature-major forward, W^T x, ran 9-12% slower at
+    H = 512) and bias gradients sum over a leading axis; the logits alone are
+    feature-major, (M, classes, batch), so the softmax runs over a short strided
+    axis (20x faster than over a last axis of 10 on CPU).
     Each epoch gathers the members' inputs and per-example targets in their own
     order once, into memory reused every epoch; every step then reads views of it.
     Nothing is allocated per step except small (M, C, batch) tensors, and nothing
@@ -165,13 +172,13 @@ def train_stacked(model: nn.Module, x: torch.Tensor, y: torch.Tensor, teacher_lo
         per_example, const = objective.targets(teacher_logits.to(dtype), y)
         names = list(per_example)
         table = torch.cat([per_example[k] for k in names], dim=1)  # (n, k*C)
-        # This epoch's inputs (M*n, in) and targets (M, k*C, n), in each member's order.
+        # This epoch's inputs (M, n, in) and targets (M, k*C, n), in each member's order.
         xs_rows = x_std.new_empty(m * n, x_std.shape[1])
         ts_rows = table.new_empty(m * n, table.shape[1])
         ts = table.new_empty(m, table.shape[1], n)
-        xs = xs_rows.view(m, n, -1).transpose(1, 2)  # (M, in, n)
+        xs = xs_rows.view(m, n, -1)
         shared: dict[int, dict] = {}  # activation buffers, one set per batch size (stays in cache)
-        batches = [_Batch(layers, grads, xs[:, :, i:i + batch_size],
+        batches = [_Batch(layers, grads, xs[:, i:i + batch_size],
                           dict(zip(names, ts[:, :, i:i + batch_size].split(n_classes, dim=1))), shared)
                    for i in range(0, n, batch_size)]
         history = []
@@ -206,33 +213,47 @@ class _Batch:
     """
 
     def __init__(self, layers, grads, xb: torch.Tensor, tb: dict, shared: dict):
-        self.xb, self.tb, self.size = xb, tb, xb.shape[2]
+        self.xb, self.tb, self.size = xb, tb, xb.shape[1]  # xb: (M, b, in)
         m = xb.shape[0]
         # Views made once: parameters are updated in place, so they stay valid.
-        self.layers = [(w, w.transpose(1, 2), b.transpose(1, 2), gw, gb.view(m, -1, 1))
-                       for (w, b), (gw, gb) in zip(layers, grads)]
+        self.hidden = [(w, w.transpose(1, 2), b, gw, gb) for (w, b), (gw, gb) in zip(layers[:-1], grads[:-1])]
+        (w, b), (gw, gb) = layers[-1], grads[-1]
+        self.out = (w, w.transpose(1, 2), b.transpose(1, 2), gw, gb.view(m, -1, 1))
         if self.size not in shared:
+            widths = [w.shape[2] for w, _ in layers[:-1]]
             shared[self.size] = {
-                "z": [w.new_empty(m, w.shape[2], self.size) for w, _ in layers],
-                "back": [None] + [w.new_empty(m, w.shape[1], self.size) for w, _ in layers[1:]]}
-        self.z, self.back = shared[self.size]["z"], shared[self.size]["back"]
+                "h": [w.new_empty(m, self.size, k) for k in widths],  # hidden activations (M, b, H)
+                "back": [w.new_empty(m, self.size, k) for k in widths],  # their gradients
+                "logits": w.new_empty(m, w.shape[2], self.size),  # (M, C, b)
+                # dL/dW of the output layer, computed (M, C, H) and copied into (M, H, C): the
+                # GEMM writing (M, H, C) directly ran 2x slower.
+                "out_grad": w.new_empty(m, w.shape[2], w.shape[1])}
+        buffers = shared[self.size]
+        self.h, self.back, self.logits, self.out_grad = (buffers[k] for k in ("h", "back", "logits", "out_grad"))
 
     def step(self, objective: Objective, acc: dict) -> None:
         """Forward, loss, backward; writes the gradients and adds the loss terms to `acc`."""
-        acts = [self.xb]  # (M, features, b)
-        last = len(self.layers) - 1
-        for i, (_, w_t, b_t, _, _) in enumerate(self.layers):
-            z = torch.baddbmm(b_t, w_t, acts[-1], out=self.z[i])
-            acts.append(z.clamp_min_(0) if i < last else z)
-        g = loss_grad(acts.pop(), self.tb, objective, acc)
-        for i in range(last, -1, -1):
-            w, _, _, w_grad, b_grad = self.layers[i]
-            a = acts[i]
-            torch.bmm(a, g.transpose(1, 2), out=w_grad)
-            torch.sum(g, dim=2, keepdim=True, out=b_grad)
+        acts = [self.xb]  # (M, b, features)
+        for (w, _, b, _, _), h in zip(self.hidden, self.h):
+            acts.append(torch.baddbmm(b, acts[-1], w, out=h).clamp_min_(0))
+        _, w_t, b_t, w_grad, b_grad = self.out
+        s = torch.baddbmm(b_t, w_t, acts[-1].transpose(1, 2), out=self.logits)  # (M, C, b)
+        g = loss_grad(s, self.tb, objective, acc)  # (M, C, b)
+        a = acts.pop()
+        torch.bmm(g, a, out=self.out_grad)
+        w_grad.copy_(self.out_grad.transpose(1, 2))
+        torch.sum(g, dim=2, keepdim=True, out=b_grad)
+        if not self.hidden:
+            return
+        g = torch.bmm(g.transpose(1, 2), w_t, out=self.back[-1])  # (M, b, H)
+        for i in range(len(self.hidden) - 1, -1, -1):
+            torch.ops.aten.threshold_backward.grad_input(g, a, 0, grad_input=g)  # ReLU': a > 0
+            w, w_t, _, w_grad, b_grad = self.hidden[i]
+            a = acts.pop()
+            torch.bmm(a.transpose(1, 2), g, out=w_grad)
+            torch.sum(g, dim=1, keepdim=True, out=b_grad)
             if i > 0:
-                g = torch.bmm(w, g, out=self.back[i])
-                torch.ops.aten.threshold_backward.grad_input(g, a, 0, grad_input=g)  # ReLU': a > 0
+                g = torch.bmm(g, w_t, out=self.back[i - 1])
 
 
 def loss_grad(s: torch.Tensor, tb: dict, objective: Objective, acc: dict) -> torch.Tensor:
