@@ -1,4 +1,4 @@
-"""distillstudy workflow: prepare -> teacher -> distill (grid) -> evaluate -> report.
+"""distillstudy workflow: prepare -> teacher -> transfer -> distill (grid) -> evaluate -> report.
 
     snakemake                          # the default study (profile: workflow/profiles/default)
     snakemake -c2 --configfile tests/params.tiny.yaml
@@ -28,6 +28,7 @@ validate(config, "workflow/schemas/params.schema.yaml")
 
 include: "workflow/rules/prepare.smk"
 include: "workflow/rules/teacher.smk"
+include: "workflow/rules/transfer.smk"
 include: "workflow/rules/distill.smk"
 include: "workflow/rules/evaluate.smk"
 include: "workflow/rules/walkthrough.smk"

@@ -50,11 +50,11 @@ def test_second_repro_while_one_runs_fails_fast(repo):
 
 def test_repro_runs_every_stage(repo):
     ws, out, _ = repo
-    for stage in ("prepare", "teacher", "distill", "evaluate", "walkthrough", "report"):
+    for stage in ("prepare", "teacher", "transfer", "distill", "evaluate", "walkthrough", "report"):
         assert f"Running stage '{stage}'" in out
     assert (ws / "reports/index.html").exists()
     lock = yaml.safe_load((ws / "dvc.lock").read_text())
-    assert set(lock["stages"]) == {"prepare", "teacher", "distill", "evaluate", "walkthrough", "report"}
+    assert set(lock["stages"]) == {"prepare", "teacher", "transfer", "distill", "evaluate", "walkthrough", "report"}
     assert lock["stages"]["distill"]["params"]["params.yaml"]["distill"]["temperatures"] == [1, 4]
 
 
@@ -80,6 +80,6 @@ def test_experiment_adding_a_temperature_runs_only_new_cells(repo):
     proc = run(["dvc", "exp", "run", "-S", "distill.temperatures=[1,4,8]"], ws)
     out = proc.stdout + proc.stderr
     distill_jobs = out.count("(Rule: distill)")
-    assert distill_jobs == 4, out[-3000:]  # 2 datasets x 2 sizes, only T = 8
+    assert distill_jobs == 11, out[-3000:]  # only T = 8: 2 datasets x 2 sizes + 7 design variants
     assert "(Rule: teacher)" not in out and "(Rule: prepare)" not in out
     assert (ws / "models/students/digits/h8/T8.logits.npz").exists()

@@ -54,6 +54,19 @@ BAD = [
      ["prepare.datasets[0].path", "nope.csv", "does not exist"]),
     ("missing section", ["teacher"], DELETE, ["teacher", "required"]),
     ("bad dataset name", ["prepare", "datasets"], [{"name": "a/b", "kind": "sine"}], ["prepare.datasets[0].name", "a/b"]),
+    # study designs
+    ("design on an unknown dataset", ["designs", "datasets"], ["digits", "mnist"],
+     ["designs.datasets[1]", "'mnist'", "not a dataset of prepare.datasets"]),
+    ("design size off the grid", ["designs", "sizes"], [8, 32], ["designs.sizes[1]", "32", "not one of distill.sizes"]),
+    ("designs without sizes", ["designs", "sizes"], [], ["designs.sizes", "at least one student size"]),
+    ("unknown transfer protocol", ["designs", "transfer"], ["augmented", "mixup"], ["designs.transfer[1]", "mixup"]),
+    ("label fraction above one", ["designs", "label_fraction"], [0.1, 1.5], ["designs.label_fraction[1]", "1.5"]),
+    ("label fraction zero", ["designs", "label_fraction"], [0], ["designs.label_fraction[0]", "0"]),
+    ("ensemble of zero teachers", ["designs", "ensemble"], [0], ["designs.ensemble[0]", "0"]),
+    ("duplicate teacher widths", ["designs", "teacher_width"], [0.5, 0.50], ["designs.teacher_width[1]", "duplicates"]),
+    ("one fold", ["transfer", "folds"], 1, ["transfer.folds", "1"]),
+    ("negative noise", ["transfer", "noise"], -0.1, ["transfer.noise", "-0.1"]),
+    ("typo in designs", ["designs", "label_fractions"], [0.1], ["designs.label_fractions", "unknown key"]),
 ]
 
 

@@ -157,9 +157,9 @@ def test_origin_dvc_repro_recorded_the_snakemake_run_without_retraining(shared):
     caches them (reports/results.csv got a new mtime, data/prepared/*.npz did not:
     measured), so Snakemake sees results.csv newer than index.html."""
     out = shared["repro"]
-    for stage in ("prepare", "teacher", "distill", "evaluate", "walkthrough", "report"):
+    for stage in ("prepare", "teacher", "transfer", "distill", "evaluate", "walkthrough", "report"):
         assert f"Running stage '{stage}'" in out
-    for rule in ("prepare", "teacher", "distill", "evaluate", "walkthrough"):
+    for rule in ("prepare", "teacher", "transfer", "distill", "evaluate", "walkthrough"):
         assert f"(Rule: {rule})" not in out, out[-3000:]
 
 
@@ -192,12 +192,12 @@ def test_dvc_stage_commands_in_the_clone_have_nothing_to_do(shared):
 
 def test_experiment_in_the_clone_trains_only_the_new_cells(shared):
     """The point of sharing: a colleague who pulled the study adds a temperature and
-    trains only the new cells (4: 2 datasets x 2 sizes), not the whole grid."""
+    trains only the new cells (11: 2 datasets x 2 sizes + 7 design variants), not the whole grid."""
     clone = shared["clone"]
     assert tracks_benchmarks(clone), ("dvc.yaml does not track logs/benchmarks: the experiment re-runs every job "
                      "(measured: 2 prepare, 2 teacher, 20 distill, walkthrough, evaluate, report)")
     proc = run(["dvc", "exp", "run", "-S", "distill.temperatures=[1,4,8]"], clone, timeout=900)
     out = proc.stdout + proc.stderr
-    assert out.count("(Rule: distill)") == 4, out[-3000:]
+    assert out.count("(Rule: distill)") == 11, out[-3000:]
     for rule in ("prepare", "teacher", "walkthrough"):
         assert f"(Rule: {rule})" not in out, out[-3000:]

@@ -51,6 +51,29 @@ def test_teacher_rule(ws):
     assert all(isinstance(v, torch.Tensor) for v in state.values())
 
 
+def test_transfer_rule(ws):
+    run_rule(ws, "transfer", "models/transfer/digits/transfer-augmented.npz", "models/transfer/digits/labels-0.3.npz")
+    data = np.load(ws / "data/prepared/digits.npz")
+    n = len(data["y_train"])
+    augmented = np.load(ws / "models/transfer/digits/transfer-augmented.npz")
+    assert augmented["x"].shape == (2 * n, 64)  # the training split + transfer.copies = 1 copy
+    np.testing.assert_array_equal(augmented["y"], np.concatenate([data["y_train"], data["y_train"]]))
+    subset = np.load(ws / "models/transfer/digits/labels-0.3.npz")
+    assert len(subset["y"]) == round(0.3 * n) and set(subset["y"]) == set(data["y_train"])
+    record = json.loads((ws / "models/transfer/digits/labels-0.3.json").read_text())
+    assert record["variant"] == "labels-0.3" and record["dataset"] == "digits"
+
+
+def test_distill_rule_on_a_design_variant(ws):
+    """A control cell learns the augmented copies' hard labels with the grid's seeds."""
+    cell_path = "models/students/digits/transfer-augmented/h8/control.logits.npz"
+    run_rule(ws, "distill", cell_path)
+    record = json.loads(str(np.load(ws / cell_path)["record"]))
+    assert record["model"] == "control" and record["alpha"] == 0.0 and record["variant"] == "transfer-augmented"
+    assert record["transfer_set"] == "models/transfer/digits/transfer-augmented.npz"
+    assert (ws / "logs/distill/digits/transfer-augmented/h8/control.log").exists()
+
+
 def test_distill_rule(ws):
     run_rule(ws, "distill", "models/students/digits/h8/T4.logits.npz", "models/students/digits/h8/baseline.logits.npz")
     cell = np.load(ws / "models/students/digits/h8/T4.logits.npz")
@@ -79,6 +102,13 @@ def test_evaluate_rule(ws):
     per_model = cal.groupby(["dataset", "model", "student_size", "temperature", "seed"])
     assert (per_model.size() == 15).all()
     assert per_model["count"].sum().groupby("dataset").nunique().eq(1).all()  # every model: the whole test split
+    designs = pd.read_csv(ws / "reports/designs.csv", dtype=str, keep_default_na=False)
+    assert set(designs["dataset"]) == {"digits"}
+    assert set(designs["axis"]) == {"transfer", "epochs", "teacher_width", "ensemble", "label_fraction"}
+    levels = designs.groupby("axis")["level"].unique().map(list).to_dict()
+    assert levels["transfer"] == ["early_stopped", "in_sample", "cross_fitted", "augmented"]
+    assert levels["epochs"] == ["3", "5"] and levels["label_fraction"] == ["1", "0.3"]
+    assert set(designs.loc[designs.model == "control", "level"]) == {"augmented"}
 
 
 def test_walkthrough_rule(ws):
@@ -96,14 +126,20 @@ def test_report_rule(ws):
     assert (ws / "reports/plots/acc_vs_temperature.csv").exists()
     figures = sorted(p.relative_to(ws / "reports/figures").as_posix()
                      for p in (ws / "reports/figures").glob("*/*.png"))
-    assert len(figures) == 2 * 6 and any(f.endswith("/reliability.png") for f in figures)
+    assert len(figures) == 2 * 6 + 5 and any(f.endswith("/reliability.png") for f in figures)
+    # one figure per study-design axis, for the dataset the axes ran on (digits)
+    assert sorted(f.split("/")[1] for f in figures if "/design_" in f) == [
+        "design_ensemble.png", "design_epochs.png", "design_label_fraction.png", "design_teacher_width.png",
+        "design_transfer.png"]
+    assert 'id="designs"' in html
 
 
 def test_snakemake_report(ws):
     """`snakemake --report` collects every figure with its caption (after the run above)."""
     run(["snakemake", "--report", "reports/snakemake-report.html"], ws)
     html = (ws / "reports/snakemake-report.html").read_text()
-    for figure in ("gain_heatmap", "accuracy_vs_t", "nll_vs_t", "best_t", "fidelity", "reliability"):
+    for figure in ("gain_heatmap", "accuracy_vs_t", "nll_vs_t", "best_t", "fidelity", "reliability",
+                   "design_transfer", "design_label_fraction"):
         assert f"{figure}.png" in html
     assert "test_log_loss.png" in html
     # captions rendered per figure from workflow/report/figures.rst

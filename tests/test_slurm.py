@@ -129,7 +129,8 @@ def test_tiny_study_on_slurm_equals_local_run(cluster, finished, tmp_path):
     # Every job but `all` went through sbatch, with the profile's per-rule request.
     n_submitted = len(re.findall(r"has been submitted with SLURM jobid", out))
     jobs = [j for j in slurm_jobs(cluster) if j["JobId"] not in before]
-    assert n_submitted == len(jobs) == 23, out[-3000:]  # 2 prepare, 2 teacher, 16 distill, 3 more
+    # 2 prepare, 2 teacher, 6 transfer sets, 16 + 17 distill (grid + study designs), 3 more
+    assert n_submitted == len(jobs) == 46, out[-3000:]
     assert all(j["JobState"] == "COMPLETED" for j in jobs), [(j["JobId"], j["JobState"]) for j in jobs]
     profile = yaml.safe_load((ws / PROFILE / "config.yaml").read_text())
     for rule, res in profile["set-resources"].items():
@@ -166,11 +167,11 @@ def test_gpu_profile_requests_a_gpu_for_teacher(cluster, finished, tmp_path):
 
 
 def test_gpu_profile_is_the_slurm_profile_plus_gpus():
-    """The two SLURM profiles differ only by `gpu: 1` for teacher and distill."""
+    """The two SLURM profiles differ only by `gpu: 1` for teacher, transfer and distill."""
     cpu = yaml.safe_load((ROOT / PROFILE / "config.yaml").read_text())
     gpu = yaml.safe_load((ROOT / GPU_PROFILE / "config.yaml").read_text())
     gpu_rules = {rule for rule, res in gpu["set-resources"].items() if "gpu" in res}
-    assert gpu_rules == {"teacher", "distill"}
+    assert gpu_rules == {"teacher", "transfer", "distill"}
     for rule in gpu_rules:
         assert gpu["set-resources"][rule].pop("gpu") == 1
     assert gpu == cpu

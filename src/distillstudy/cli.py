@@ -2,7 +2,7 @@
 
     distillstudy validate params.yaml
     distillstudy prepare --name sine --kind sine --out-data data/prepared/sine.npz ...
-    distillstudy {teacher,distill,evaluate,walkthrough,report} --help
+    distillstudy {teacher,transfer,distill,evaluate,walkthrough,report} --help
 """
 
 from __future__ import annotations
@@ -50,19 +50,24 @@ def cmd_prepare(a):
           f"{meta['n_features']} features, {meta['n_classes']} classes, sha256 {meta['sha256'][:12]}")
 
 
+def add_teacher_knobs(p, required: bool = True) -> None:
+    """params.yaml's `teacher` section as options (the `transfer` stage trains teachers too)."""
+    p.add_argument("--max-epochs", type=positive_int, required=required)
+    p.add_argument("--patience", type=positive_int, required=required)
+    p.add_argument("--batch-size", type=positive_int, required=required)
+    p.add_argument("--lr", type=float, required=required)
+    p.add_argument("--weight-decay", type=float, required=required)
+    p.add_argument("--cnn-channels", type=positive_int, required=required)
+    p.add_argument("--mlp-width", type=positive_int, required=required)
+    p.add_argument("--dropout", type=float, required=required)
+
+
 def add_teacher(sub):
     p = sub.add_parser("teacher", help="train one dataset's teacher, save weights and logits")
     p.add_argument("--data", required=True)
     p.add_argument("--meta", required=True)
     p.add_argument("--seed", type=int, required=True, help="global seed")
-    p.add_argument("--max-epochs", type=positive_int, required=True)
-    p.add_argument("--patience", type=positive_int, required=True)
-    p.add_argument("--batch-size", type=positive_int, required=True)
-    p.add_argument("--lr", type=float, required=True)
-    p.add_argument("--weight-decay", type=float, required=True)
-    p.add_argument("--cnn-channels", type=positive_int, required=True)
-    p.add_argument("--mlp-width", type=positive_int, required=True)
-    p.add_argument("--dropout", type=float, required=True)
+    add_teacher_knobs(p)
     p.add_argument("--threads", type=positive_int, default=1)
     p.add_argument("--out-model", required=True)
     p.add_argument("--out-logits", required=True)
@@ -79,13 +84,51 @@ def cmd_teacher(a):
                 out_logits=a.out_logits, out_meta=a.out_meta, threads=a.threads)
 
 
+def add_transfer(sub):
+    p = sub.add_parser("transfer", help="build one study-design variant's transfer set")
+    p.add_argument("--data", required=True)
+    p.add_argument("--meta", required=True)
+    p.add_argument("--teacher-model", required=True, help="the reference teacher's weights")
+    p.add_argument("--teacher-logits", required=True, help="the reference teacher's logits")
+    p.add_argument("--dataset", required=True)
+    p.add_argument("--variant", required=True, help="e.g. transfer-cross_fitted, width-2, labels-0.1")
+    p.add_argument("--seed", type=int, required=True, help="global seed")
+    # Only the knobs a variant reads are given (so changing another re-runs nothing).
+    add_teacher_knobs(p, required=False)
+    p.add_argument("--folds", type=int, help="cross_fitted: fold teachers")
+    p.add_argument("--copies", type=positive_int, help="augmented: copies per point")
+    p.add_argument("--noise", type=float, help="augmented: noise sigma (x feature std)")
+    p.add_argument("--shift", type=int, help="augmented (mnist1d): largest circular shift")
+    p.add_argument("--pixel-shift", type=float, help="augmented (digits): largest image shift")
+    p.add_argument("--threads", type=positive_int, default=1)
+    p.add_argument("--out-set", required=True)
+    p.add_argument("--out-model", required=True)
+    p.add_argument("--out-meta", required=True)
+
+
+def cmd_transfer(a):
+    from distillstudy import transfer
+
+    record = transfer.run(
+        data=a.data, meta=a.meta, teacher_model=a.teacher_model, teacher_logits=a.teacher_logits,
+        dataset=a.dataset, variant=a.variant, global_seed=a.seed, max_epochs=a.max_epochs,
+        patience=a.patience, batch_size=a.batch_size, lr=a.lr, weight_decay=a.weight_decay,
+        cnn_channels=a.cnn_channels, mlp_width=a.mlp_width, dropout=a.dropout, folds=a.folds,
+        copies=a.copies, noise=a.noise, shift=a.shift, pixel_shift=a.pixel_shift,
+        out_set=a.out_set, out_model=a.out_model, out_meta=a.out_meta, threads=a.threads)
+    print(f"transfer[{a.dataset}, {a.variant}]: {record.get('n_transfer')} transfer points")
+
+
 def add_distill(sub):
     p = sub.add_parser("distill", help="train all seeds of one grid cell")
     p.add_argument("--data", required=True)
-    p.add_argument("--teacher-logits", required=True)
+    targets = p.add_mutually_exclusive_group(required=True)
+    targets.add_argument("--teacher-logits", help="the reference teacher's logits (reference grid)")
+    targets.add_argument("--transfer", help="a study-design variant's transfer set")
+    p.add_argument("--variant", default="reference", help="study-design variant (reference: the main grid)")
     p.add_argument("--dataset", required=True)
     p.add_argument("--size", type=positive_int, required=True)
-    p.add_argument("--cell", required=True, help="baseline | logit_mse | T<temperature>")
+    p.add_argument("--cell", required=True, help="baseline | control | logit_mse | T<temperature>")
     p.add_argument("--alpha", type=float, required=True)
     p.add_argument("--seeds", type=positive_int, required=True, help="number of replicates")
     p.add_argument("--seed", type=int, required=True, help="global seed")
@@ -103,7 +146,8 @@ def cmd_distill(a):
 
     if not 0 <= a.alpha <= 1:
         raise ParamsError(f"distill.alpha: {a.alpha} is outside [0, 1]")
-    distill.run(data=a.data, teacher_logits=a.teacher_logits, dataset=a.dataset, size=a.size,
+    distill.run(data=a.data, teacher_logits=a.teacher_logits, transfer=a.transfer, variant=a.variant,
+                dataset=a.dataset, size=a.size,
                 cell=a.cell, alpha=a.alpha, n_seeds=a.seeds, global_seed=a.seed, epochs=a.epochs,
                 batch_size=a.batch_size, lr=a.lr, weight_decay=a.weight_decay,
                 out_model=a.out_model, out_logits=a.out_logits, threads=a.threads)
@@ -115,6 +159,9 @@ def add_evaluate(sub):
     p.add_argument("--teachers", nargs="+", required=True, help="teacher logits, same order")
     p.add_argument("--teacher-meta", nargs="+", required=True, help="teacher records, same order")
     p.add_argument("--cells", nargs="+", required=True, help="student cell logits")
+    p.add_argument("--design-cells", nargs="*", default=[], help="study-design variants' cell logits")
+    p.add_argument("--transfer-sets", nargs="*", default=[], help="study-design variants' transfer sets")
+    p.add_argument("--out-designs", help="designs.csv (written, header only, when there are no designs)")
     p.add_argument("--ece-bins", type=positive_int, required=True)
     p.add_argument("--out-results", required=True)
     p.add_argument("--out-metrics", required=True)
@@ -124,7 +171,8 @@ def cmd_evaluate(a):
     from distillstudy import evaluate
 
     evaluate.run(data=a.data, teachers=a.teachers, teacher_meta=a.teacher_meta, cells=a.cells,
-                 ece_bins=a.ece_bins, out_results=a.out_results, out_metrics=a.out_metrics)
+                 ece_bins=a.ece_bins, out_results=a.out_results, out_metrics=a.out_metrics,
+                 design_cells=a.design_cells, transfer_sets=a.transfer_sets, out_designs=a.out_designs)
 
 
 def add_walkthrough(sub):
@@ -157,6 +205,7 @@ def add_report(sub):
     p.add_argument("--results", required=True)
     p.add_argument("--calibration", help="calibration.csv from evaluate (omit: no reliability diagrams)")
     p.add_argument("--walkthrough", help="walkthrough.csv (omit when the walkthrough is disabled)")
+    p.add_argument("--designs", help="designs.csv from evaluate (omit: no study-design section)")
     p.add_argument("--walkthrough-pngs", nargs="*", default=[])
     p.add_argument("--dataset-meta", nargs="+", required=True)
     p.add_argument("--params-json", required=True, help="the effective params as one JSON string")
@@ -175,7 +224,8 @@ def cmd_report(a):
         params=params, title=params.get("report", {}).get("title", "distillstudy report"),
         datasets_meta=[json.loads(open(p, encoding="utf-8").read()) for p in a.dataset_meta],
         provenance=provenance.collect(), benchmarks=provenance.read_benchmarks(a.benchmarks),
-        out_html=a.out_html, figures_dir=a.figures_dir, plots_dir=a.plots_dir, calibration_csv=a.calibration)
+        out_html=a.out_html, figures_dir=a.figures_dir, plots_dir=a.plots_dir, calibration_csv=a.calibration,
+        designs_csv=a.designs)
     print(f"report: wrote {a.out_html}")
 
 
@@ -195,6 +245,7 @@ COMMANDS = {
     "validate": (add_validate, cmd_validate),
     "prepare": (add_prepare, cmd_prepare),
     "teacher": (add_teacher, cmd_teacher),
+    "transfer": (add_transfer, cmd_transfer),
     "distill": (add_distill, cmd_distill),
     "evaluate": (add_evaluate, cmd_evaluate),
     "walkthrough": (add_walkthrough, cmd_walkthrough),

@@ -4,10 +4,16 @@ its seeds trained together as a stacked model.
     distillstudy distill --dataset mnist1d --size 64 --cell T4 ...
 
 Cells: `baseline` (alpha = 0, hard labels only), `T<temperature>` (the KD loss
-at that temperature) and `logit_mse` (logit matching, the high-T limit). Every
-cell of a (dataset, size) uses the same seeds, hence the same initial weights
-and batch order per replicate: comparisons between cells are paired.
+at that temperature), `logit_mse` (logit matching, the high-T limit) and `control`
+(alpha = 0 on an augmented transfer set: the same copies with their source's hard
+label, no teacher). Every cell of a (dataset, size), in every study-design variant,
+uses the same seeds, hence the same initial weights per replicate (and the same batch
+order where the training sets have the same size): comparisons are paired.
 Students are reported at their last epoch (a fixed budget; no test peeking).
+
+The students learn from the reference teacher's logits on the training split
+(`--teacher-logits`), or from a variant's transfer set (`--transfer`, built by the
+`transfer` stage: its own inputs x, hard labels y and teacher logits).
 """
 
 from __future__ import annotations
@@ -24,6 +30,7 @@ from distillstudy.datasets import SPLITS, load_npz, save_npz
 from distillstudy.models import StackedMLP, count_student_params, student_layer_sizes
 from distillstudy.teacher import save_state
 from distillstudy.train import objective_fn, stacked_logits, train_stacked
+from distillstudy.variants import REFERENCE
 
 # Recorded in every cell's provenance: how the cell was trained (see train.train_stacked).
 ENGINE = "stacked seeds, batched matmuls, closed-form backward, fused Adam"
@@ -33,6 +40,8 @@ def parse_cell(cell: str, alpha: float) -> dict:
     """'baseline' | 'logit_mse' | 'T<float>' -> model label, objective, alpha, temperature."""
     if cell == "baseline":
         return {"model": "baseline", "objective": "kd", "alpha": 0.0, "temperature": None}
+    if cell == "control":
+        return {"model": "control", "objective": "kd", "alpha": 0.0, "temperature": None}
     if cell == "logit_mse":
         return {"model": "logit_mse", "objective": "logit_mse", "alpha": alpha, "temperature": None}
     if cell.startswith("T"):
@@ -42,25 +51,41 @@ def parse_cell(cell: str, alpha: float) -> dict:
             temperature = float("nan")
         if temperature > 0:
             return {"model": "distilled", "objective": "kd", "alpha": alpha, "temperature": temperature}
-    raise ValueError(f"cell {cell!r} is not 'baseline', 'logit_mse' or 'T<positive number>'")
+    raise ValueError(f"cell {cell!r} is not 'baseline', 'control', 'logit_mse' or 'T<positive number>'")
 
 
-def run(*, data: str, teacher_logits: str, dataset: str, size: int, cell: str, alpha: float,
+def training_set(arrays: dict, teacher_logits: str | None, transfer: str | None) -> tuple:
+    """(x, y, teacher logits) the students train on, and a note of where they came from."""
+    if (teacher_logits is None) == (transfer is None):
+        raise ValueError("give exactly one of teacher_logits (the reference) and transfer (a variant's set)")
+    if transfer is not None:
+        tset = load_npz(transfer)
+        return tset["x"], tset["y"], tset["logits"], {"transfer_set": str(transfer), "n_transfer": int(len(tset["y"]))}
+    teacher = load_npz(teacher_logits)
+    return (arrays["x_train"], arrays["y_train"], teacher["logits_train"],
+            {"transfer_set": None, "n_transfer": int(len(arrays["y_train"]))})
+
+
+def run(*, data: str, dataset: str, size: int, cell: str, alpha: float,
         n_seeds: int, global_seed: int, epochs: int, batch_size: int, lr: float,
-        weight_decay: float, out_model: str, out_logits: str, threads: int = 1) -> dict:
+        weight_decay: float, out_model: str, out_logits: str, teacher_logits: str | None = None,
+        transfer: str | None = None, variant: str = REFERENCE, threads: int = 1) -> dict:
     spec = parse_cell(cell, alpha)
     settings = runtime.configure(threads)
     device = settings["device"]
     arrays = load_npz(data)
-    teacher = load_npz(teacher_logits)
+    x_np, y_np, t_np, source = training_set(arrays, teacher_logits, transfer)
     member_seeds = seeds.student_seeds(global_seed, dataset, size, n_seeds)
-    n_classes = teacher["logits_train"].shape[1]
+    n_classes = t_np.shape[1]
     sizes = student_layer_sizes(arrays["x_train"].shape[1], size, n_classes)
+    # Standardised with the training split's statistics in every variant, so a transfer
+    # set's copies or subset are seen on the scale the test points are.
     model = StackedMLP(sizes, member_seeds, arrays["mean"], arrays["std"]).to(device)
-    x = torch.from_numpy(arrays["x_train"]).to(device)
-    y = torch.from_numpy(arrays["y_train"]).to(device)
-    t = torch.from_numpy(teacher["logits_train"]).to(device)
-    run_name = f"distill[{dataset}, h{size}, {cell}]"
+    x = torch.from_numpy(np.ascontiguousarray(x_np)).to(device)
+    y = torch.from_numpy(np.ascontiguousarray(y_np)).to(device)
+    t = torch.from_numpy(np.ascontiguousarray(t_np)).to(device)
+    where = "" if variant == REFERENCE else f"{variant}, "
+    run_name = f"distill[{dataset}, {where}h{size}, {cell}]"
     started = time.perf_counter()
     history = train_stacked(model, x, y, t, objective_fn(spec["objective"], spec["alpha"], spec["temperature"]),
                             epochs=epochs, batch_size=batch_size, lr=lr, weight_decay=weight_decay,
@@ -72,7 +97,7 @@ def run(*, data: str, teacher_logits: str, dataset: str, size: int, cell: str, a
     if not all(np.isfinite(v).all() for v in logits.values()):
         raise RuntimeError(f"{run_name}: non-finite logits after training")
     record = {
-        "dataset": dataset, "student_size": int(size), "cell": cell, **spec,
+        "dataset": dataset, "variant": variant, "student_size": int(size), "cell": cell, **spec, **source,
         "seeds": member_seeds, "layer_sizes": sizes, "n_params": count_student_params(sizes),
         "epochs": epochs, "batch_size": batch_size, "lr": lr, "weight_decay": weight_decay,
         "final_train_loss": history[-1], "selection": "last epoch", "runtime": settings,

@@ -142,14 +142,17 @@ def summarise(frame: pd.DataFrame) -> dict:
 
 
 def run(*, data: list[str], teachers: list[str], teacher_meta: list[str], cells: list[str],
-        ece_bins: int, out_results: str, out_metrics: str, out_calibration: str | None = None) -> pd.DataFrame:
+        ece_bins: int, out_results: str, out_metrics: str, out_calibration: str | None = None,
+        design_cells: list[str] = (), transfer_sets: list[str] = (), out_designs: str | None = None) -> pd.DataFrame:
     """`data`, `teachers` and `teacher_meta` are parallel lists, one entry per dataset.
-    `out_calibration` defaults to calibration.csv in the folder of `out_results`."""
+    `out_calibration` defaults to calibration.csv in the folder of `out_results`.
+    `out_designs` (designs.csv) is written when given: header only without design cells."""
     rows, calibration = [], []
-    by_name = {}
+    by_name, records = {}, {}
     for data_path, logits_path, meta_path in zip(data, teachers, teacher_meta, strict=True):
         record = json.loads(Path(meta_path).read_text())
         name = record["dataset"]
+        records[name] = record
         by_name[name] = (load_npz(data_path), load_npz(logits_path))
         rows += teacher_rows(name, *by_name[name], record, ece_bins)
         calibration += teacher_calibration_rows(name, *by_name[name], record, ece_bins)
@@ -167,4 +170,21 @@ def run(*, data: list[str], teachers: list[str], teacher_meta: list[str], cells:
                        .astype({"student_size": str, "temperature": str}), CALIBRATION_COLUMNS, "bin")
     out_calibration = Path(out_results).with_name(CALIBRATION_FILE) if out_calibration is None else out_calibration
     write_text(out_calibration, cal.to_csv(index=False, float_format="%.10g", lineterminator="\n"))
+    if out_designs is not None:
+        write_designs(out_designs, by_name, records, cells, design_cells, transfer_sets, ece_bins)
     return frame
+
+
+def write_designs(path: str, by_name: dict, records: dict, cells: list[str], design_cells: list[str],
+                  transfer_sets: list[str], ece_bins: int) -> None:
+    from distillstudy import designs
+
+    for cell_path in design_cells:
+        if read_record(load_npz(cell_path))["dataset"] not in by_name:
+            raise ValueError(f"{cell_path}: design cell of a dataset with no teacher in this run")
+    if design_cells:
+        frame = designs.build({n: (*by_name[n], records[n]) for n in by_name}, cells, design_cells,
+                              transfer_sets, ece_bins)
+    else:
+        frame = pd.DataFrame(columns=designs.COLUMNS)
+    write_text(path, frame.to_csv(index=False, float_format="%.10g", lineterminator="\n"))

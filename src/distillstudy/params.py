@@ -91,6 +91,29 @@ def _csv_errors(i: int, spec: dict, base: Path) -> list[str]:
     return []
 
 
+def _designs_errors(params: dict) -> list[str]:
+    """The axes must name datasets and student sizes the main grid has: each axis's
+    reference level is read from the main grid's cells."""
+    designs = params["designs"]
+    names = [d["name"] for d in params["prepare"]["datasets"]]
+    sizes = [int(s) for s in params["distill"]["sizes"]]
+    messages = []
+    for i, name in enumerate(designs["datasets"]):
+        if name not in names:
+            messages.append(f"designs.datasets[{i}]: {name!r} is not a dataset of prepare.datasets "
+                            f"(names: {', '.join(names)})")
+    for i, size in enumerate(designs["sizes"]):
+        if int(size) not in sizes:
+            messages.append(f"designs.sizes[{i}]: {size} is not one of distill.sizes "
+                            f"({', '.join(map(str, sizes))})")
+    if designs["datasets"] and not designs["sizes"]:
+        messages.append("designs.sizes: [] is invalid: designs.datasets names datasets, so the axes "
+                        "need at least one student size")
+    for axis in ("epochs", "teacher_width", "ensemble", "label_fraction"):
+        messages += _duplicate_errors(designs[axis], f"designs.{axis}", format_temperature)
+    return messages
+
+
 def check_params(params: dict, base: str | Path = ".") -> None:
     """Raise ParamsError listing every problem; return None when the params are usable."""
     if not isinstance(params, dict):
@@ -106,6 +129,7 @@ def check_params(params: dict, base: str | Path = ".") -> None:
         for i, spec in enumerate(datasets):
             if spec["kind"] == "csv":
                 messages += _csv_errors(i, spec, Path(base))
+        messages += _designs_errors(params)
     if messages:
         raise ParamsError("invalid params:\n  " + "\n  ".join(messages))
 

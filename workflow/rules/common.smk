@@ -5,6 +5,13 @@ import shlex
 import sys
 
 from distillstudy.params import ParamsError, cell_name, check_params
+from distillstudy.variants import (
+    NEEDS_TRANSFER_SET,
+    dataset_variants,
+    parse_variant,
+    variant_cells,
+    variant_dir,
+)
 
 # Stage commands run the `distillstudy` of the Python that runs Snakemake.
 os.environ["PATH"] = os.path.dirname(sys.executable) + os.pathsep + os.environ.get("PATH", "")
@@ -25,12 +32,19 @@ CELLS = (
     + (["logit_mse"] if config["distill"]["logit_mse"] else [])
 )
 WALKTHROUGH = bool(config["walkthrough"]["enabled"])
+TEMPERATURE_CELLS = [cell_name(t) for t in config["distill"]["temperatures"]]
+# Study designs: per dataset, its non-reference variants (src/distillstudy/variants.py).
+VARIANTS = {name: dataset_variants(config, spec) for name, spec in DATASETS.items()}
+DESIGN_SIZES = [int(s) for s in config["designs"]["sizes"]]
 
 
 wildcard_constraints:
     dataset=r"[A-Za-z0-9][A-Za-z0-9_-]*",
     size=r"[0-9]+",
-    cell=r"baseline|logit_mse|T[0-9][0-9.e+-]*",
+    cell=r"baseline|control|logit_mse|T[0-9][0-9.e+-]*",
+    # "" for the reference grid, "<variant>/" for a study-design variant.
+    variant=r"(?:(?:transfer|epochs|width|ensemble|labels)-[A-Za-z0-9_.+-]+/)?",
+    design=r"(?:transfer|epochs|width|ensemble|labels)-[A-Za-z0-9_.+-]+",
 
 
 def code(*modules):
@@ -64,6 +78,80 @@ def student_cells(wildcards=None):
     )
 
 
+def design_cells(wildcards=None):
+    """Every study-design variant's cells (each variant changes one factor)."""
+    return [
+        f"models/students/{dataset}/{variant}/h{size}/{cell}.logits.npz"
+        for dataset, variants in VARIANTS.items()
+        for variant in variants
+        for size in DESIGN_SIZES
+        for cell in variant_cells(variant, TEMPERATURE_CELLS)
+    ]
+
+
+def transfer_sets(wildcards=None):
+    return [
+        f"models/transfer/{dataset}/{variant}.npz"
+        for dataset, variants in VARIANTS.items()
+        for variant in variants
+        if parse_variant(variant)["axis"] in NEEDS_TRANSFER_SET
+    ]
+
+
+def variant_of(wildcards) -> str:
+    # "" -> the reference grid; "labels-0.1/" -> "labels-0.1" (drop the separator).
+    return wildcards.variant[:-1] if wildcards.variant else "reference"
+
+
+def uses_transfer_set(wildcards) -> bool:
+    variant = variant_of(wildcards)
+    return variant != "reference" and parse_variant(variant)["axis"] in NEEDS_TRANSFER_SET
+
+
+def distill_targets(wildcards):
+    """What a cell's students learn from: a variant's transfer set, or the reference
+    teacher's logits on the training split (reference grid and epochs variants)."""
+    if uses_transfer_set(wildcards):
+        return f"models/transfer/{wildcards.dataset}/{variant_of(wildcards)}.npz"
+    return f"models/teachers/{wildcards.dataset}.logits.npz"
+
+
+def distill_targets_flag(wildcards):
+    return "--transfer" if uses_transfer_set(wildcards) else "--teacher-logits"
+
+
+def distill_epochs(wildcards):
+    variant = variant_of(wildcards)
+    if variant != "reference" and parse_variant(variant)["axis"] == "epochs":
+        return parse_variant(variant)["value"]
+    return config["distill"]["epochs"]
+
+
+def transfer_args(wildcards):
+    """Only the knobs a variant's transfer set depends on: changing another one
+    (say, transfer.copies for a cross-fitted set) re-runs nothing."""
+    axis = parse_variant(wildcards.design)["axis"]
+    level = parse_variant(wildcards.design)["level"]
+    t = config["teacher"]
+    # The reference teacher's architecture: every variant rebuilds it (to load its weights
+    # or to train more of its kind); a change re-trains the reference teacher anyway.
+    args = [f"--cnn-channels {t['cnn_channels']} --mlp-width {t['mlp_width']} --dropout {t['dropout']}"]
+    if axis in ("teacher_width", "ensemble") or level in ("in_sample", "cross_fitted"):
+        args += [
+            f"--max-epochs {t['max_epochs']} --patience {t['patience']}",
+            f"--batch-size {t['batch_size']} --lr {t['lr']} --weight-decay {t['weight_decay']}",
+        ]
+    x = config["transfer"]
+    if level == "cross_fitted":
+        args.append(f"--folds {x['folds']}")
+    if level == "augmented":
+        args.append(
+            f"--copies {x['copies']} --noise {x['noise']} --shift {x['shift']}"
+            f" --pixel-shift {x['pixel_shift']}"
+        )
+    return " ".join(args)
+
+
 def benchmark_files(wildcards=None):
     """Wall time per job, from the `benchmark:` files of the rules the report covers."""
     files = expand("logs/benchmarks/prepare/{dataset}.tsv", dataset=DATASETS)
@@ -74,6 +162,14 @@ def benchmark_files(wildcards=None):
         size=SIZES,
         cell=CELLS,
     )
+    files += [
+        f"logs/benchmarks/transfer/{path[len('models/transfer/'):-len('.npz')]}.tsv"
+        for path in transfer_sets()
+    ]
+    files += [
+        f"logs/benchmarks/distill/{path[len('models/students/'):-len('.logits.npz')]}.tsv"
+        for path in design_cells()
+    ]
     files += ["logs/benchmarks/evaluate/evaluate.tsv"]
     if WALKTHROUGH:
         files += ["logs/benchmarks/walkthrough/walkthrough.tsv"]
@@ -98,6 +194,11 @@ FIGURE_TITLES = {
     "best_t": "best temperature vs student size",
     "fidelity": "fidelity vs generalisation",
     "reliability": "reliability diagrams",
+    "design_transfer": "study design: transfer protocols",
+    "design_epochs": "study design: training length",
+    "design_teacher_width": "study design: teacher width",
+    "design_ensemble": "study design: ensemble teacher",
+    "design_label_fraction": "study design: labelled fraction",
 }
 
 

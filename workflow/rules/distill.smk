@@ -1,28 +1,33 @@
-# One job per grid cell (dataset x size x cell); all seeds of a cell train in one process,
-# stacked (src/distillstudy/train.py). Why this granularity, measured: benchmarks/README.md.
+# One job per grid cell (dataset x [variant x] size x cell); all seeds of a cell train in
+# one process, stacked (src/distillstudy/train.py). Why this granularity, measured:
+# benchmarks/README.md. {variant} is "" for the reference grid and "<variant>/" for a
+# study-design variant (src/distillstudy/variants.py), whose students learn from its
+# transfer set (rule transfer) or, for an epochs variant, from the reference teacher.
 rule distill:
     input:
         data="data/prepared/{dataset}.npz",
-        teacher_logits="models/teachers/{dataset}.logits.npz",
-        code=code("distill", "train", "losses", "models", "runtime", "seeds"),
+        targets=distill_targets,
+        code=code("distill", "train", "losses", "models", "runtime", "seeds", "variants"),
     output:
-        model="models/students/{dataset}/h{size}/{cell}.pt",
-        logits="models/students/{dataset}/h{size}/{cell}.logits.npz",
+        model="models/students/{dataset}/{variant}h{size}/{cell}.pt",
+        logits="models/students/{dataset}/{variant}h{size}/{cell}.logits.npz",
     params:
-        # The baseline never reads alpha: changing alpha must not re-run it.
-        alpha=lambda w: 0.0 if w.cell == "baseline" else config["distill"]["alpha"],
+        variant=variant_of,
+        targets_flag=distill_targets_flag,
+        # Hard-label cells never read alpha: changing alpha must not re-run them.
+        alpha=lambda w: 0.0 if w.cell in ("baseline", "control") else config["distill"]["alpha"],
         seeds=config["distill"]["seeds"],
         seed=config["seed"],
-        epochs=config["distill"]["epochs"],
+        epochs=distill_epochs,
         batch_size=config["distill"]["batch_size"],
         lr=config["distill"]["lr"],
         weight_decay=config["distill"]["weight_decay"],
     conda:
         "../envs/distillstudy.yaml"
     log:
-        "logs/distill/{dataset}/h{size}/{cell}.log",
+        "logs/distill/{dataset}/{variant}h{size}/{cell}.log",
     benchmark:
-        "logs/benchmarks/distill/{dataset}/h{size}/{cell}.tsv"
+        "logs/benchmarks/distill/{dataset}/{variant}h{size}/{cell}.tsv"
     # One thread per job, jobs in parallel: 2 threads in one job change the bits and stall
     # when the other core is busy. Recorded in each cell's record (runtime.threads).
     threads: 1
@@ -33,7 +38,8 @@ rule distill:
         mem_mb=2000,
         runtime=60,
     shell:
-        "distillstudy distill --data {input.data} --teacher-logits {input.teacher_logits}"
+        "distillstudy distill --data {input.data} {params.targets_flag} {input.targets}"
+        " --variant {params.variant}"
         " --dataset {wildcards.dataset} --size {wildcards.size} --cell {wildcards.cell}"
         " --alpha {params.alpha} --seeds {params.seeds} --seed {params.seed}"
         " --epochs {params.epochs} --batch-size {params.batch_size} --lr {params.lr}"

@@ -5,12 +5,17 @@ rule evaluate:
         teachers=expand("models/teachers/{dataset}.logits.npz", dataset=DATASETS),
         teacher_meta=expand("models/teachers/{dataset}.json", dataset=DATASETS),
         cells=student_cells(),
-        code=code("evaluate", "metrics"),
+        design_cells=design_cells(),
+        transfer_sets=transfer_sets(),
+        code=code("evaluate", "designs", "metrics", "variants"),
     output:
         results="reports/results.csv",
         metrics="reports/metrics.json",
         # Written by `distillstudy evaluate` beside results.csv (same folder, fixed name).
         calibration="reports/calibration.csv",
+        # Study designs, one row per (axis, level, model, seed, split, metric); header
+        # only when params.yaml's designs name no dataset.
+        designs="reports/designs.csv",
     params:
         ece_bins=config["evaluate"]["ece_bins"],
     conda:
@@ -25,5 +30,6 @@ rule evaluate:
     shell:
         "distillstudy evaluate --data {input.data} --teachers {input.teachers}"
         " --teacher-meta {input.teacher_meta} --cells {input.cells}"
-        " --ece-bins {params.ece_bins}"
+        " --design-cells {input.design_cells} --transfer-sets {input.transfer_sets}"
+        " --ece-bins {params.ece_bins} --out-designs {output.designs}"
         " --out-results {output.results} --out-metrics {output.metrics} > {log} 2>&1"

@@ -2,6 +2,7 @@ rule report:
     input:
         results="reports/results.csv",
         calibration="reports/calibration.csv",
+        designs="reports/designs.csv",
         meta=expand("data/prepared/{dataset}.json", dataset=DATASETS),
         walkthrough=(
             [
@@ -13,7 +14,7 @@ rule report:
             else []
         ),
         benchmarks=benchmark_files(),
-        code=code("report", "stats", "figures", "provenance"),
+        code=code("report", "stats", "design_stats", "variants", "figures", "provenance"),
         template="src/distillstudy/templates/index.html.j2",
     output:
         html="reports/index.html",
@@ -44,6 +45,7 @@ rule report:
         runtime=20,
     shell:
         "distillstudy report --results {input.results} --calibration {input.calibration}"
+        " --designs {input.designs}"
         " --dataset-meta {input.meta}"
         " {params.walkthrough} --params-json {params.config_json:q}"
         " --benchmarks {input.benchmarks} --out-html {output.html}"

@@ -24,6 +24,8 @@ rule teacher:
     benchmark:
         "logs/benchmarks/teacher/{dataset}.tsv"
     threads: 1
+    # Teachers first: every student and transfer set of a dataset waits for its teacher.
+    priority: 1000
     resources:
         mem_mb=4000,
         runtime=60,
