@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import math
 
+from distillstudy import runtime  # noqa: F401  (first: imports torch with the GC off)
 import torch
 from torch import nn
 

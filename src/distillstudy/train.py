@@ -17,6 +17,7 @@ from __future__ import annotations
 import copy
 from dataclasses import dataclass
 
+from distillstudy import runtime  # noqa: F401  (first: imports torch with the GC off)
 import numpy as np
 import torch
 import torch.nn.functional as F
