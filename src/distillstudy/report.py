@@ -752,7 +752,20 @@ def _designs_section(designs: pd.DataFrame | None, params: dict | None, figures_
                          "what": AXIS_WHAT[axis], "blocks": blocks})
     if not axes:
         return None
-    return {"intro": intro, "axes": axes, "share_formula": design_stats.SHARE_FORMULA}
+    return {"intro": intro, "axes": axes, "share_formula": design_stats.SHARE_FORMULA,
+            "headlines": _design_headlines(axes)}
+
+
+def _design_headlines(axes: list[dict]) -> list[dict]:
+    """For the summary at the top: per axis and dataset, its first two sentences that
+    carry a number (the gains), linked to the axis's section."""
+    out = []
+    for ax in axes:
+        for block in ax["blocks"]:
+            numbered = [s for s in block["sentences"] if " pp " in s or "pp [" in s][:2]
+            if numbered:
+                out.append({"title": ax["title"], "anchor": ax["anchor"], "sentences": numbered})
+    return out
 
 
 def _design_params(params: dict | None) -> list[tuple[str, str]]:
