@@ -141,3 +141,13 @@ def test_fused_adam_equals_torch_adam(weight_decay):
         reference.step()
     for p, q in zip(ours, theirs):
         assert torch.equal(p, q.detach())
+
+
+def test_stacked_logits_equal_the_models_forward():
+    x, _, _ = tiny_problem(n=70)
+    x = x.float()
+    model = models.StackedMLP([5, 16, 16, 3], [4, 5, 6], x.mean(0), x.std(0))
+    with torch.no_grad():
+        expected = model(x.unsqueeze(0).expand(3, -1, -1))
+    for batch in (16, 70, 512):  # blocks that do and do not divide n
+        torch.testing.assert_close(train.stacked_logits(model, x, batch=batch), expected, rtol=0, atol=1e-6)
