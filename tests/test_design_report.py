@@ -316,3 +316,16 @@ def test_design_section_renders_in_headless_chromium(tmp_path):
     assert len(imgs) == len(design_stats.AXIS_ORDER) and all(w > 0 for w in imgs)
     assert sections == [f"design-{a}" for a in design_stats.AXIS_ORDER]
     assert errors == []
+
+
+def test_ensemble_share_is_not_computed_for_a_sliver_of_a_gain():
+    """+0.2 pp over the single teacher (2 test points in 1,000): a share would be noise over noise."""
+    levels = copy.deepcopy(LEVELS)
+    levels["ensemble"]["5"]["teacher"] = 0.952
+    d = design_stats.normalise_designs(synthetic_designs(axes=["ensemble"], levels=levels))
+    share = design_stats.ensemble_share(d)
+    assert share["teacher_gain"].to_numpy() == pytest.approx(0.002)
+    assert not share["denominator_ok"].any() and share["share"].isna().all()
+    assert share["note"].str.contains("too small a gain to apportion").all()
+    text = " ".join(report._share_sentences("toy", share))
+    assert "+0.2 pp" in text and "not computed" in text

@@ -56,6 +56,14 @@ def test_repro_runs_every_stage(repo):
     lock = yaml.safe_load((ws / "dvc.lock").read_text())
     assert set(lock["stages"]) == {"prepare", "teacher", "transfer", "distill", "evaluate", "walkthrough", "report"}
     assert lock["stages"]["distill"]["params"]["params.yaml"]["distill"]["temperatures"] == [1, 4]
+    # every study-design axis of the tiny study ran through DVC and reached the report
+    designs = (ws / "reports/designs.csv").read_text()
+    for axis in ("transfer", "epochs", "teacher_width", "ensemble", "label_fraction"):
+        assert f",{axis}," in designs
+        assert f'id="design-{axis}"' in (ws / "reports/index.html").read_text()
+    assert sorted(p.name for p in (ws / "models/transfer/digits").glob("*.npz")) == [
+        "ensemble-2.npz", "labels-0.3.npz", "transfer-augmented.npz", "transfer-cross_fitted.npz",
+        "transfer-in_sample.npz", "width-0.5.npz"]
 
 
 def test_second_repro_does_nothing(repo):
@@ -81,5 +89,5 @@ def test_experiment_adding_a_temperature_runs_only_new_cells(repo):
     out = proc.stdout + proc.stderr
     distill_jobs = out.count("(Rule: distill)")
     assert distill_jobs == 11, out[-3000:]  # only T = 8: 2 datasets x 2 sizes + 7 design variants
-    assert "(Rule: teacher)" not in out and "(Rule: prepare)" not in out
+    assert "(Rule: teacher)" not in out and "(Rule: prepare)" not in out and "(Rule: transfer)" not in out
     assert (ws / "models/students/digits/h8/T8.logits.npz").exists()

@@ -53,3 +53,11 @@ def test_cells_per_variant():
     assert v.variant_cells("labels-0.1", temps) == ["baseline", "T1", "T4"]
     assert v.variant_cells("epochs-100", temps) == ["baseline", "T1", "T4"]
     assert v.variant_dir("reference") == "" and v.variant_dir("width-2") == "width-2/"
+
+
+def test_budgets_per_variant():
+    assert v.variant_epochs("reference", 40) == 40
+    assert v.variant_epochs("epochs-100", 40) == 100
+    assert v.variant_epochs("labels-0.1", 40) == 400  # about the reference's optimisation steps
+    assert v.variant_epochs("labels-0.03", 40) == 1333
+    assert v.variant_epochs("transfer-augmented", 40) == 40

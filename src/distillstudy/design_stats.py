@@ -288,6 +288,10 @@ def _best_per_seed(frame: pd.DataFrame, size: int, temperature: str, alpha: floa
     return sel.groupby("seed")["value"].mean()
 
 
+#: Smallest ensemble gain over the single teacher (accuracy, a fraction) worth apportioning.
+MIN_TEACHER_GAIN = 0.005
+
+
 def ensemble_share(designs: pd.DataFrame | None, *, confidence: float = 0.95,
                    reference: str = "1") -> pd.DataFrame:
     """Per (dataset, ensemble level M != reference, student_size): the student's
@@ -336,7 +340,7 @@ def ensemble_share(designs: pd.DataFrame | None, *, confidence: float = 0.95,
                      "student_ensemble": nan, "student_single": nan, "n": 0, "student_gain_mean": nan,
                      "student_gain_lo": nan, "student_gain_hi": nan, "student_gain_significant": False,
                      "share": nan, "share_lo": nan, "share_hi": nan,
-                     "denominator_ok": bool(np.isfinite(denom) and denom > 1e-12), "note": ""}
+                     "denominator_ok": bool(np.isfinite(denom) and denom >= MIN_TEACHER_GAIN), "note": ""}
                 if be is not None and bs is not None:
                     a = _best_per_seed(frame, s, be["temperature"], be["alpha"])
                     b = _best_per_seed(single, s, bs["temperature"], bs["alpha"])
@@ -348,8 +352,13 @@ def ensemble_share(designs: pd.DataFrame | None, *, confidence: float = 0.95,
                              student_gain_significant=stats.excludes_zero(ci["lo"], ci["hi"]))
                 if not np.isfinite(denom):
                     r["note"] = "a teacher's test accuracy is missing, so no share is computed"
-                elif not r["denominator_ok"]:
+                elif denom <= 0:
                     r["note"] = "the ensemble did not beat the single teacher, so the share is undefined"
+                elif not r["denominator_ok"]:
+                    # A share of a sliver (+0.1 pp = 1 test point in 1,000) is noise divided by
+                    # noise: hundreds of percent either way. Not reported.
+                    r["note"] = (f"the ensemble beat the single teacher by only {100 * denom:+.1f} pp, less than "
+                                 f"{100 * MIN_TEACHER_GAIN:.1f} pp: too small a gain to apportion")
                 elif r["n"] > 0:
                     r.update(share=r["student_gain_mean"] / denom, share_lo=r["student_gain_lo"] / denom,
                              share_hi=r["student_gain_hi"] / denom)

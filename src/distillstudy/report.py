@@ -612,9 +612,8 @@ def _share_sentences(ds: str, share: pd.DataFrame) -> list[str]:
                               f"{_signed(r.student_gain_mean, 100, 1)} / {_signed(r.teacher_gain, 100, 1)} = "
                               f"{_share_text(r.share, r.share_lo, r.share_hi)}.")
         elif not r.denominator_ok and not _nan(r.teacher_gain):
-            out.append(head + f"; the ensemble did not beat the single teacher ({_pct(r.ensemble_test_accuracy)} "
-                              f"vs {_pct(r.single_test_accuracy)}), so the student's share of the ensemble's gain is "
-                              f"undefined.")
+            out.append(head + f"; {r.note} ({_pct(r.ensemble_test_accuracy)} vs {_pct(r.single_test_accuracy)}): "
+                              f"the student's share of the ensemble's gain is not computed.")
         else:
             out.append(head + f"; {r.note}.")
     return out
@@ -678,7 +677,7 @@ def _share_table(ds: str, share: pd.DataFrame) -> tuple[list[str], list[list[dic
                      {"text": _gain_text(r.student_gain_mean, r.student_gain_lo, r.student_gain_hi),
                       "cls": "num " + _cls(r.student_gain_significant, r.student_gain_mean)},
                      {"text": _share_text(r.share, r.share_lo, r.share_hi) if r.denominator_ok else
-                      "undefined: the ensemble did not beat the single teacher", "cls": "num"}])
+                      f"not computed: {r.note}", "cls": "num"}])
     return cols, rows
 
 
@@ -695,7 +694,8 @@ AXIS_WHAT = {
     "ensemble": "The teacher is the mean of M independently seeded teachers' probabilities (Hinton et al. 2015's "
                 "original setting); the baseline is the reference's.",
     "label_fraction": "The share of training points (and labels) the students see; the teacher is trained on all of "
-                      "them. Each level trains its own baseline on the same subset.",
+                      "them. Each level trains its own baseline on the same subset, for distill.epochs / fraction "
+                      "epochs, so that every level takes about as many optimisation steps as the reference.",
 }
 
 

@@ -10,7 +10,8 @@ the students of `designs.sizes` on `designs.datasets` at every temperature:
     epochs          distill.epochs  epochs-100          the students' training budget
     teacher_width   1               width-0.25          the teacher's width multiplier
     ensemble        1               ensemble-5          M seeded teachers, probabilities averaged
-    label_fraction  1               labels-0.1          the share of training points (and labels)
+    label_fraction  1               labels-0.1          the share of training points (and labels),
+                                                        trained for epochs / fraction (same steps)
 
 A variant's files live under models/students/{dataset}/{variant}/...; the reference's
 directly under models/students/{dataset}/ (its name here is "reference").
@@ -113,6 +114,20 @@ def variant_cells(variant: str, temperature_cells: list[str]) -> list[str]:
     if variant == variant_name("transfer", "augmented"):
         cells = ["control", *cells]  # the augmented copies with their source's hard label
     return cells
+
+
+def variant_epochs(variant: str, reference_epochs: int) -> int:
+    """A variant's student budget in epochs. A label-fraction level trains for
+    reference_epochs / fraction epochs, so that its students take about as many
+    optimisation steps as the reference's: with a fixed number of epochs a 3% subset
+    would get 3% of the steps, and the curve would measure under-training, not how
+    soft targets fare with few labels."""
+    parsed = parse_variant(variant)
+    if parsed["axis"] == "epochs":
+        return parsed["value"]
+    if parsed["axis"] == "label_fraction":
+        return max(1, round(reference_epochs / parsed["value"]))
+    return reference_epochs
 
 
 def variant_dir(variant: str) -> str:

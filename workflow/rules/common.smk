@@ -11,6 +11,7 @@ from distillstudy.variants import (
     parse_variant,
     variant_cells,
     variant_dir,
+    variant_epochs,
 )
 
 # Stage commands run the `distillstudy` of the Python that runs Snakemake.
@@ -121,10 +122,9 @@ def distill_targets_flag(wildcards):
 
 
 def distill_epochs(wildcards):
-    variant = variant_of(wildcards)
-    if variant != "reference" and parse_variant(variant)["axis"] == "epochs":
-        return parse_variant(variant)["value"]
-    return config["distill"]["epochs"]
+    """distill.epochs, an epochs level's own budget, or (label fractions) as many
+    epochs as keep the number of optimisation steps about the reference's."""
+    return variant_epochs(variant_of(wildcards), config["distill"]["epochs"])
 
 
 def transfer_args(wildcards):
