@@ -197,6 +197,8 @@ def engine_workspace(work: Path, name: str, data: dict, epochs: int, seeds: int,
     params["distill"].update({"sizes": GRID["sizes"], "temperatures": temperatures, "alpha": GRID["alpha"],
                               "logit_mse": False, "seeds": seeds, "epochs": epochs,
                               "batch_size": GRID["batch_size"], "lr": GRID["lr"], "weight_decay": 0.0})
+    if "designs" in params:  # the grid alone: no study-design axes (their sizes must be grid sizes)
+        params["designs"].update({"datasets": [], "sizes": GRID["sizes"][:1]})
     (ws / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     for key in ("data", "logits"):  # the rule's inputs, as prepare and teacher leave them
         target = ws / Path(data[key]).relative_to(work)
@@ -247,6 +249,8 @@ def noop_study(work: Path, quick: bool) -> dict:
         params["teacher"].update({"max_epochs": 2, "patience": 1})
         params["distill"]["epochs"] = 1
         params["walkthrough"].update({"trials": 1, "pool_size": 1000})
+        if "designs" in params:  # its axes stay (same DAG), with budgets cut too
+            params["designs"]["epochs"] = [2]
         shape = "params.yaml's grid, training budgets cut"
     (ws / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     log = work / "study.log"
