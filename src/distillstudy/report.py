@@ -612,8 +612,8 @@ def _share_sentences(ds: str, share: pd.DataFrame) -> list[str]:
                               f"{_signed(r.student_gain_mean, 100, 1)} / {_signed(r.teacher_gain, 100, 1)} = "
                               f"{_share_text(r.share, r.share_lo, r.share_hi)}.")
         elif not r.denominator_ok and not _nan(r.teacher_gain):
-            out.append(head + f"; {r.note} ({_pct(r.ensemble_test_accuracy)} vs {_pct(r.single_test_accuracy)}): "
-                              f"the student's share of the ensemble's gain is not computed.")
+            out.append(head + f" ({_pct(r.ensemble_test_accuracy)} ensemble vs {_pct(r.single_test_accuracy)} "
+                              f"single teacher); {r.note}, so the student's share of it is not computed.")
         else:
             out.append(head + f"; {r.note}.")
     return out
