@@ -33,13 +33,13 @@ Every seed is derived with seeds.derive_seed from named coordinates and recorded
 Levels are spelled by variants.format_level ("0.50" and "0.5" are one level).
 
 Outputs (written atomically; byte-identical when run twice with the same inputs on the
-same machine, except `seconds` in out_meta):
+same machine):
     out_set   npz: x float32 (n', d), y int64, source int64, logits float32 (n', C),
               logits_val, logits_test float32, fold int64 (-1 unless cross_fitted),
               train_mask bool (K, n_train) ((0, n_train) unless cross_fitted),
               record (a 0-d unicode array holding the record as sorted-key JSON, without `seconds`)
     out_model torch file {teacher name: state_dict} of every teacher trained here ({} when none)
-    out_meta  the record as pretty JSON, plus `seconds` (wall time of the whole stage)
+    out_meta  the record as pretty JSON
 """
 
 from __future__ import annotations
@@ -534,7 +534,9 @@ def run(*, data: str, meta: str, teacher_model: str, teacher_logits: str, datase
     save_npz(out_set, out)
     save_states(out_model, stage.states)
     seconds = time.perf_counter() - started
-    write_json(out_meta, {**record, "seconds": round(seconds, 3)})
+    # No wall time in the file: reruns must be byte-identical (it is in the log and in
+    # Snakemake's benchmark file).
+    write_json(out_meta, record)
     scores = record["metrics"]
     print(f"transfer[{dataset}] {variant}: {record['n_transfer']} transfer points, teacher accuracy on them "
           f"{scores['transfer']['accuracy']:.4f} (mean max-prob {scores['transfer']['mean_max_prob']:.4f}), "
