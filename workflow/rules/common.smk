@@ -10,7 +10,6 @@ from distillstudy.variants import (
     dataset_variants,
     parse_variant,
     variant_cells,
-    variant_dir,
     variant_epochs,
 )
 
@@ -27,13 +26,9 @@ except ParamsError as exc:
 
 DATASETS = {d["name"]: d for d in config["prepare"]["datasets"]}
 SIZES = [int(s) for s in config["distill"]["sizes"]]
-CELLS = (
-    ["baseline"]
-    + [cell_name(t) for t in config["distill"]["temperatures"]]
-    + (["logit_mse"] if config["distill"]["logit_mse"] else [])
-)
-WALKTHROUGH = bool(config["walkthrough"]["enabled"])
 TEMPERATURE_CELLS = [cell_name(t) for t in config["distill"]["temperatures"]]
+CELLS = ["baseline"] + TEMPERATURE_CELLS + (["logit_mse"] if config["distill"]["logit_mse"] else [])
+WALKTHROUGH = bool(config["walkthrough"]["enabled"])
 # Study designs: per dataset, its non-reference variants (src/distillstudy/variants.py).
 VARIANTS = {name: dataset_variants(config, spec) for name, spec in DATASETS.items()}
 DESIGN_SIZES = [int(s) for s in config["designs"]["sizes"]]
