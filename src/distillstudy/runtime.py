@@ -19,11 +19,13 @@ def _import_torch():
     the collector on, full collections run during the import and after it (during
     the remaining imports, and at exit), and each one traverses all of them (~75 ms
     each on the reference machine). Measured, one `distillstudy distill` job of one
-    epoch (2-core machine, median of 8): 1.38 s with the freeze in configure() alone,
-    1.10 s with this import. gc.freeze() moves every object alive now out of the
-    collector's sight: these are imported modules, which are never freed anyway.
-    `train` and `models` import torch through here, so it works whichever module of
-    the package brings torch in first; when torch is already imported, nothing happens.
+    epoch (2-core machine, loaded, median of 12): 1.78 s before any freeze, 1.42 s with
+    the freeze in configure() alone, 1.22 s with this import. gc.freeze() moves every
+    object alive now out of the collector's sight: these are imported modules, which are
+    never freed anyway.
+    `train` and `models` import torch through here (the CLI imports `train` before any
+    stage module, so a stage's torch comes in here); a module that runs `import torch`
+    before importing `runtime` bypasses it. When torch is already imported, nothing happens.
     """
     if "torch" in sys.modules:
         return sys.modules["torch"]
@@ -48,7 +50,7 @@ def configure(threads: int = DEFAULT_THREADS) -> dict:
     """Fix threads and deterministic algorithms; return what was set, for provenance."""
     global _frozen
     if not _frozen:
-        # Move everything alive now (in a stage: the imported modules and the loaded data)
+        # Move everything alive now (in a stage: the modules imported after torch)
         # out of the cyclic garbage collector's sight, once per process, as _import_torch
         # does for torch's objects. Measured: the interpreter's exit after `import torch`
         # took 0.45 s, 0.11 s with the freeze (the final collections no longer traverse
