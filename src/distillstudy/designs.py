@@ -75,20 +75,10 @@ def teacher_rows(base: dict, data: dict, teacher: dict, n_bins: int) -> list[dic
 
 
 def student_rows(base: dict, data: dict, teacher: dict, cell: dict, n_bins: int) -> list[dict]:
-    from distillstudy.params import format_temperature
+    """results.csv's rows of one cell (agreement with the level's teacher), labelled by axis and level."""
+    from distillstudy.evaluate import cell_rows
 
-    record = read_record(cell)
-    temperature = "" if record["temperature"] is None else format_temperature(record["temperature"])
-    rows = []
-    for member, seed in enumerate(record["seeds"]):
-        b = {**base, "model": record["model"], "student_size": record["student_size"],
-             "temperature": temperature, "alpha": record["alpha"], "seed": seed}
-        rows.append({**b, "split": "all", "metric": "n_params", "value": record["n_params"]})
-        for s in SPLITS:
-            scores = metrics.all_metrics(cell[f"logits_{s}"][member], data[f"y_{s}"],
-                                         teacher[f"logits_{s}"], n_bins)
-            rows += [{**b, "split": s, "metric": m, "value": v} for m, v in scores.items()]
-    return rows
+    return [{**row, **base} for row in cell_rows(data, teacher, cell, n_bins)]
 
 
 def _load_cells(paths: list[str]) -> dict[tuple, dict]:
