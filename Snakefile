@@ -23,7 +23,7 @@ envvars:
 include: "workflow/rules/common.smk"
 
 
-validate(config, "workflow/schemas/params.schema.yaml")
+validate(config, "src/distillstudy/params.schema.yaml")
 
 
 include: "workflow/rules/prepare.smk"

@@ -15,8 +15,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
-
-from distillstudy.models import Standardize
+from distillstudy.engine.models import Standardize
 
 
 def kd_loss(student_logits, teacher_logits, labels, temperature, alpha):

@@ -21,10 +21,8 @@ import sys
 import time
 
 import numpy as np
-
-from distillstudy import runtime, train  # runtime first: it imports torch (see runtime._import_torch)
-from distillstudy.models import StackedMLP, make_teacher
-
+from distillstudy.engine import runtime, train  # runtime first: it imports torch (see runtime._import_torch)
+from distillstudy.engine.models import StackedMLP, make_teacher
 import torch  # noqa: E402  (already imported by runtime)
 
 FAILURES: list[str] = []

@@ -86,10 +86,11 @@ def make_data(work: Path, teacher_epochs: int) -> dict:
     import torch
     from mnist1d.data import get_dataset_args, make_dataset
 
-    from distillstudy.datasets import Splits, save_npz, to_arrays
-    from distillstudy.models import CNN1D
-    from distillstudy.teacher import save_state
-    from distillstudy.train import predict, train_teacher
+    from distillstudy.engine.datasets import Splits, to_arrays
+    from distillstudy.artifacts import save_npz
+    from distillstudy.engine.models import CNN1D
+    from distillstudy.engine.models import save_state
+    from distillstudy.engine.train import predict, train_teacher
 
     raw = make_dataset(get_dataset_args())
     xs = {"train": raw["x"], "val": raw["x_test"], "test": raw["x_test"]}

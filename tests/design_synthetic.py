@@ -9,8 +9,7 @@ model, so paired differences have a known, non-zero spread.
 from __future__ import annotations
 
 import pandas as pd
-
-from distillstudy import design_stats
+from distillstudy.analysis import design_stats
 
 SIZES = (16, 64)
 TEMPS = ("1", "4")

@@ -11,8 +11,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
-
-from distillstudy import stats  # noqa: E402
+from distillstudy.analysis import stats  # noqa: E402
 
 EVIL = "<script>alert(1)</script>"
 SIZES = (16, 64)

@@ -3,8 +3,7 @@
 import numpy as np
 import pytest
 from scipy import ndimage
-
-from distillstudy import augment
+from distillstudy.engine import augment
 
 
 def rows(n=30, d=40, seed=0):

@@ -16,8 +16,7 @@ import cached_loop  # noqa: E402
 import matmul_limit  # noqa: E402
 import naive_kd  # noqa: E402
 import run as bench  # noqa: E402
-
-from distillstudy import losses  # noqa: E402
+from distillstudy.engine import losses  # noqa: E402
 
 
 def test_step_flops_counts_forward_weight_and_input_gradients():
@@ -46,9 +45,10 @@ def test_reference_loops_use_the_pipelines_loss(temperature):
 
 
 def test_reference_scripts_run(tmp_path):
-    from distillstudy.datasets import Splits, save_npz, to_arrays
-    from distillstudy.models import CNN1D
-    from distillstudy.teacher import save_state
+    from distillstudy.engine.datasets import Splits, to_arrays
+    from distillstudy.artifacts import save_npz
+    from distillstudy.engine.models import CNN1D
+    from distillstudy.engine.models import save_state
 
     rng = np.random.default_rng(0)
     xs = {s: rng.normal(size=(64, 40)).astype(np.float32) for s in ("train", "val", "test")}

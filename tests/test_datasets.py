@@ -4,9 +4,9 @@ import json
 
 import numpy as np
 import pytest
-
-from distillstudy import datasets
-from distillstudy.datasets import DataError
+from distillstudy import artifacts
+from distillstudy.engine import datasets
+from distillstudy.engine.datasets import DataError
 
 
 def prepare(tmp_path, name, kind, **options):
@@ -23,7 +23,7 @@ def test_prepare_is_byte_identical_across_runs(tmp_path, kind):
     meta2, data2, _ = prepare(tmp_path / "b", kind, kind, **options)
     assert data1.read_bytes() == data2.read_bytes()
     assert meta1["sha256"] == meta2["sha256"]
-    assert meta1["sha256"] == datasets.content_hash(datasets.load_npz(data1))
+    assert meta1["sha256"] == datasets.content_hash(artifacts.load_npz(data1))
 
 
 def test_different_seed_gives_different_split(tmp_path):
@@ -34,14 +34,14 @@ def test_different_seed_gives_different_split(tmp_path):
 
 def test_mnist1d_keeps_published_test_split(tmp_path):
     meta, data, _ = prepare(tmp_path, "mnist1d", "mnist1d")
-    arrays = datasets.load_npz(data)
+    arrays = artifacts.load_npz(data)
     assert (meta["n_train"] + meta["n_val"], meta["n_test"], meta["n_features"], meta["n_classes"]) == (4000, 1000, 40, 10)
     assert arrays["x_train"].dtype == np.float32 and arrays["y_test"].dtype == np.int64
 
 
 def test_sine_follows_the_walkthrough_distribution(tmp_path):
     meta, data, _ = prepare(tmp_path, "sine", "sine", n_train=500, n_test=20000)
-    arrays = datasets.load_npz(data)
+    arrays = artifacts.load_npz(data)
     x, y = arrays["x_test"][:, 0].astype(np.float64), arrays["y_test"]
     assert abs(x.std() - 10) < 0.3
     # P(y = 1 | x) = 0.4 sin x + 0.5: labels are 1 far more often where sin x > 0.5.
@@ -83,7 +83,7 @@ def test_bad_csv_names_file_row_or_column(tmp_path, what, text, message):
 
 
 def test_atomic_write_removes_a_killed_writers_temp_file(tmp_path):
-    from distillstudy.atomic import write_text
+    from distillstudy.artifacts import write_text
 
     stale = tmp_path / ".out.txt.abc123.tmp"
     stale.write_text("half")

@@ -16,7 +16,8 @@ import pytest
 from scipy import stats as st
 
 from design_synthetic import LEVELS, NOISE, SEED_FX, SEEDS, synthetic_designs
-from distillstudy import design_stats, report, stats
+from distillstudy.analysis import design_stats, stats
+from distillstudy.stages import report
 from synthetic import EVIL, report_inputs
 
 PARAMS = {"distill": {"epochs": 40}, "transfer": {"folds": 5},

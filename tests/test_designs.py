@@ -10,9 +10,11 @@ import json
 import numpy as np
 import pandas as pd
 import pytest
-
-from distillstudy import designs, distill, evaluate, metrics, seeds
-from distillstudy.datasets import load_npz, prepare, save_npz
+from distillstudy.analysis import designs, metrics
+from distillstudy.stages import distill, evaluate
+from distillstudy.engine import seeds
+from distillstudy.artifacts import load_npz, save_npz
+from distillstudy.engine.datasets import prepare
 
 SEED = 11
 COMMON = dict(n_seeds=2, global_seed=SEED, batch_size=64, lr=3e-3, weight_decay=0.0, alpha=0.9)

@@ -10,7 +10,7 @@ import shutil
 import pandas as pd
 
 from conftest import ROOT, run
-from distillstudy import report
+from distillstudy.stages import report
 from synthetic import SIZES, TEMPS, report_inputs
 
 

@@ -8,9 +8,10 @@ import json
 import numpy as np
 import pandas as pd
 import pytest
-
-from distillstudy import evaluate, metrics
-from distillstudy.datasets import save_npz
+from distillstudy.analysis import scoring
+from distillstudy.stages import evaluate
+from distillstudy.analysis import metrics
+from distillstudy.artifacts import save_npz
 
 N_BINS = 15
 
@@ -19,7 +20,7 @@ def test_reliability_bins_reproduce_ece():
     rng = np.random.default_rng(0)
     logits = rng.normal(size=(500, 5)) * 3
     y = rng.integers(0, 5, size=500)
-    bins = evaluate.reliability_bins(logits, y, N_BINS)
+    bins = scoring.reliability_bins(logits, y, N_BINS)
     assert [b["bin"] for b in bins] == list(range(N_BINS))
     assert sum(b["count"] for b in bins) == 500
     conf = metrics.softmax(logits).max(axis=1)
@@ -33,9 +34,9 @@ def test_reliability_bins_reproduce_ece():
     assert ece == pytest.approx(metrics.ece(logits, y, N_BINS), rel=1e-12)
     assert conf.max() <= 1.0
     # bins are (i/B, (i+1)/B]: confidence 1 falls in the last bin, exactly 0.5 (of B = 2) in the first
-    edge = evaluate.reliability_bins(np.array([[50.0, 0.0]]), np.array([0]), 2)
+    edge = scoring.reliability_bins(np.array([[50.0, 0.0]]), np.array([0]), 2)
     assert [b["count"] for b in edge] == [0, 1]
-    half = evaluate.reliability_bins(np.array([[0.0, 0.0]]), np.array([0]), 2)
+    half = scoring.reliability_bins(np.array([[0.0, 0.0]]), np.array([0]), 2)
     assert [b["count"] for b in half] == [1, 0]
 
 
@@ -70,7 +71,7 @@ def test_run_writes_calibration_beside_results_deterministically(tmp_path):
 
     cal = pd.read_csv(out_a / "calibration.csv", dtype={"temperature": str, "student_size": str},
                       keep_default_na=False, na_values=[""])
-    assert list(cal.columns) == evaluate.CALIBRATION_COLUMNS
+    assert list(cal.columns) == scoring.CALIBRATION_COLUMNS
     assert set(cal["split"]) == {"test"}
     # every model and seed: all bins, counts adding up to the test size
     per = cal.groupby(["model", "seed"])

@@ -4,8 +4,7 @@ import math
 
 import pytest
 import torch
-
-from distillstudy import losses
+from distillstudy.engine import losses
 
 
 def test_kd_loss_matches_hand_computed_value():

@@ -3,8 +3,7 @@
 import numpy as np
 import pytest
 from sklearn import metrics as skm
-
-from distillstudy import metrics
+from distillstudy.analysis import metrics
 
 
 @pytest.fixture

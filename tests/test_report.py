@@ -11,8 +11,10 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
-
-from distillstudy import cli, datasets, report, stats
+from distillstudy import cli
+from distillstudy.engine import datasets
+from distillstudy.stages import report
+from distillstudy.analysis import stats
 from synthetic import EVIL, SIZES, TEMPS, report_inputs, synthetic_results
 
 ROOT = Path(__file__).resolve().parents[1]

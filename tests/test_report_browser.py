@@ -14,7 +14,7 @@ import struct
 import pytest
 
 from chromium import Browser, ensure_chromium
-from distillstudy import report
+from distillstudy.stages import report
 from synthetic import EVIL, report_inputs
 
 

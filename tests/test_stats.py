@@ -9,8 +9,8 @@ import numpy as np
 import pandas as pd
 import pytest
 from scipy import stats as st
-
-from distillstudy import stats
+from distillstudy.analysis import scoring
+from distillstudy.analysis import stats
 
 COLS = stats.COLUMNS
 
@@ -256,13 +256,13 @@ def test_best_configuration_selects_on_validation_when_test_disagrees_across_siz
 
 def test_metrics_json_summary_selects_on_validation():
     """evaluate.summarise (what `dvc metrics show` prints) also picks T on validation."""
-    from distillstudy import evaluate
+    from distillstudy.stages import evaluate
 
     rows = _selection_rows(val={"1": 0.80, "4": 0.70}, test={"1": 0.72, "4": 0.90})
     rows += [row("teacher", "", "", "", 0, s, m, v) for s, m, v in
              (("test", "accuracy", 0.95), ("train", "mean_max_prob", 0.99))]
     df = frame(rows).astype({"student_size": str, "temperature": str})  # as evaluate.run types it
-    summary = evaluate.summarise(df)["d"]["h32"]
+    summary = scoring.summarise(df)["d"]["h32"]
     assert summary["best_temperature_on_val"] == "1"
     assert summary["best_test_accuracy"] == pytest.approx(0.72 + 0.001 + 0.002 / 3)
 

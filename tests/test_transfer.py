@@ -9,10 +9,12 @@ import json
 import numpy as np
 import pytest
 import torch
-
-from distillstudy import datasets, metrics, runtime, seeds, teacher, transfer
-from distillstudy.models import make_teacher
-from distillstudy.train import predict, train_teacher
+from distillstudy import artifacts
+from distillstudy.engine import datasets, runtime, seeds
+from distillstudy.analysis import metrics
+from distillstudy.stages import teacher, transfer
+from distillstudy.engine.models import make_teacher
+from distillstudy.engine.train import predict, train_teacher
 
 SEED = 11
 TEACHER = {"max_epochs": 10, "patience": 1, "batch_size": 32, "lr": 0.01, "weight_decay": 0.0,
@@ -28,7 +30,7 @@ def write_dataset(folder, name, kind, splits: datasets.Splits):
             "n_classes": len(splits.class_names), "feature_names": splits.feature_names,
             "class_names": splits.class_names}
     folder.mkdir(parents=True, exist_ok=True)
-    datasets.save_npz(folder / f"{name}.npz", arrays)
+    artifacts.save_npz(folder / f"{name}.npz", arrays)
     (folder / f"{name}.json").write_text(json.dumps(info))
     out = {"data": str(folder / f"{name}.npz"), "meta": str(folder / f"{name}.json"),
            "teacher_model": str(folder / f"{name}.pt"), "teacher_logits": str(folder / f"{name}.logits.npz"),
@@ -84,14 +86,14 @@ def build(ds, variant, out_dir, **over):
                           teacher_logits=ds["teacher_logits"], dataset=ds["dataset"], variant=variant,
                           global_seed=SEED, out_set=paths["out_set"], out_model=paths["out_model"],
                           out_meta=paths["out_meta"], **kw)
-    out = datasets.load_npz(paths["out_set"])
+    out = artifacts.load_npz(paths["out_set"])
     states = torch.load(paths["out_model"], weights_only=True)
     return record, out, states, paths
 
 
 def rebuild(ds, state, cnn_channels=TEACHER["cnn_channels"], mlp_width=TEACHER["mlp_width"]):
     info = json.loads(open(ds["meta"]).read())
-    arrays = datasets.load_npz(ds["data"])
+    arrays = artifacts.load_npz(ds["data"])
     model = make_teacher(info["kind"], info["n_features"], info["n_classes"], arrays["mean"], arrays["std"],
                          cnn_channels, mlp_width, TEACHER["dropout"])
     model.load_state_dict(state)
@@ -103,7 +105,7 @@ def forward(model, x):
 
 
 def check_common(out, record, ds, variant):
-    arrays = datasets.load_npz(ds["data"])
+    arrays = artifacts.load_npz(ds["data"])
     n = len(out["y"])
     assert out["x"].dtype == np.float32 and out["x"].shape == (n, arrays["x_train"].shape[1])
     assert out["y"].dtype == np.int64 and out["source"].dtype == np.int64 and out["fold"].dtype == np.int64
@@ -176,7 +178,7 @@ def test_augmented_copies_labels_and_reference_logits(wave, tmp_path):
     # Targets: the reference teacher's forward on every row; the original rows reproduce its cached logits.
     ref = rebuild(wave, torch.load(wave["teacher_model"], weights_only=True))
     np.testing.assert_allclose(out["logits"], forward(ref, out["x"]), rtol=0, atol=1e-5)
-    cached = datasets.load_npz(wave["teacher_logits"])
+    cached = artifacts.load_npz(wave["teacher_logits"])
     assert np.array_equal(out["logits"][:n], cached["logits_train"])
     assert np.array_equal(out["logits_test"], cached["logits_test"])
     assert stored["augmentation"]["copies"] == copies and stored["augmentation"]["noise"] == 0.0
@@ -191,7 +193,7 @@ def test_augmented_is_byte_identical_across_runs(wave, tmp_path):
     _, second, _, b = build(wave, "transfer-augmented", tmp_path / "b")
     for key in ("out_set", "out_model", "out_meta"):  # the record has no wall time in it
         assert open(a[key], "rb").read() == open(b[key], "rb").read(), key
-    n = len(datasets.load_npz(wave["data"])["y_train"])
+    n = len(artifacts.load_npz(wave["data"])["y_train"])
     assert not np.array_equal(first["x"][n:2 * n], first["x"][2 * n:])  # copies differ from each other
 
 
@@ -203,7 +205,7 @@ def test_labels_subset_is_stratified_with_the_cached_logits(digits, tmp_path):
     assert len(np.unique(out["source"])) == len(out["source"])
     counts, full = np.bincount(out["y"], minlength=4), np.bincount(y_train, minlength=4)
     assert (counts > 0).all() and (np.abs(counts - 0.3 * full) < 1).all()
-    cached = datasets.load_npz(digits["teacher_logits"])
+    cached = artifacts.load_npz(digits["teacher_logits"])
     assert np.array_equal(out["logits"], cached["logits_train"][out["source"]])
     assert np.array_equal(out["x"], arrays["x_train"][out["source"]])
     assert np.array_equal(out["logits_val"], cached["logits_val"])
@@ -288,10 +290,10 @@ def test_variants_without_a_transfer_set_fail_naming_the_variant(sine, tmp_path,
 
 
 def test_mismatched_teacher_files_fail(wave, tmp_path):
-    cached = datasets.load_npz(wave["teacher_logits"])
+    cached = artifacts.load_npz(wave["teacher_logits"])
     cached["logits_val"] = cached["logits_val"] + 1.0
     bad = tmp_path / "bad.logits.npz"
-    datasets.save_npz(bad, cached)
+    artifacts.save_npz(bad, cached)
     with pytest.raises(ValueError, match="does not reproduce the cached teacher logits"):
         build({**wave, "teacher_logits": str(bad)}, "transfer-augmented", tmp_path / "out")
     with pytest.raises(ValueError, match="does not match"):

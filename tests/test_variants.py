@@ -3,8 +3,7 @@
 import copy
 
 import pytest
-
-from distillstudy import variants as v
+from distillstudy import grid as v
 from conftest import tiny_params
 
 

@@ -1,12 +1,11 @@
-"""Tests for the sine walkthrough reproduction (distillstudy.walkthrough)."""
+"""Tests for the sine walkthrough reproduction (distillstudy.stages.walkthrough)."""
 
 from __future__ import annotations
 
 import numpy as np
 import pandas as pd
 import pytest
-
-from distillstudy.walkthrough import (
+from distillstudy.stages.walkthrough import (
     COLUMNS,
     draw_pool,
     plot_log_loss,

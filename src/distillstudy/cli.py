@@ -10,10 +10,9 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-
-from distillstudy.datasets import DataError
+from distillstudy.engine.datasets import DataError
 from distillstudy.params import ParamsError
-from distillstudy.train import TrainingDiverged
+from distillstudy.engine.train import TrainingDiverged
 
 
 def positive_int(text: str) -> int:
@@ -39,8 +38,8 @@ def add_prepare(sub):
 
 
 def cmd_prepare(a):
-    from distillstudy import datasets
-    from distillstudy.seeds import derive_seed
+    from distillstudy.engine import datasets
+    from distillstudy.engine.seeds import derive_seed
 
     meta = datasets.prepare(a.name, a.kind, a.out_data, a.out_meta,
                             seed=derive_seed(a.seed, "split", a.name), val_fraction=a.val_fraction,
@@ -75,7 +74,7 @@ def add_teacher(sub):
 
 
 def cmd_teacher(a):
-    from distillstudy import teacher
+    from distillstudy.stages import teacher
 
     teacher.run(data=a.data, meta=a.meta, global_seed=a.seed, max_epochs=a.max_epochs,
                 patience=a.patience, batch_size=a.batch_size, lr=a.lr, weight_decay=a.weight_decay,
@@ -107,7 +106,7 @@ def add_transfer(sub):
 
 
 def cmd_transfer(a):
-    from distillstudy import transfer
+    from distillstudy.stages import transfer
 
     record = transfer.run(
         data=a.data, meta=a.meta, teacher_model=a.teacher_model, teacher_logits=a.teacher_logits,
@@ -142,7 +141,7 @@ def add_distill(sub):
 
 
 def cmd_distill(a):
-    from distillstudy import distill
+    from distillstudy.stages import distill
 
     if not 0 <= a.alpha <= 1:
         raise ParamsError(f"distill.alpha: {a.alpha} is outside [0, 1]")
@@ -168,7 +167,7 @@ def add_evaluate(sub):
 
 
 def cmd_evaluate(a):
-    from distillstudy import evaluate
+    from distillstudy.stages import evaluate
 
     evaluate.run(data=a.data, teachers=a.teachers, teacher_meta=a.teacher_meta, cells=a.cells,
                  ece_bins=a.ece_bins, out_results=a.out_results, out_metrics=a.out_metrics,
@@ -189,7 +188,7 @@ def add_walkthrough(sub):
 
 
 def cmd_walkthrough(a):
-    from distillstudy import walkthrough
+    from distillstudy.stages import walkthrough
 
     frame = walkthrough.run_walkthrough(a.n_train, trials=a.trials, pool_size=a.pool_size,
                                         rng_seed=a.rng_seed, split_seed=a.split_seed, degree=a.degree)
@@ -216,7 +215,8 @@ def add_report(sub):
 
 
 def cmd_report(a):
-    from distillstudy import provenance, report
+    from distillstudy import provenance
+    from distillstudy.stages import report
 
     params = json.loads(a.params_json)
     report.build_report(

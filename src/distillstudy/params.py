@@ -2,7 +2,7 @@
 
     distillstudy validate params.yaml
 
-The same JSON schema (workflow/schemas/params.schema.yaml) is used by the
+The same JSON schema (src/distillstudy/params.schema.yaml) is used by the
 Snakefile's validate(); `check_params` adds the cross-field rules (duplicate
 grid values after canonical formatting, CSV files that exist and hold the
 label column). Every error names the key path and the offending value.
@@ -17,20 +17,14 @@ from pathlib import Path
 import jsonschema
 import yaml
 
-SCHEMA_PATH = Path(__file__).resolve().parents[2] / "workflow" / "schemas" / "params.schema.yaml"
+from distillstudy.grid import cell_name, format_temperature  # noqa: F401  (re-exported)
+
+#: Ships inside the package, so validation works outside a checkout too.
+SCHEMA_PATH = Path(__file__).resolve().with_name("params.schema.yaml")
 
 
 class ParamsError(ValueError):
     """A params file that must not start a run; the message names key and value."""
-
-
-def format_temperature(value: float | int | str) -> str:
-    """The one spelling of a temperature in file names and tables: 1 and 1.0 -> "1"."""
-    return format(float(value), ".12g")
-
-
-def cell_name(temperature: float | int | str) -> str:
-    return "T" + format_temperature(temperature)
 
 
 def key_path(path) -> str:

@@ -4,8 +4,9 @@ import os
 import shlex
 import sys
 
-from distillstudy.params import ParamsError, cell_name, check_params
-from distillstudy.variants import (
+from distillstudy.params import ParamsError, check_params
+from distillstudy.grid import cell_name
+from distillstudy.grid import (
     NEEDS_TRANSFER_SET,
     dataset_variants,
     parse_variant,
@@ -29,7 +30,7 @@ SIZES = [int(s) for s in config["distill"]["sizes"]]
 TEMPERATURE_CELLS = [cell_name(t) for t in config["distill"]["temperatures"]]
 CELLS = ["baseline"] + TEMPERATURE_CELLS + (["logit_mse"] if config["distill"]["logit_mse"] else [])
 WALKTHROUGH = bool(config["walkthrough"]["enabled"])
-# Study designs: per dataset, its non-reference variants (src/distillstudy/variants.py).
+# Study designs: per dataset, its non-reference variants (src/distillstudy/grid.py).
 VARIANTS = {name: dataset_variants(config, spec) for name, spec in DATASETS.items()}
 DESIGN_SIZES = [int(s) for s in config["designs"]["sizes"]]
 
@@ -180,7 +181,7 @@ def walkthrough_args(wildcards, input):
     )
 
 
-# Titles of the report's figures (keys of distillstudy.report.FIGURE_SPECS), for
+# Titles of the report's figures (keys of distillstudy.stages.report.FIGURE_SPECS), for
 # `snakemake --report`; the captions are in workflow/report/figures.rst.
 FIGURE_TITLES = {
     "gain_heatmap": "test-accuracy gain heatmap",

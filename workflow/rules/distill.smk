@@ -1,7 +1,7 @@
 # One job per grid cell (dataset x [variant x] size x cell); all seeds of a cell train in
-# one process, stacked (src/distillstudy/train.py). Why this granularity, measured:
+# one process, stacked (src/distillstudy/engine/train.py). Why this granularity, measured:
 # benchmarks/README.md. {variant} is "" for the reference grid and "<variant>/" for a
-# study-design variant (src/distillstudy/variants.py), whose students learn from its
+# study-design variant (src/distillstudy/grid.py), whose students learn from its
 # transfer set (rule transfer) or, for an epochs variant, from the reference teacher.
 rule distill:
     input:

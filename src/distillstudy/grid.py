@@ -21,6 +21,8 @@ reference grid, so gains are paired across variants too.
 
 from __future__ import annotations
 
+#: The prepared splits, in this order everywhere (files, tables, reports).
+SPLITS = ("train", "val", "test")
 REFERENCE = "reference"
 PROTOCOLS = ("early_stopped", "in_sample", "cross_fitted", "augmented")
 #: axis -> (prefix of its variant names, the reference level)
@@ -38,6 +40,15 @@ NEEDS_TRANSFER_SET = ("transfer", "teacher_width", "ensemble", "label_fraction")
 OWN_BASELINE = ("epochs", "label_fraction")
 #: Dataset kinds whose teacher has no width and no seed dependence (a convex fit).
 FIXED_TEACHER_KINDS = ("sine",)
+
+
+def format_temperature(value: float | int | str) -> str:
+    """The one spelling of a temperature in file names and tables: 1 and 1.0 -> "1"."""
+    return format(float(value), ".12g")
+
+
+def cell_name(temperature: float | int | str) -> str:
+    return "T" + format_temperature(temperature)
 
 
 def format_level(value) -> str:

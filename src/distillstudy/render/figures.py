@@ -25,9 +25,8 @@ import pandas as pd  # noqa: E402
 import seaborn as sns  # noqa: E402
 from matplotlib.lines import Line2D  # noqa: E402
 from matplotlib.patches import Patch  # noqa: E402
-
-from distillstudy import stats  # noqa: E402
-from distillstudy.atomic import atomic_path  # noqa: E402
+from distillstudy.analysis import stats  # noqa: E402
+from distillstudy.artifacts import atomic_path  # noqa: E402
 
 METRIC_LABELS = {
     "accuracy": "test accuracy",
@@ -405,7 +404,7 @@ def plot_design_transfer(summary: pd.DataFrame, dataset: str, path: str | os.Pat
     if d.empty:
         _empty(path, title, "no transfer-protocol results")
         return
-    from distillstudy import design_stats
+    from distillstudy.analysis import design_stats
 
     levels = design_stats.sort_levels("transfer", d["level"])
     sizes = sorted(int(s) for s in d["student_size"].unique())

@@ -10,15 +10,13 @@ are stored beside them so every model standardises the same way.
 from __future__ import annotations
 
 import hashlib
-import io
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+from distillstudy.artifacts import save_npz, write_json
 
-from distillstudy.atomic import atomic_path, write_json
-
-SPLITS = ("train", "val", "test")
+from distillstudy.grid import SPLITS  # noqa: F401
 
 
 class DataError(ValueError):
@@ -161,19 +159,6 @@ def content_hash(arrays: dict[str, np.ndarray]) -> str:
         digest.update(f"{key}|{a.dtype.str}|{a.shape}|".encode())
         digest.update(a.tobytes())
     return digest.hexdigest()
-
-
-def save_npz(path: str | Path, arrays: dict[str, np.ndarray]) -> None:
-    """Uncompressed npz written atomically; byte-identical for identical arrays."""
-    buffer = io.BytesIO()
-    np.savez(buffer, **arrays)
-    with atomic_path(path) as tmp:
-        tmp.write_bytes(buffer.getvalue())
-
-
-def load_npz(path: str | Path) -> dict[str, np.ndarray]:
-    with np.load(path, allow_pickle=False) as data:
-        return {k: data[k] for k in data.files}
 
 
 def build(kind: str, *, seed: int, val_fraction: float, test_fraction: float,

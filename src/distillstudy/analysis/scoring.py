@@ -1,29 +1,18 @@
-"""The `evaluate` stage: every model's metrics on every split, in long format.
+"""Long-format scores: one row per (model, seed, split, metric), and the reliability bins.
 
-    distillstudy evaluate --data data/prepared/*.npz --teachers ... --cells ... \
-        --out-results reports/results.csv --out-metrics reports/metrics.json
-
-Besides results.csv it writes calibration.csv beside it (reports/calibration.csv):
-the reliability-diagram bins of every model and seed on the test split, with the
-same equal-width confidence bins as the ECE in results.csv.
-
-The list of cells comes from Snakemake's expand() over params.yaml, never from
-globbing a folder, so files of an older, larger grid cannot leak in.
-Needs no torch: logits were saved by the teacher and distill stages.
+The rows of results.csv, calibration.csv and (through analysis.designs) designs.csv are
+built here, from logits the teacher and distill stages saved, so every table computes a
+metric the same way. metrics.json (`summarise`) uses the report's own selection rule.
 """
 
 from __future__ import annotations
 
-import json
-from pathlib import Path
-
 import numpy as np
 import pandas as pd
 
-from distillstudy import metrics
-from distillstudy.atomic import write_json, write_text
-from distillstudy.datasets import SPLITS, load_npz
-from distillstudy.distill import read_record
+from distillstudy.analysis import metrics, stats
+from distillstudy.artifacts import read_record
+from distillstudy.grid import SPLITS, format_temperature
 
 COLUMNS = ["dataset", "model", "student_size", "temperature", "alpha", "seed", "split", "metric", "value"]
 #: calibration.csv: one row per (model, seed, bin) on CALIBRATION_SPLIT; empty bins
@@ -71,8 +60,6 @@ def teacher_calibration_rows(name: str, data: dict, teacher: dict, record: dict,
 
 
 def cell_calibration_rows(data: dict, cell: dict, n_bins: int) -> list[dict]:
-    from distillstudy.params import format_temperature
-
     record = read_record(cell)
     temperature = "" if record["temperature"] is None else format_temperature(record["temperature"])
     s = CALIBRATION_SPLIT
@@ -85,8 +72,6 @@ def cell_calibration_rows(data: dict, cell: dict, n_bins: int) -> list[dict]:
 
 
 def cell_rows(data: dict, teacher: dict, cell: dict, n_bins: int) -> list[dict]:
-    from distillstudy.params import format_temperature
-
     record = read_record(cell)
     temperature = "" if record["temperature"] is None else format_temperature(record["temperature"])
     rows = []
@@ -120,8 +105,6 @@ def summarise(frame: pd.DataFrame) -> dict:
     """metrics.json: per dataset, the teacher, and per size the baseline against the
     temperature chosen on validation (the report's own rule, stats.best_temperature)
     with its paired test gain and 95% CI."""
-    from distillstudy import stats
-
     results = stats.normalise_results(frame)
     summary = {}
     for row in stats.teacher_summary(results).itertuples(index=False):
@@ -139,52 +122,3 @@ def summarise(frame: pd.DataFrame) -> dict:
             "best_gain_ci95": [_finite(row.gain_lo), _finite(row.gain_hi)],
         })
     return summary
-
-
-def run(*, data: list[str], teachers: list[str], teacher_meta: list[str], cells: list[str],
-        ece_bins: int, out_results: str, out_metrics: str, out_calibration: str | None = None,
-        design_cells: list[str] = (), transfer_sets: list[str] = (), out_designs: str | None = None) -> pd.DataFrame:
-    """`data`, `teachers` and `teacher_meta` are parallel lists, one entry per dataset.
-    `out_calibration` defaults to calibration.csv in the folder of `out_results`.
-    `out_designs` (designs.csv) is written when given: header only without design cells."""
-    rows, calibration = [], []
-    by_name, records = {}, {}
-    for data_path, logits_path, meta_path in zip(data, teachers, teacher_meta, strict=True):
-        record = json.loads(Path(meta_path).read_text())
-        name = record["dataset"]
-        records[name] = record
-        by_name[name] = (load_npz(data_path), load_npz(logits_path))
-        rows += teacher_rows(name, *by_name[name], record, ece_bins)
-        calibration += teacher_calibration_rows(name, *by_name[name], record, ece_bins)
-    for path in cells:
-        cell = load_npz(path)
-        name = read_record(cell)["dataset"]
-        if name not in by_name:
-            raise ValueError(f"{path}: cell of dataset {name!r}, which has no teacher in this run")
-        rows += cell_rows(*by_name[name], cell, ece_bins)
-        calibration += cell_calibration_rows(by_name[name][0], cell, ece_bins)
-    frame = sort_results(pd.DataFrame(rows, columns=COLUMNS).astype({"student_size": str, "temperature": str}))
-    write_text(out_results, frame.to_csv(index=False, float_format="%.10g", lineterminator="\n"))
-    write_json(out_metrics, summarise(frame))
-    cal = sort_results(pd.DataFrame(calibration, columns=CALIBRATION_COLUMNS)
-                       .astype({"student_size": str, "temperature": str}), CALIBRATION_COLUMNS, "bin")
-    out_calibration = Path(out_results).with_name(CALIBRATION_FILE) if out_calibration is None else out_calibration
-    write_text(out_calibration, cal.to_csv(index=False, float_format="%.10g", lineterminator="\n"))
-    if out_designs is not None:
-        write_designs(out_designs, by_name, records, cells, design_cells, transfer_sets, ece_bins)
-    return frame
-
-
-def write_designs(path: str, by_name: dict, records: dict, cells: list[str], design_cells: list[str],
-                  transfer_sets: list[str], ece_bins: int) -> None:
-    from distillstudy import designs
-
-    for cell_path in design_cells:
-        if read_record(load_npz(cell_path))["dataset"] not in by_name:
-            raise ValueError(f"{cell_path}: design cell of a dataset with no teacher in this run")
-    if design_cells:
-        frame = designs.build({n: (*by_name[n], records[n]) for n in by_name}, cells, design_cells,
-                              transfer_sets, ece_bins)
-    else:
-        frame = pd.DataFrame(columns=designs.COLUMNS)
-    write_text(path, frame.to_csv(index=False, float_format="%.10g", lineterminator="\n"))

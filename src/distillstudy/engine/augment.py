@@ -31,8 +31,7 @@ from __future__ import annotations
 import math
 
 import numpy as np
-
-from distillstudy import seeds
+from distillstudy.engine import seeds
 
 KINDS = ("mnist1d", "digits", "sine", "csv")
 

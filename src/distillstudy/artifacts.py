@@ -7,11 +7,14 @@ name that Snakemake or DVC would mistake for a finished output.
 from __future__ import annotations
 
 import contextlib
+import io
 import json
 import os
 import tempfile
 from pathlib import Path
 from typing import Iterator
+
+import numpy as np
 
 
 def _umask() -> int:
@@ -59,3 +62,21 @@ def write_json(path: str | os.PathLike, obj) -> None:
 def write_bytes(path: str | os.PathLike, data: bytes) -> None:
     with atomic_path(path) as tmp:
         tmp.write_bytes(data)
+
+
+def save_npz(path: str | Path, arrays: dict[str, np.ndarray]) -> None:
+    """Uncompressed npz written atomically; byte-identical for identical arrays."""
+    buffer = io.BytesIO()
+    np.savez(buffer, **arrays)
+    with atomic_path(path) as tmp:
+        tmp.write_bytes(buffer.getvalue())
+
+
+def load_npz(path: str | Path) -> dict[str, np.ndarray]:
+    with np.load(path, allow_pickle=False) as data:
+        return {k: data[k] for k in data.files}
+
+
+def read_record(logits_npz: dict) -> dict:
+    """The JSON record a stage stored inside its npz (key `record`)."""
+    return json.loads(str(logits_npz["record"]))

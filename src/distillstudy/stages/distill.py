@@ -24,13 +24,13 @@ from pathlib import Path
 
 import numpy as np
 import torch
-
-from distillstudy import runtime, seeds
-from distillstudy.datasets import SPLITS, load_npz, save_npz
-from distillstudy.models import StackedMLP, count_student_params, student_layer_sizes
-from distillstudy.teacher import save_state
-from distillstudy.train import objective_fn, stacked_logits, train_stacked
-from distillstudy.variants import REFERENCE
+from distillstudy.engine import runtime, seeds
+from distillstudy.grid import SPLITS
+from distillstudy.artifacts import load_npz, save_npz
+from distillstudy.engine.models import StackedMLP, count_student_params, student_layer_sizes
+from distillstudy.engine.models import save_state
+from distillstudy.engine.train import objective_fn, stacked_logits, train_stacked
+from distillstudy.grid import REFERENCE
 
 # Recorded in every cell's provenance: how the cell was trained (see train.train_stacked).
 ENGINE = "stacked seeds, batched matmuls, closed-form backward, fused Adam"

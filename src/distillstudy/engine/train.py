@@ -16,14 +16,12 @@ from __future__ import annotations
 
 import copy
 from dataclasses import dataclass
-
-from distillstudy import runtime  # noqa: F401  (first: imports torch with the GC off)
+from distillstudy.engine import runtime  # noqa: F401  (first: imports torch with the GC off)
 import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
-
-from distillstudy import losses
+from distillstudy.engine import losses
 
 
 class TrainingDiverged(RuntimeError):

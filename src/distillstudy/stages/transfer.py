@@ -30,7 +30,7 @@ Every seed is derived with seeds.derive_seed from named coordinates and recorded
     label subset     (global_seed, dataset, "labels", level)
     in_sample        seeds.teacher_seed(global_seed, dataset): the reference teacher's own seed,
                      so its first epochs ARE the reference teacher's trajectory.
-Levels are spelled by variants.format_level ("0.50" and "0.5" are one level).
+Levels are spelled by grid.format_level ("0.50" and "0.5" are one level).
 
 Outputs (written atomically; byte-identical when run twice with the same inputs on the
 same machine):
@@ -54,12 +54,13 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.nn.functional as F
-
-from distillstudy import augment, metrics, runtime, seeds, variants
-from distillstudy.atomic import write_bytes, write_json
-from distillstudy.datasets import load_npz, save_npz
-from distillstudy.models import SinLogistic, make_teacher, teacher_architecture
-from distillstudy.train import TrainingDiverged, fit_convex, make_optimizer, predict, train_teacher
+from distillstudy.engine import augment, runtime, seeds
+from distillstudy.analysis import metrics
+from distillstudy import grid
+from distillstudy.artifacts import write_bytes, write_json
+from distillstudy.artifacts import load_npz, save_npz
+from distillstudy.engine.models import SinLogistic, make_teacher, teacher_architecture
+from distillstudy.engine.train import TrainingDiverged, fit_convex, make_optimizer, predict, train_teacher
 
 #: Largest |difference| allowed between the loaded reference teacher's forward pass and
 #: its cached logits (float32, possibly another device) before the two files are
@@ -207,7 +208,7 @@ class _Stage:
     def build(self, seed: int, width: float = 1.0):
         if self.kind in ("mnist1d", "digits"):
             self.require(["cnn_channels", "dropout"], f"the {self.kind} teacher's architecture")
-        elif self.kind not in variants.FIXED_TEACHER_KINDS:
+        elif self.kind not in grid.FIXED_TEACHER_KINDS:
             self.require(["mlp_width", "dropout"], f"the {self.kind} teacher's architecture")
         c, w = self.hyper["cnn_channels"], self.hyper["mlp_width"]
         cnn = None if c is None else max(1, round(c * width))
@@ -305,7 +306,7 @@ def _require_params(params: dict, names: list[str], variant: str) -> None:
 
 
 def _level_seed(stage: _Stage, coordinate: str, level) -> int:
-    return seeds.derive_seed(stage.global_seed, stage.name, coordinate, variants.format_level(level))
+    return seeds.derive_seed(stage.global_seed, stage.name, coordinate, grid.format_level(level))
 
 
 def _whole_train(stage: _Stage) -> dict:
@@ -315,7 +316,7 @@ def _whole_train(stage: _Stage) -> dict:
 
 def _in_sample(stage: _Stage, parsed, params, cached) -> dict:
     seed = seeds.teacher_seed(stage.global_seed, stage.name)
-    if stage.kind in variants.FIXED_TEACHER_KINDS:
+    if stage.kind in grid.FIXED_TEACHER_KINDS:
         protocol = ("the in-sample logits on the training points of the convex teacher fitted to convergence "
                     "on all of them (the same fit as the reference teacher: a convex fit has no early stopping)")
     else:
@@ -346,7 +347,7 @@ def _cross_fitted(stage: _Stage, parsed, params, cached) -> dict:
         stage.teachers[-1]["held_out_accuracy"] = metrics.accuracy(out["train"][held_out], y[held_out])
         val.append(out["val"])
         test.append(out["test"])
-    what = "convex teachers" if stage.kind in variants.FIXED_TEACHER_KINDS else "early-stopped teachers"
+    what = "convex teachers" if stage.kind in grid.FIXED_TEACHER_KINDS else "early-stopped teachers"
     return {**_whole_train(stage), "logits": logits, "logits_val": log_mean_prob(val),
             "logits_test": log_mean_prob(test), "fold": fold, "train_mask": train_mask,
             "protocol": (f"cross-fitted logits: the training points are split into {k} stratified folds and "
@@ -388,7 +389,7 @@ def _width(stage: _Stage, parsed, params, cached) -> dict:
     w = float(parsed["value"])
     if not w > 0:
         raise ValueError(f"variant width-{parsed['level']}: the width multiplier must be > 0")
-    level = variants.format_level(w)
+    level = grid.format_level(w)
     seed = _level_seed(stage, "width", w)
     _, logits = stage.train(f"width-{level}", seed, width=w)
     t = stage.teachers[-1]
@@ -428,7 +429,7 @@ def _ensemble(stage: _Stage, parsed, params, cached, teacher_model) -> dict:
 
 def _labels(stage: _Stage, parsed, params, cached, teacher_model) -> dict:
     f = float(parsed["value"])
-    level = variants.format_level(f)
+    level = grid.format_level(f)
     seed = _level_seed(stage, "labels", f)
     subset = stratified_subset(stage.arrays["y_train"], f, seed)
     stage.load_reference(teacher_model, cached)
@@ -446,13 +447,13 @@ def _labels(stage: _Stage, parsed, params, cached, teacher_model) -> dict:
 
 def _builder(name: str, parsed: dict, kind: str):
     axis = parsed["axis"]
-    if axis is None or name == variants.variant_name("transfer", variants.AXES["transfer"][1]):
+    if axis is None or name == grid.variant_name("transfer", grid.AXES["transfer"][1]):
         raise ValueError(f"variant {name!r} is the reference: its transfer set is the teacher stage's "
                          "logits, there is nothing to build")
-    if axis not in variants.NEEDS_TRANSFER_SET:
+    if axis not in grid.NEEDS_TRANSFER_SET:
         raise ValueError(f"variant {name!r} ({axis} axis) uses the reference transfer set; it has no "
                          "transfer stage")
-    if not variants.applies(axis, kind):
+    if not grid.applies(axis, kind):
         raise ValueError(f"variant {name!r} does not apply to dataset kind {kind!r}: its teacher is a "
                          f"convex fit with no width and no seed dependence ({axis} axis)")
     if axis == "transfer":
@@ -471,7 +472,7 @@ def run(*, data: str, meta: str, teacher_model: str, teacher_logits: str, datase
     if info["name"] != dataset:
         raise ValueError(f"--dataset {dataset!r} does not match {meta} (dataset {info['name']!r})")
     try:
-        parsed = variants.parse_variant(variant)
+        parsed = grid.parse_variant(variant)
     except ValueError as exc:  # e.g. 'width-abc': float() names the level, not the variant
         raise ValueError(str(exc) if repr(variant) in str(exc) else f"variant {variant!r}: {exc}") from None
     builder = _builder(variant, parsed, info["kind"])

@@ -8,11 +8,13 @@ torch.nn.Linear draws them, so a member equals a plain MLP trained alone.
 
 from __future__ import annotations
 
+import io
 import math
-
-from distillstudy import runtime  # noqa: F401  (first: imports torch with the GC off)
+from distillstudy.engine import runtime  # noqa: F401  (first: imports torch with the GC off)
 import torch
 from torch import nn
+
+from distillstudy.artifacts import write_bytes
 
 
 class Standardize(nn.Module):
@@ -162,3 +164,14 @@ def make_teacher(kind: str, n_in: int, n_out: int, mean, std, cnn_channels: int,
 
 def teacher_architecture(kind: str) -> str:
     return {"mnist1d": "CNN1D", "digits": "CNN2D", "sine": "SinLogistic"}.get(kind, "WideMLP")
+
+
+def save_state(path: str | Path, state: dict) -> None:
+    """Tensors only, so the file loads with torch.load(weights_only=True).
+
+    Saved through a buffer: torch.save names the zip's inner folder after the
+    file, and a temp file's random name would make identical weights differ.
+    """
+    buffer = io.BytesIO()
+    torch.save({k: v.detach().cpu().contiguous() for k, v in state.items()}, buffer)
+    write_bytes(path, buffer.getvalue())

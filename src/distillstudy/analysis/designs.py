@@ -21,11 +21,12 @@ from __future__ import annotations
 
 import numpy as np
 import pandas as pd
-
-from distillstudy import metrics
-from distillstudy.datasets import SPLITS, load_npz
-from distillstudy.distill import read_record
-from distillstudy.variants import AXES, REFERENCE, format_level, parse_variant
+from distillstudy.analysis import metrics
+from distillstudy.analysis.scoring import cell_rows
+from distillstudy.grid import SPLITS
+from distillstudy.artifacts import load_npz
+from distillstudy.artifacts import read_record
+from distillstudy.grid import AXES, REFERENCE, format_level, parse_variant
 
 COLUMNS = ["dataset", "axis", "level", "model", "student_size", "temperature", "alpha", "seed",
            "split", "metric", "value"]
@@ -76,8 +77,6 @@ def teacher_rows(base: dict, data: dict, teacher: dict, n_bins: int) -> list[dic
 
 def student_rows(base: dict, data: dict, teacher: dict, cell: dict, n_bins: int) -> list[dict]:
     """results.csv's rows of one cell (agreement with the level's teacher), labelled by axis and level."""
-    from distillstudy.evaluate import cell_rows
-
     return [{**row, **base} for row in cell_rows(data, teacher, cell, n_bins)]
 
 

@@ -1,7 +1,7 @@
 """Statistics of the study designs (reports/designs.csv), paired by seed.
 
 designs.csv is the long results table of `stats` with two more key columns,
-`axis` and `level` (see `distillstudy.variants`): each axis changes ONE factor
+`axis` and `level` (see `distillstudy.grid`): each axis changes ONE factor
 of the reference (transfer set, epochs, teacher width, ensemble size, label
 fraction) and every (dataset, axis) carries its reference level too, so one
 axis is self-contained. Within one (dataset, axis, level) the rows are an
@@ -26,12 +26,12 @@ import os
 
 import numpy as np
 import pandas as pd
-
-from distillstudy import stats, variants
+from distillstudy.analysis import stats
+from distillstudy import grid
 
 KEYS = ["dataset", "axis", "level"]
 COLUMNS = KEYS + stats.COLUMNS[1:]
-AXIS_ORDER = list(variants.AXES)
+AXIS_ORDER = list(grid.AXES)
 AXIS_TITLES = {
     "transfer": "Transfer set: which targets the student learns from",
     "epochs": "Training length of the students",
@@ -80,7 +80,7 @@ def canonical_level(axis: str, level) -> str:
         value = float(text)
     except ValueError:
         return text
-    return variants.format_level(value) if math.isfinite(value) else text
+    return grid.format_level(value) if math.isfinite(value) else text
 
 
 def normalise_designs(df: pd.DataFrame) -> pd.DataFrame:
@@ -120,11 +120,11 @@ def level_value(axis: str, level: str) -> float:
 
 
 def sort_levels(axis: str, levels) -> list[str]:
-    """Transfer protocols in variants.PROTOCOLS order, numeric levels by value;
+    """Transfer protocols in grid.PROTOCOLS order, numeric levels by value;
     anything else last, alphabetically."""
     levels = list(dict.fromkeys(levels))
     if axis == "transfer":
-        known = [p for p in variants.PROTOCOLS if p in levels]
+        known = [p for p in grid.PROTOCOLS if p in levels]
         return known + sorted(set(levels) - set(known))
     num = sorted((lv for lv in levels if not math.isnan(level_value(axis, lv))), key=lambda lv: level_value(axis, lv))
     return num + sorted(lv for lv in levels if math.isnan(level_value(axis, lv)))
@@ -136,14 +136,14 @@ def reference_levels(params: dict | None = None) -> dict:
     for axis in AXIS_ORDER:
         if axis == "epochs":
             epochs = ((params or {}).get("distill") or {}).get("epochs")
-            out[axis] = None if epochs is None else variants.format_level(epochs)
+            out[axis] = None if epochs is None else grid.format_level(epochs)
         else:
-            out[axis] = variants.reference_level(axis, params or {})
+            out[axis] = grid.reference_level(axis, params or {})
     return out
 
 
 def axes_present(designs: pd.DataFrame | None) -> list[str]:
-    """The axes in the table, in variants.AXES order."""
+    """The axes in the table, in grid.AXES order."""
     if designs is None or designs.empty:
         return []
     return [a for a in AXIS_ORDER if (designs["axis"] == a).any()]

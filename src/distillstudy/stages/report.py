@@ -1,6 +1,6 @@
 """Build the self-contained HTML report (reports/index.html).
 
-    >>> from distillstudy.report import build_report
+    >>> from distillstudy.stages.report import build_report
     >>> build_report("reports/results.csv", "reports/walkthrough.csv",
     ...              ["reports/figures/walkthrough_test.png", "reports/figures/walkthrough_train.png"],
     ...              params, datasets_meta, provenance, benchmarks,
@@ -11,8 +11,8 @@ Figures go to `<figures_dir>/<dataset slug>/<figure key>.png` (the keys of
 FIGURE_SPECS), the layout that `report(..., patterns=["{dataset}/{figure}.png"])`
 in workflow/rules/report.smk hands to `snakemake --report`.
 
-Statistics come from `distillstudy.stats` (paired by seed, Student-t CIs),
-figures from `distillstudy.figures`. Every image is embedded as a base64 data
+Statistics come from `distillstudy.analysis.stats` (paired by seed, Student-t CIs),
+figures from `distillstudy.render.figures`. Every image is embedded as a base64 data
 URI, styles are inline, and nothing is fetched from the network, so the file
 opens anywhere. Every user-provided string goes through Jinja2 autoescaping.
 Nothing time-dependent is generated here: the same inputs give the same bytes
@@ -33,9 +33,10 @@ from typing import Iterable
 import jinja2
 import numpy as np
 import pandas as pd
-
-from distillstudy import design_stats, figures, stats, variants
-from distillstudy.atomic import write_text
+from distillstudy.analysis import design_stats, stats
+from distillstudy.render import figures
+from distillstudy import grid
+from distillstudy.artifacts import write_text
 
 ONEHOT_THRESHOLD = 0.99
 PLOTS_CSV = "acc_vs_temperature.csv"
@@ -192,7 +193,7 @@ def _params_text(params) -> str:
 def _environment() -> jinja2.Environment:
     # autoescape=True explicitly: select_autoescape would not recognise ".html.j2".
     return jinja2.Environment(
-        loader=jinja2.FileSystemLoader(str(Path(__file__).resolve().parent / "templates")),
+        loader=jinja2.FileSystemLoader(str(Path(__file__).resolve().parents[1] / "render" / "templates")),
         autoescape=True,
         undefined=jinja2.StrictUndefined,
         keep_trailing_newline=True,
@@ -777,10 +778,10 @@ def _design_params(params: dict | None) -> list[tuple[str, str]]:
     rows = [(f"designs.{k}", _params_value(v)) for k, v in designs.items()]
     rows += [(f"transfer.{k}", _params_value(v)) for k, v in ((params or {}).get("transfer") or {}).items()]
     if designs.get("datasets"):
-        for axis in variants.AXES:
+        for axis in grid.AXES:
             if designs.get(axis):
                 try:
-                    levels = variants.axis_levels(axis, params)
+                    levels = grid.axis_levels(axis, params)
                 except (KeyError, TypeError, ValueError):
                     continue
                 rows.append((f"levels trained: {axis}", ", ".join(levels) + " (the first is the reference)"))

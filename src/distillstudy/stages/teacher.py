@@ -13,23 +13,13 @@ from pathlib import Path
 
 import numpy as np
 import torch
-
-from distillstudy import metrics, runtime, seeds
-from distillstudy.atomic import write_bytes, write_json
-from distillstudy.datasets import SPLITS, load_npz, save_npz
-from distillstudy.models import SinLogistic, make_teacher, teacher_architecture
-from distillstudy.train import fit_convex, predict, train_teacher
-
-
-def save_state(path: str | Path, state: dict) -> None:
-    """Tensors only, so the file loads with torch.load(weights_only=True).
-
-    Saved through a buffer: torch.save names the zip's inner folder after the
-    file, and a temp file's random name would make identical weights differ.
-    """
-    buffer = io.BytesIO()
-    torch.save({k: v.detach().cpu().contiguous() for k, v in state.items()}, buffer)
-    write_bytes(path, buffer.getvalue())
+from distillstudy.analysis import metrics
+from distillstudy.engine import runtime, seeds
+from distillstudy.artifacts import write_bytes, write_json
+from distillstudy.grid import SPLITS
+from distillstudy.artifacts import load_npz, save_npz
+from distillstudy.engine.models import save_state, SinLogistic, make_teacher, teacher_architecture
+from distillstudy.engine.train import fit_convex, predict, train_teacher
 
 
 def to_tensors(arrays: dict[str, np.ndarray], device: str) -> dict[str, torch.Tensor]:
