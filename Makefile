@@ -37,11 +37,11 @@ pull: $(STAMP)
 	dvc pull
 	@test "$$(dvc status --json)" = "{}" || { dvc status; \
 	  echo "make pull: outputs differ from dvc.lock, not marking them up to date (make study re-runs what changed)"; exit 1; }
-	snakemake --workflow-profile workflow/profiles/default --touch --quiet
+	snakemake --touch --quiet
 
 ## report-snakemake: Snakemake's own HTML report of the last run
 report-snakemake: $(STAMP)
-	snakemake --workflow-profile workflow/profiles/default --report reports/snakemake-report.html
+	snakemake --report reports/snakemake-report.html
 
 ## bench: the grid engine against the usual KD loops and the matmul limit -> reports/bench.json
 ##        (~30-40 min; `python benchmarks/run.py --quick`: ~7 min)

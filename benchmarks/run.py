@@ -52,7 +52,7 @@ GRID = {"sizes": [32, 128, 512], "temperatures": [1, 2, 4, 8], "seeds": 3, "alph
         "batch_size": 128, "lr": 0.001, "n_in": 40, "n_classes": 10}
 TARGETS = {"speedup_vs_naive": 7, "speedup_vs_cached_loop": 1.5, "fraction_of_matmul_limit": 0.6,
            "noop_snakemake_s": 3, "noop_dvc_repro_s": 5}
-WORKFLOW_FILES = ["Snakefile", "workflow", "src", "dvc.yaml", "data/raw", ".gitignore"]
+WORKFLOW_FILES = ["workflow", "src", "dvc.yaml", "data/raw", ".gitignore"]
 
 
 def tool_env(default_threads: bool = False) -> dict:
@@ -187,7 +187,7 @@ def run_cached(work: Path, data: dict, epochs: int, threads: int | None = None) 
 def engine_workspace(work: Path, name: str, data: dict, epochs: int, seeds: int, temperatures: list) -> Path:
     ws = work / name
     ws.mkdir(parents=True)
-    for item in ("Snakefile", "workflow", "src"):
+    for item in ("workflow", "src"):
         src = ROOT / item
         if src.is_dir():
             shutil.copytree(src, ws / item, ignore=shutil.ignore_patterns("__pycache__"))
@@ -215,7 +215,7 @@ def run_engine(work: Path, name: str, data: dict, epochs: int, seeds: int | None
     ws = engine_workspace(work, name, data, epochs, seeds, temperatures)
     cells = ["baseline"] + [f"T{t:g}" for t in temperatures]
     targets = [f"models/students/mnist1d/h{h}/{c}.logits.npz" for h in GRID["sizes"] for c in cells]
-    seconds = sh(["snakemake", *targets, "--workflow-profile", "workflow/profiles/default",
+    seconds = sh(["snakemake", *targets,
                   "--allowed-rules", "distill"], cwd=ws, log=work / f"{name}.log")
     jobs = sorted((ws / "logs/benchmarks/distill").rglob("*.tsv"))
     job_seconds = [float(p.read_text().splitlines()[1].split("\t")[0]) for p in jobs]
@@ -265,7 +265,7 @@ def noop_study(work: Path, quick: bool) -> dict:
     sh(["git", "commit", "-qm", "results"], cwd=ws, log=log)
     snake, dvc = [], []
     for _ in range(3):
-        snake.append(sh(["snakemake", "--workflow-profile", "workflow/profiles/default"], cwd=ws, log=log))
+        snake.append(sh(["snakemake"], cwd=ws, log=log))
         dvc.append(sh(["dvc", "repro"], cwd=ws, log=log))
     text = log.read_text()
     tail = text[text.rindex("$ dvc repro"):]

@@ -15,7 +15,7 @@ ROOT = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
 TINY = ROOT / "tests" / "params.tiny.yaml"
 # What a workflow run needs from the repository (src/ because rules list code files as inputs).
-WORKFLOW_FILES = ["Snakefile", "workflow", "src", "dvc.yaml", "data/raw", "tests/params.tiny.yaml"]
+WORKFLOW_FILES = ["workflow", "src", "dvc.yaml", "data/raw", "tests/params.tiny.yaml"]
 
 
 def tool_env() -> dict:

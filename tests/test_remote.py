@@ -6,7 +6,7 @@ The pull steps are what `make pull` runs (keep them in step with the Makefile):
 
     dvc pull                     # data/prepared, models, reports (and logs/benchmarks)
     dvc status                   # must be clean: the outputs are the ones dvc.lock names
-    snakemake --workflow-profile workflow/profiles/default --touch
+    snakemake --touch
 
 Why the touch, measured on the tiny study: `dvc pull` writes files in its own order and
 `git clone` writes the small git-tracked outputs (reports/plots, metrics.json,
@@ -48,7 +48,7 @@ OUTPUT_DIRS = ["data", "models", "reports"]
 PULL = [
     ["dvc", "pull"],
     ["dvc", "status", "--json"],
-    ["snakemake", "--workflow-profile", "workflow/profiles/default", "--touch"],
+    ["snakemake", "--touch"],
 ]
 
 

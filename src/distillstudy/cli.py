@@ -38,13 +38,11 @@ def add_prepare(sub):
 
 
 def cmd_prepare(a):
-    from distillstudy.engine import datasets
-    from distillstudy.engine.seeds import derive_seed
+    from distillstudy.stages import prepare
 
-    meta = datasets.prepare(a.name, a.kind, a.out_data, a.out_meta,
-                            seed=derive_seed(a.seed, "split", a.name), val_fraction=a.val_fraction,
-                            test_fraction=a.test_fraction, n_train=a.n_train, n_test=a.n_test,
-                            path=a.path, label=a.label)
+    meta = prepare.run(name=a.name, kind=a.kind, global_seed=a.seed, val_fraction=a.val_fraction,
+                       test_fraction=a.test_fraction, n_train=a.n_train, n_test=a.n_test, path=a.path,
+                       label=a.label, out_data=a.out_data, out_meta=a.out_meta)
     print(f"prepare[{a.name}]: {meta['n_train']}/{meta['n_val']}/{meta['n_test']} train/val/test, "
           f"{meta['n_features']} features, {meta['n_classes']} classes, sha256 {meta['sha256'][:12]}")
 
@@ -190,11 +188,9 @@ def add_walkthrough(sub):
 def cmd_walkthrough(a):
     from distillstudy.stages import walkthrough
 
-    frame = walkthrough.run_walkthrough(a.n_train, trials=a.trials, pool_size=a.pool_size,
-                                        rng_seed=a.rng_seed, split_seed=a.split_seed, degree=a.degree)
-    walkthrough.write_walkthrough(frame, a.out_csv)
-    walkthrough.plot_log_loss(frame, "test", a.out_test_png)
-    walkthrough.plot_log_loss(frame, "train", a.out_train_png)
+    frame = walkthrough.run(n_train=a.n_train, trials=a.trials, pool_size=a.pool_size, rng_seed=a.rng_seed,
+                            split_seed=a.split_seed, degree=a.degree, out_csv=a.out_csv,
+                            out_test_png=a.out_test_png, out_train_png=a.out_train_png)
     test = frame[frame["split"] == "test"].pivot(index="n_train", columns="model", values="log_loss")
     print("walkthrough test log loss:\n" + test.to_string(float_format=lambda v: f"{v:.4f}"))
 

@@ -5,6 +5,10 @@ import shlex
 import sys
 
 from distillstudy.params import ParamsError, check_params
+
+# Code inputs of each rule: the import closure of its stage module (workflow/codedeps.py).
+sys.path.insert(0, workflow.basedir)
+from codedeps import stage_code
 from distillstudy.grid import cell_name
 from distillstudy.grid import (
     NEEDS_TRANSFER_SET,
@@ -42,13 +46,6 @@ wildcard_constraints:
     # "" for the reference grid, "<variant>/" for a study-design variant.
     variant=r"(?:(?:transfer|epochs|width|ensemble|labels)-[A-Za-z0-9_.+-]+/)?",
     design=r"(?:transfer|epochs|width|ensemble|labels)-[A-Za-z0-9_.+-]+",
-
-
-def code(*modules):
-    """Source files a rule's results depend on: editing one re-runs the rule."""
-    return [f"src/distillstudy/{m}.py" for m in modules]
-
-
 
 
 def csv_inputs(wildcards):

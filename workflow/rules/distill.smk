@@ -7,7 +7,7 @@ rule distill:
     input:
         data="data/prepared/{dataset}.npz",
         targets=distill_targets,
-        code=code("distill", "train", "losses", "models", "runtime", "seeds", "variants"),
+        code=stage_code("distill"),
     output:
         model="models/students/{dataset}/{variant}h{size}/{cell}.pt",
         logits="models/students/{dataset}/{variant}h{size}/{cell}.logits.npz",

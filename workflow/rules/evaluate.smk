@@ -7,7 +7,7 @@ rule evaluate:
         cells=student_cells(),
         design_cells=design_cells(),
         transfer_sets=transfer_sets(),
-        code=code("evaluate", "designs", "metrics", "variants"),
+        code=stage_code("evaluate"),
     output:
         results="reports/results.csv",
         metrics="reports/metrics.json",

@@ -1,7 +1,7 @@
 rule prepare:
     input:
         table=csv_inputs,
-        code=code("datasets", "cli"),
+        code=stage_code("prepare"),
     output:
         data="data/prepared/{dataset}.npz",
         meta="data/prepared/{dataset}.json",

@@ -14,8 +14,7 @@ rule report:
             else []
         ),
         benchmarks=benchmark_files(),
-        code=code("report", "stats", "design_stats", "variants", "figures", "provenance"),
-        template="src/distillstudy/templates/index.html.j2",
+        code=stage_code("report"),
     output:
         html="reports/index.html",
         # One PNG per dataset and figure: reports/figures/<dataset slug>/<figure>.png.

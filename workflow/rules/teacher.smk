@@ -2,7 +2,7 @@ rule teacher:
     input:
         data="data/prepared/{dataset}.npz",
         meta="data/prepared/{dataset}.json",
-        code=code("teacher", "train", "models", "runtime", "metrics", "seeds"),
+        code=stage_code("teacher"),
     output:
         model="models/teachers/{dataset}.pt",
         logits="models/teachers/{dataset}.logits.npz",

@@ -8,7 +8,7 @@ rule transfer:
         meta="data/prepared/{dataset}.json",
         teacher_model="models/teachers/{dataset}.pt",
         teacher_logits="models/teachers/{dataset}.logits.npz",
-        code=code("transfer", "augment", "teacher", "train", "models", "runtime", "seeds", "metrics", "variants"),
+        code=stage_code("transfer"),
     output:
         set="models/transfer/{dataset}/{design}.npz",
         model="models/transfer/{dataset}/{design}.pt",

@@ -1,7 +1,7 @@
 # The blog walkthrough's sine experiment (scikit-learn, exactly as seed-notes.md says).
 rule walkthrough:
     input:
-        code=code("walkthrough"),
+        code=stage_code("walkthrough"),
     output:
         csv="reports/walkthrough.csv",
         test_png=report(

@@ -162,3 +162,14 @@ def plot_log_loss(df: pd.DataFrame, split: str, out_path: str | os.PathLike) -> 
 def write_walkthrough(df: pd.DataFrame, out_csv: str | os.PathLike) -> None:
     """Write the table as CSV with fixed float formatting (deterministic bytes)."""
     write_text(out_csv, df.to_csv(index=False, float_format="%.10g"))
+
+
+def run(*, n_train: list[int], trials: int, pool_size: int, rng_seed: int, split_seed: int, degree: int,
+        out_csv: str, out_test_png: str, out_train_png: str) -> pd.DataFrame:
+    """The stage: the experiment, its table and its two log-loss plots; returns the table."""
+    frame = run_walkthrough(n_train, trials=trials, pool_size=pool_size, rng_seed=rng_seed,
+                            split_seed=split_seed, degree=degree)
+    write_walkthrough(frame, out_csv)
+    plot_log_loss(frame, "test", out_test_png)
+    plot_log_loss(frame, "train", out_train_png)
+    return frame
