@@ -21,6 +21,8 @@ reference grid, so gains are paired across variants too.
 
 from __future__ import annotations
 
+import math
+
 #: The prepared splits, in this order everywhere (files, tables, reports).
 SPLITS = ("train", "val", "test")
 REFERENCE = "reference"
@@ -34,6 +36,8 @@ AXES = {
     "label_fraction": ("labels", 1.0),
 }
 PREFIX_AXIS = {prefix: axis for axis, (prefix, _) in AXES.items()}
+#: Snakemake wildcard pattern of a variant name ("labels-0.1", "transfer-augmented").
+VARIANT_PATTERN = rf"(?:{'|'.join(PREFIX_AXIS)})-[A-Za-z0-9_.+-]+"
 #: Axes whose variants need a transfer set of their own (the `transfer` stage).
 NEEDS_TRANSFER_SET = ("transfer", "teacher_width", "ensemble", "label_fraction")
 #: Axes whose hard-label baseline differs from the reference's (it is trained per level).
@@ -42,21 +46,68 @@ OWN_BASELINE = ("epochs", "label_fraction")
 FIXED_TEACHER_KINDS = ("sine",)
 
 
-def format_temperature(value: float | int | str) -> str:
-    """The one spelling of a temperature in file names and tables: 1 and 1.0 -> "1"."""
-    return format(float(value), ".12g")
+def format_number(value) -> str:
+    """THE spelling of a number in cell and variant names, paths and tables.
 
-
-def cell_name(temperature: float | int | str) -> str:
-    return "T" + format_temperature(temperature)
-
-
-def format_level(value) -> str:
-    """The one spelling of a level in names and tables: 0.50 -> "0.5", 100.0 -> "100"."""
+    1, 1.0 and "1.0" -> "1"; 0.50 -> "0.5"; 100.0 -> "100"; 1e-05 -> "1e-05" (12
+    significant digits, so float noise never makes two names). None, NaN and "" (an empty
+    table cell) -> ""; text that is not a number (a transfer protocol) is kept, stripped.
+    """
+    if value is None:
+        return ""
     if isinstance(value, str):
-        return value
-    return format(float(value), ".12g")
+        text = value.strip()
+        try:
+            value = float(text)
+        except ValueError:
+            return text
+    value = float(value)
+    return "" if math.isnan(value) else format(value, ".12g")
 
+
+def number_value(text) -> float:
+    """The numeric value of a spelled number, for sorting and plotting (NaN if none)."""
+    try:
+        return float(text)
+    except (TypeError, ValueError):
+        return float("nan")
+
+
+#: Names kept at the call sites where they read better; one implementation.
+format_temperature = format_number
+format_level = format_number
+
+
+# ---- cells: one Snakemake job, all seeds of one (dataset, [variant,] size, cell) -------
+
+BASELINE = "baseline"    # hard labels only (alpha = 0), the pairing reference of every cell
+CONTROL = "control"      # hard labels on a transfer set's inputs (the augmented variant's control)
+LOGIT_MSE = "logit_mse"  # logit matching, the T -> infinity limit of KD
+#: A temperature cell is "T" + format_number(T).
+TEMPERATURE_PREFIX = "T"
+#: Snakemake wildcard patterns, built from the names above and AXES below.
+CELL_PATTERN = rf"{BASELINE}|{CONTROL}|{LOGIT_MSE}|{TEMPERATURE_PREFIX}[0-9][0-9.e+-]*"
+
+
+def cell_name(temperature) -> str:
+    return TEMPERATURE_PREFIX + format_number(temperature)
+
+
+def parse_cell(cell: str, alpha: float) -> dict:
+    """'baseline' | 'control' | 'logit_mse' | 'T<float>' -> model label, objective, alpha, temperature."""
+    if cell in (BASELINE, CONTROL):
+        return {"model": cell, "objective": "kd", "alpha": 0.0, "temperature": None}
+    if cell == LOGIT_MSE:
+        return {"model": LOGIT_MSE, "objective": "logit_mse", "alpha": alpha, "temperature": None}
+    if cell.startswith(TEMPERATURE_PREFIX):
+        temperature = number_value(cell[len(TEMPERATURE_PREFIX):])
+        if temperature > 0:
+            return {"model": "distilled", "objective": "kd", "alpha": alpha, "temperature": temperature}
+    raise ValueError(f"cell {cell!r} is not {BASELINE!r}, {CONTROL!r}, {LOGIT_MSE!r} or "
+                     f"'{TEMPERATURE_PREFIX}<positive number>'")
+
+
+# ---- variants: the study designs' one-factor changes -----------------------------------
 
 def variant_name(axis: str, level) -> str:
     return f"{AXES[axis][0]}-{format_level(level)}"
@@ -80,6 +131,30 @@ def parse_variant(name: str) -> dict:
     else:
         value = float(level)
     return {"axis": axis, "level": level, "value": value}
+
+
+#: The reference teacher's architecture: every transfer set rebuilds it (to load its
+#: weights, or to train more of its kind).
+TEACHER_ARCHITECTURE = ("teacher.cnn_channels", "teacher.mlp_width", "teacher.dropout")
+#: How a teacher is trained, for the variants that train teachers of their own.
+TEACHER_TRAINING = ("teacher.max_epochs", "teacher.patience", "teacher.batch_size", "teacher.lr",
+                    "teacher.weight_decay")
+AUGMENTATION = ("transfer.copies", "transfer.noise", "transfer.shift", "transfer.pixel_shift")
+
+
+def variant_settings(variant: str) -> tuple[str, ...]:
+    """The params keys ("section.key") a variant's transfer set is built from, and only
+    those: the transfer rule passes exactly these, so changing another setting (say
+    transfer.copies for a cross-fitted set) re-runs nothing."""
+    parsed = parse_variant(variant)
+    keys = TEACHER_ARCHITECTURE
+    if parsed["axis"] in ("teacher_width", "ensemble") or parsed["level"] in ("in_sample", "cross_fitted"):
+        keys += TEACHER_TRAINING
+    if parsed["level"] == "cross_fitted":
+        keys += ("transfer.folds",)
+    if parsed["level"] == "augmented":
+        keys += AUGMENTATION
+    return keys
 
 
 def reference_level(axis: str, params: dict) -> str:
@@ -121,9 +196,9 @@ def variant_cells(variant: str, temperature_cells: list[str]) -> list[str]:
     axis = parse_variant(variant)["axis"]
     cells = list(temperature_cells)
     if axis in OWN_BASELINE:
-        cells = ["baseline", *cells]
+        cells = [BASELINE, *cells]
     if variant == variant_name("transfer", "augmented"):
-        cells = ["control", *cells]  # the augmented copies with their source's hard label
+        cells = [CONTROL, *cells]  # the augmented copies with their source's hard label
     return cells
 
 
@@ -144,3 +219,19 @@ def variant_epochs(variant: str, reference_epochs: int) -> int:
 def variant_dir(variant: str) -> str:
     """The path segment of a variant: '' for the reference, 'labels-0.1/' otherwise."""
     return "" if variant == REFERENCE else f"{variant}/"
+
+
+#: The report's figures: key (file name, `snakemake --report` label) -> title.
+FIGURE_TITLES = {
+    "gain_heatmap": "test-accuracy gain heatmap",
+    "accuracy_vs_t": "test accuracy vs temperature",
+    "nll_vs_t": "test NLL vs temperature",
+    "best_t": "best temperature vs student size",
+    "fidelity": "fidelity vs generalisation",
+    "reliability": "reliability diagrams",
+    "design_transfer": "study design: transfer protocols",
+    "design_epochs": "study design: training length",
+    "design_teacher_width": "study design: teacher width",
+    "design_ensemble": "study design: ensemble teacher",
+    "design_label_fraction": "study design: labelled fraction",
+}

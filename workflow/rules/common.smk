@@ -9,13 +9,20 @@ from distillstudy.params import ParamsError, check_params
 # Code inputs of each rule: the import closure of its stage module (workflow/codedeps.py).
 sys.path.insert(0, workflow.basedir)
 from codedeps import stage_code
-from distillstudy.grid import cell_name
 from distillstudy.grid import (
+    BASELINE,
+    CELL_PATTERN,
+    FIGURE_TITLES,
+    LOGIT_MSE,
     NEEDS_TRANSFER_SET,
+    VARIANT_PATTERN,
+    cell_name,
     dataset_variants,
+    parse_cell,
     parse_variant,
     variant_cells,
     variant_epochs,
+    variant_settings,
 )
 
 # Stage commands run the `distillstudy` of the Python that runs Snakemake.
@@ -32,7 +39,7 @@ except ParamsError as exc:
 DATASETS = {d["name"]: d for d in config["prepare"]["datasets"]}
 SIZES = [int(s) for s in config["distill"]["sizes"]]
 TEMPERATURE_CELLS = [cell_name(t) for t in config["distill"]["temperatures"]]
-CELLS = ["baseline"] + TEMPERATURE_CELLS + (["logit_mse"] if config["distill"]["logit_mse"] else [])
+CELLS = [BASELINE] + TEMPERATURE_CELLS + ([LOGIT_MSE] if config["distill"]["logit_mse"] else [])
 WALKTHROUGH = bool(config["walkthrough"]["enabled"])
 # Study designs: per dataset, its non-reference variants (src/distillstudy/grid.py).
 VARIANTS = {name: dataset_variants(config, spec) for name, spec in DATASETS.items()}
@@ -42,10 +49,10 @@ DESIGN_SIZES = [int(s) for s in config["designs"]["sizes"]]
 wildcard_constraints:
     dataset=r"[A-Za-z0-9][A-Za-z0-9_-]*",
     size=r"[0-9]+",
-    cell=r"baseline|control|logit_mse|T[0-9][0-9.e+-]*",
+    cell=CELL_PATTERN,
     # "" for the reference grid, "<variant>/" for a study-design variant.
-    variant=r"(?:(?:transfer|epochs|width|ensemble|labels)-[A-Za-z0-9_.+-]+/)?",
-    design=r"(?:transfer|epochs|width|ensemble|labels)-[A-Za-z0-9_.+-]+",
+    variant=rf"(?:{VARIANT_PATTERN}/)?",
+    design=VARIANT_PATTERN,
 
 
 def csv_inputs(wildcards):
@@ -121,27 +128,11 @@ def distill_epochs(wildcards):
 
 
 def transfer_args(wildcards):
-    """Only the knobs a variant's transfer set depends on: changing another one
-    (say, transfer.copies for a cross-fitted set) re-runs nothing."""
-    axis = parse_variant(wildcards.design)["axis"]
-    level = parse_variant(wildcards.design)["level"]
-    t = config["teacher"]
-    # The reference teacher's architecture: every variant rebuilds it (to load its weights
-    # or to train more of its kind); a change re-trains the reference teacher anyway.
-    args = [f"--cnn-channels {t['cnn_channels']} --mlp-width {t['mlp_width']} --dropout {t['dropout']}"]
-    if axis in ("teacher_width", "ensemble") or level in ("in_sample", "cross_fitted"):
-        args += [
-            f"--max-epochs {t['max_epochs']} --patience {t['patience']}",
-            f"--batch-size {t['batch_size']} --lr {t['lr']} --weight-decay {t['weight_decay']}",
-        ]
-    x = config["transfer"]
-    if level == "cross_fitted":
-        args.append(f"--folds {x['folds']}")
-    if level == "augmented":
-        args.append(
-            f"--copies {x['copies']} --noise {x['noise']} --shift {x['shift']}"
-            f" --pixel-shift {x['pixel_shift']}"
-        )
+    """`--max-epochs 200 ...`: the settings grid.variant_settings says the variant reads."""
+    args = []
+    for key in variant_settings(wildcards.design):
+        section, name = key.split(".")
+        args.append(f"--{name.replace('_', '-')} {config[section][name]}")
     return " ".join(args)
 
 
@@ -176,23 +167,6 @@ def walkthrough_args(wildcards, input):
         f"--walkthrough {input.walkthrough[0]}"
         f" --walkthrough-pngs {input.walkthrough[1]} {input.walkthrough[2]}"
     )
-
-
-# Titles of the report's figures (keys of distillstudy.stages.report.FIGURE_SPECS), for
-# `snakemake --report`; the captions are in workflow/report/figures.rst.
-FIGURE_TITLES = {
-    "gain_heatmap": "test-accuracy gain heatmap",
-    "accuracy_vs_t": "test accuracy vs temperature",
-    "nll_vs_t": "test NLL vs temperature",
-    "best_t": "best temperature vs student size",
-    "fidelity": "fidelity vs generalisation",
-    "reliability": "reliability diagrams",
-    "design_transfer": "study design: transfer protocols",
-    "design_epochs": "study design: training length",
-    "design_teacher_width": "study design: teacher width",
-    "design_ensemble": "study design: ensemble teacher",
-    "design_label_fraction": "study design: labelled fraction",
-}
 
 
 def figure_dataset(wildcards):

@@ -15,7 +15,7 @@ rule distill:
         variant=variant_of,
         targets_flag=distill_targets_flag,
         # Hard-label cells never read alpha: changing alpha must not re-run them.
-        alpha=lambda w: 0.0 if w.cell in ("baseline", "control") else config["distill"]["alpha"],
+        alpha=lambda w: parse_cell(w.cell, config["distill"]["alpha"])["alpha"],
         seeds=config["distill"]["seeds"],
         seed=config["seed"],
         epochs=distill_epochs,

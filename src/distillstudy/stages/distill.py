@@ -24,34 +24,14 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from distillstudy.engine import runtime, seeds
-from distillstudy.grid import SPLITS
 from distillstudy.artifacts import load_npz, save_npz
-from distillstudy.engine.models import StackedMLP, count_student_params, student_layer_sizes
-from distillstudy.engine.models import save_state
+from distillstudy.engine import runtime, seeds
+from distillstudy.engine.models import StackedMLP, count_student_params, save_state, student_layer_sizes
 from distillstudy.engine.train import objective_fn, stacked_logits, train_stacked
-from distillstudy.grid import REFERENCE
+from distillstudy.grid import REFERENCE, SPLITS, parse_cell
 
 # Recorded in every cell's provenance: how the cell was trained (see train.train_stacked).
 ENGINE = "stacked seeds, batched matmuls, closed-form backward, fused Adam"
-
-
-def parse_cell(cell: str, alpha: float) -> dict:
-    """'baseline' | 'logit_mse' | 'T<float>' -> model label, objective, alpha, temperature."""
-    if cell == "baseline":
-        return {"model": "baseline", "objective": "kd", "alpha": 0.0, "temperature": None}
-    if cell == "control":
-        return {"model": "control", "objective": "kd", "alpha": 0.0, "temperature": None}
-    if cell == "logit_mse":
-        return {"model": "logit_mse", "objective": "logit_mse", "alpha": alpha, "temperature": None}
-    if cell.startswith("T"):
-        try:
-            temperature = float(cell[1:])
-        except ValueError:
-            temperature = float("nan")
-        if temperature > 0:
-            return {"model": "distilled", "objective": "kd", "alpha": alpha, "temperature": temperature}
-    raise ValueError(f"cell {cell!r} is not 'baseline', 'control', 'logit_mse' or 'T<positive number>'")
 
 
 def training_set(arrays: dict, teacher_logits: str | None, transfer: str | None) -> tuple:
