@@ -150,3 +150,84 @@ def test_stacked_logits_equal_the_models_forward():
         expected = model(x.unsqueeze(0).expand(3, -1, -1))
     for batch in (16, 70, 512):  # blocks that do and do not divide n
         torch.testing.assert_close(train.stacked_logits(model, x, batch=batch), expected, rtol=0, atol=1e-6)
+
+
+def teacher_problem():
+    """Few noisy training points and a large step: validation NLL bottoms out early."""
+    g = torch.Generator().manual_seed(3)
+    x = torch.randn(160, 6, generator=g)
+    y = ((x[:, 0] + 0.8 * torch.randn(160, generator=g)) > 0).long() + (x[:, 1] > 0.5).long()
+    return {"x_train": x[:48], "y_train": y[:48], "x_val": x[48:], "y_val": y[48:]}
+
+
+def teacher_net(seed):
+    torch.manual_seed(seed)  # as the stages: initial weights, then the dropout stream
+    return nn.Sequential(nn.Linear(6, 64), nn.ReLU(), nn.Dropout(0.2), nn.Linear(64, 3))
+
+
+def plain_teacher_epochs(seed, data, epochs, batch, lr):
+    """The teacher protocol written out plainly: torch.optim.Adam, batches in the order of
+    Generator([seed, 1]), dropout on while training; every epoch's val NLL and weights."""
+    net = teacher_net(seed)
+    order = np.random.default_rng([seed, 1])
+    opt = torch.optim.Adam(net.parameters(), lr=lr, foreach=False)
+    n, out = len(data["y_train"]), []
+    for _ in range(epochs):
+        net.train()
+        perm = torch.from_numpy(order.permutation(n))
+        for start in range(0, n, batch):
+            idx = perm[start:start + batch]
+            loss = nn.functional.cross_entropy(net(data["x_train"][idx]), data["y_train"][idx])
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+        net.eval()
+        with torch.no_grad():
+            val = float(nn.functional.cross_entropy(net(data["x_val"]), data["y_val"]))
+        out.append((val, {k: v.clone() for k, v in net.state_dict().items()}))
+    return out
+
+
+TEACHER_RUN = {"seed": 7, "max_epochs": 25, "batch_size": 16, "lr": 0.03, "weight_decay": 0.0}
+
+
+def test_teacher_select_last_keeps_the_last_of_max_epochs():
+    data, h = teacher_problem(), TEACHER_RUN
+    expect = plain_teacher_epochs(h["seed"], data, h["max_epochs"], h["batch_size"], h["lr"])
+    net = teacher_net(h["seed"])
+    fit = train.train_teacher(net, data, run_name="t", select="last", **h)
+    assert not net.training
+    for k, v in net.state_dict().items():
+        assert torch.equal(v, expect[-1][1][k]), k
+    vals = [v for v, _ in expect]
+    lowest = int(np.argmin(vals)) + 1
+    assert lowest < h["max_epochs"]  # precondition: the last epoch is not the best one
+    assert fit == {"best_epoch": h["max_epochs"], "epochs_run": h["max_epochs"],
+                   "selection": "last epoch of max_epochs (no early stopping)",
+                   "final_val_nll": pytest.approx(vals[-1], rel=1e-6),
+                   "lowest_val_nll": pytest.approx(vals[lowest - 1], rel=1e-6), "lowest_val_nll_epoch": lowest}
+
+
+def test_teacher_select_best_restores_the_lowest_val_nll_epoch_and_stops_after_patience():
+    data, h, patience = teacher_problem(), TEACHER_RUN, 3
+    vals = [v for v, _ in plain_teacher_epochs(h["seed"], data, h["max_epochs"], h["batch_size"], h["lr"])]
+    # Written out: the running minimum, and the first epoch `patience` past it without a new one.
+    best, stop = 1, len(vals)
+    for epoch in range(2, len(vals) + 1):
+        if vals[epoch - 1] < vals[best - 1]:
+            best = epoch
+        elif epoch - best >= patience:
+            stop = epoch
+            break
+    assert best < stop < h["max_epochs"]  # precondition: it does stop early
+    expect = plain_teacher_epochs(h["seed"], data, best, h["batch_size"], h["lr"])[-1][1]
+    net = teacher_net(h["seed"])
+    fit = train.train_teacher(net, data, run_name="t", patience=patience, **h)  # select="best" by default
+    for k, v in net.state_dict().items():
+        assert torch.equal(v, expect[k]), k
+    assert (fit["best_epoch"], fit["epochs_run"], fit["selection"]) == (best, stop, "early stopping on validation NLL")
+    assert fit["best_val_nll"] == pytest.approx(vals[best - 1], rel=1e-6)
+    with pytest.raises(ValueError, match="patience"):
+        train.train_teacher(teacher_net(0), data, run_name="t", **h)
+    with pytest.raises(ValueError, match="select"):
+        train.train_teacher(teacher_net(0), data, run_name="t", patience=1, select="first", **h)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import io
 import math
+from pathlib import Path
 from distillstudy.engine import runtime  # noqa: F401  (first: imports torch with the GC off)
 import torch
 from torch import nn
@@ -166,12 +167,25 @@ def teacher_architecture(kind: str) -> str:
     return {"mnist1d": "CNN1D", "digits": "CNN2D", "sine": "SinLogistic"}.get(kind, "WideMLP")
 
 
-def save_state(path: str | Path, state: dict) -> None:
-    """Tensors only, so the file loads with torch.load(weights_only=True).
+def _tensors_only(state: dict) -> dict:
+    return {k: v.detach().cpu().contiguous() for k, v in state.items()}
 
-    Saved through a buffer: torch.save names the zip's inner folder after the
-    file, and a temp file's random name would make identical weights differ.
-    """
+
+def _write_torch(path: str | Path, obj) -> None:
+    # Through a buffer: torch.save names the zip's inner folder after the file, and a
+    # temp file's random name would make identical weights differ.
     buffer = io.BytesIO()
-    torch.save({k: v.detach().cpu().contiguous() for k, v in state.items()}, buffer)
+    torch.save(obj, buffer)
     write_bytes(path, buffer.getvalue())
+
+
+def save_state(path: str | Path, state: dict) -> None:
+    """Tensors only, so the file loads with torch.load(weights_only=True); identical
+    weights give identical bytes."""
+    _write_torch(path, _tensors_only(state))
+
+
+def save_states(path: str | Path, states: dict[str, dict]) -> None:
+    """{name: state_dict} of several models in one file, as save_state writes one
+    (torch.load(weights_only=True) reads it back)."""
+    _write_torch(path, {name: _tensors_only(state) for name, state in states.items()})

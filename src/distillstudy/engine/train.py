@@ -1,5 +1,6 @@
-"""Training loops: the teacher (early stopping on validation NLL) and a stacked
-grid cell of students (all seeds at once, fixed budget, last epoch reported).
+"""Training loops: a teacher (early stopping on validation NLL, or the last of a fixed
+number of epochs) and a stacked grid cell of students (all seeds at once, fixed budget,
+last epoch reported).
 
 Batches are index slices of tensors already in memory (no DataLoader): each
 member draws its own permutation per epoch from its own seed.
@@ -347,14 +348,27 @@ def fit_convex(model: nn.Module, data: dict[str, torch.Tensor], run_name: str) -
 
 
 def train_teacher(model: nn.Module, data: dict[str, torch.Tensor], *, seed: int, max_epochs: int,
-                  patience: int, batch_size: int, lr: float, weight_decay: float,
-                  run_name: str) -> dict:
-    """Adam on hard labels; keep the weights of the epoch with the lowest validation NLL."""
+                  batch_size: int, lr: float, weight_decay: float, run_name: str,
+                  patience: int | None = None, select: str = "best") -> dict:
+    """Adam on hard labels, batches in the order of Generator([seed, 1]); validation NLL every epoch.
+
+    select="best": keep the weights of the epoch with the lowest validation NLL, stopping
+    `patience` epochs after it. select="last": train exactly `max_epochs` epochs and keep the
+    last (the in-sample teacher); validation NLL then only goes into the record. Both share
+    one loop, so the last-epoch teacher of the reference's seed follows the reference's
+    trajectory bit for bit up to the reference's best epoch.
+    """
+    if select not in ("best", "last"):
+        raise ValueError(f"{run_name}: select must be 'best' or 'last', got {select!r}")
+    if select == "best" and patience is None:
+        raise ValueError(f"{run_name}: early stopping (select='best') needs a patience")
     device = data["x_train"].device
     rng = np.random.default_rng([int(seed), 1])
     optimizer = make_optimizer(model.parameters(), lr, weight_decay, device.type)
     n = data["x_train"].shape[0]
-    best = {"val_nll": float("inf"), "epoch": 0, "state": copy.deepcopy(model.state_dict())}
+    history = []
+    best = {"val_nll": float("inf"), "epoch": 0,
+            "state": copy.deepcopy(model.state_dict()) if select == "best" else None}
     for epoch in range(1, max_epochs + 1):
         model.train()
         perm = torch.from_numpy(rng.permutation(n)).to(device)
@@ -368,12 +382,20 @@ def train_teacher(model: nn.Module, data: dict[str, torch.Tensor], *, seed: int,
             loss.backward()
             optimizer.step()
         model.eval()
-        val_nll = float(F.cross_entropy(predict(model, data["x_val"]), data["y_val"]))
-        if val_nll < best["val_nll"]:
-            best = {"val_nll": val_nll, "epoch": epoch, "state": copy.deepcopy(model.state_dict())}
+        history.append(float(F.cross_entropy(predict(model, data["x_val"]), data["y_val"])))
+        if select == "last":
+            continue
+        if history[-1] < best["val_nll"]:
+            best = {"val_nll": history[-1], "epoch": epoch, "state": copy.deepcopy(model.state_dict())}
         elif epoch - best["epoch"] >= patience:
             break
-    model.load_state_dict(best["state"])
     model.eval()
-    return {"best_epoch": best["epoch"], "best_val_nll": best["val_nll"], "epochs_run": epoch,
+    if select == "last":
+        lowest = int(np.argmin(history)) + 1 if history else 0
+        return {"best_epoch": max_epochs, "epochs_run": max_epochs,
+                "selection": "last epoch of max_epochs (no early stopping)",
+                "final_val_nll": history[-1] if history else None,
+                "lowest_val_nll": history[lowest - 1] if history else None, "lowest_val_nll_epoch": lowest}
+    model.load_state_dict(best["state"])
+    return {"best_epoch": best["epoch"], "best_val_nll": best["val_nll"], "epochs_run": len(history),
             "selection": "early stopping on validation NLL"}

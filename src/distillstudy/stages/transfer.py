@@ -1,5 +1,7 @@
 """The `transfer` stage: the transfer set that the students of ONE study-design variant
-learn from (see variants.py), for one dataset.
+learn from (variants: grid.py), for one dataset. The teachers are built, trained and
+loaded by engine/teachers.py; this module chooses their seeds, points and widths,
+combines and scores them, and writes the outputs.
 
     variant               transfer points (x, y)          teacher targets (logits)
     transfer-in_sample    x_train, y_train                 a teacher of the reference architecture and
@@ -38,7 +40,8 @@ same machine):
               logits_val, logits_test float32, fold int64 (-1 unless cross_fitted),
               train_mask bool (K, n_train) ((0, n_train) unless cross_fitted),
               record (a 0-d unicode array holding the record as sorted-key JSON, without `seconds`)
-    out_model torch file {teacher name: state_dict} of every teacher trained here ({} when none)
+    out_model torch file {teacher name: state_dict} of every teacher trained here, and an ensemble's
+              member0 (the reference); {} when none
     out_meta  the record as pretty JSON
 """
 
@@ -46,29 +49,18 @@ from __future__ import annotations
 
 import copy
 import hashlib
-import io
 import json
 import time
 from pathlib import Path
 
 import numpy as np
-import torch
-import torch.nn.functional as F
 from distillstudy.engine import augment, runtime, seeds
 from distillstudy.analysis import metrics
 from distillstudy import grid
-from distillstudy.artifacts import write_bytes, write_json
-from distillstudy.artifacts import load_npz, save_npz
-from distillstudy.engine.models import SinLogistic, make_teacher, teacher_architecture
-from distillstudy.engine.train import TrainingDiverged, fit_convex, make_optimizer, predict, train_teacher
+from distillstudy.artifacts import load_npz, save_npz, write_json
+from distillstudy.engine.models import save_states
+from distillstudy.engine.teachers import TeacherFactory, stratified_folds, stratified_subset
 
-#: Largest |difference| allowed between the loaded reference teacher's forward pass and
-#: its cached logits (float32, possibly another device) before the two files are
-#: declared to be of different teachers.
-REFERENCE_TOLERANCE = 1e-3
-
-
-# ---------------------------------------------------------------------------- helpers
 
 def file_sha256(path: str | Path) -> str:
     digest = hashlib.sha256()
@@ -76,19 +68,6 @@ def file_sha256(path: str | Path) -> str:
         for chunk in iter(lambda: handle.read(1 << 20), b""):
             digest.update(chunk)
     return digest.hexdigest()
-
-
-def save_states(path: str | Path, states: dict[str, dict]) -> None:
-    """{name: state_dict} as tensors only (torch.load(weights_only=True) reads it back),
-    through a buffer as teacher.save_state does, so identical weights give identical bytes."""
-    buffer = io.BytesIO()
-    torch.save({name: {k: v.detach().cpu().contiguous() for k, v in state.items()}
-                for name, state in states.items()}, buffer)
-    write_bytes(path, buffer.getvalue())
-
-
-def load_states(path: str | Path) -> dict[str, dict]:
-    return torch.load(path, map_location="cpu", weights_only=True)
 
 
 def log_mean_prob(logits: list[np.ndarray]) -> np.ndarray:
@@ -99,198 +78,46 @@ def log_mean_prob(logits: list[np.ndarray]) -> np.ndarray:
     return combined.astype(np.float32)
 
 
-def stratified_folds(y: np.ndarray, k: int, seed: int) -> np.ndarray:
-    """Fold id (0..k-1) of each point: within each class (in class order) the points are
-    shuffled with one Generator(seed) and dealt round-robin, continuing where the previous
-    class stopped, so every class's fold counts and the fold sizes differ by at most one."""
-    y = np.asarray(y)
-    if k < 2:
-        raise ValueError(f"cross-fitting needs at least 2 folds, got {k}")
-    if len(y) < k:
-        raise ValueError(f"cross-fitting with {k} folds needs at least {k} training points, got {len(y)}")
-    rng = np.random.default_rng(seed)
-    fold = np.empty(len(y), dtype=np.int64)
-    offset = 0
-    for c in np.unique(y):
-        idx = np.flatnonzero(y == c)
-        idx = idx[rng.permutation(len(idx))]
-        fold[idx] = (offset + np.arange(len(idx))) % k
-        offset = (offset + len(idx)) % k
-    return fold
-
-
-def stratified_subset(y: np.ndarray, fraction: float, seed: int) -> np.ndarray:
-    """Sorted indices of a class-stratified subset of round(fraction * n) points.
-
-    Per class the share is fraction * n_c, rounded by largest remainder so the total is
-    exact, and at least one point per class (which may raise the total to the number of
-    classes). The points of each class are the first of a permutation from Generator(seed).
-    """
-    y = np.asarray(y)
-    if not 0 < fraction <= 1:
-        raise ValueError(f"label fraction must be in (0, 1], got {fraction}")
-    classes, counts = np.unique(y, return_counts=True)
-    total = max(int(round(fraction * len(y))), len(classes))
-    quota = fraction * counts
-    take = np.maximum(np.floor(quota).astype(np.int64), 1)
-    # Adjust to the exact total: add where the remainder is largest, remove where the count
-    # exceeds its quota most (never below one). Ties go to the lower class index.
-    while take.sum() < total:
-        room = np.where(take < counts, quota - take, -np.inf)
-        take[int(np.argmax(room))] += 1
-    while take.sum() > total:
-        excess = np.where(take > 1, take - quota, -np.inf)
-        take[int(np.argmax(excess))] -= 1
-    rng = np.random.default_rng(seed)
-    chosen = [np.flatnonzero(y == c)[rng.permutation(n_c)[:t]] for c, n_c, t in zip(classes, counts, take)]
-    return np.sort(np.concatenate(chosen)).astype(np.int64)
-
-
-def train_fixed_epochs(model, data: dict[str, torch.Tensor], *, seed: int, epochs: int, batch_size: int,
-                       lr: float, weight_decay: float, run_name: str) -> dict:
-    """train.train_teacher's loop (same batch order from Generator([seed, 1]), same optimiser,
-    same dropout stream) run for exactly `epochs` epochs, keeping the LAST epoch.
-
-    train_teacher cannot do this: it always restores the epoch with the lowest validation
-    NLL (patience = max_epochs would still restore it). Validation NLL is computed each
-    epoch only to be recorded; it selects nothing.
-    """
-    device = data["x_train"].device
-    rng = np.random.default_rng([int(seed), 1])
-    optimizer = make_optimizer(model.parameters(), lr, weight_decay, device.type)
-    n = data["x_train"].shape[0]
-    history = []
-    for epoch in range(1, epochs + 1):
-        model.train()
-        perm = torch.from_numpy(rng.permutation(n)).to(device)
-        for start in range(0, n, batch_size):
-            idx = perm[start:start + batch_size]
-            loss = F.cross_entropy(model(data["x_train"][idx]), data["y_train"][idx])
-            if not torch.isfinite(loss):
-                raise TrainingDiverged(f"{run_name}: teacher loss is not finite at epoch {epoch}; "
-                                       "lower teacher.lr")
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
-        model.eval()
-        history.append(float(F.cross_entropy(predict(model, data["x_val"]), data["y_val"])))
-    model.eval()
-    lowest = int(np.argmin(history)) + 1 if history else 0
-    return {"best_epoch": epochs, "epochs_run": epochs,
-            "selection": "last epoch of max_epochs (no early stopping)",
-            "final_val_nll": history[-1] if history else None,
-            "lowest_val_nll": history[lowest - 1] if history else None, "lowest_val_nll_epoch": lowest}
-
-
-# ---------------------------------------------------------------------------- the stage
-
 class _Stage:
-    """What every variant's builder needs: data, teacher knobs, device, outputs so far."""
+    """One run's inputs, the engine's teacher factory, and what the variant has produced so
+    far: the weights of every teacher trained here and every teacher's record (scored here)."""
 
-    def __init__(self, *, arrays, info, settings, global_seed, hyper):
-        self.arrays, self.info, self.settings = arrays, info, settings
+    def __init__(self, *, arrays, info, global_seed, hyper, device, cached, teacher_model):
+        self.arrays, self.info, self.cached, self.teacher_model = arrays, info, cached, teacher_model
         self.kind, self.name = info["kind"], info["name"]
-        self.device = settings["device"]
         self.global_seed = global_seed
         self.hyper = hyper  # the teacher section's knobs
-        self.tensors = {k: torch.from_numpy(v).to(self.device) for k, v in arrays.items()
-                        if k.startswith(("x_", "y_"))}
-        self.n_train = int(len(arrays["y_train"]))
+        self.factory = TeacherFactory(kind=self.kind, n_features=info["n_features"], n_classes=info["n_classes"],
+                                      arrays=arrays, hyper=hyper, device=device, label=f"transfer[{self.name}]")
+        self.n_train = self.factory.n_train
         self.states: dict[str, dict] = {}  # every teacher trained here
         self.teachers: list[dict] = []  # their records (and the reference's, where used)
-
-    def require(self, names, why: str) -> None:
-        missing = [n for n in names if self.hyper.get(n) is None]
-        if missing:
-            raise ValueError(f"transfer[{self.name}]: {why} needs the teacher knob(s) "
-                             f"{', '.join('--' + n.replace('_', '-') for n in missing)}")
-
-    def build(self, seed: int, width: float = 1.0):
-        if self.kind in ("mnist1d", "digits"):
-            self.require(["cnn_channels", "dropout"], f"the {self.kind} teacher's architecture")
-        elif self.kind not in grid.FIXED_TEACHER_KINDS:
-            self.require(["mlp_width", "dropout"], f"the {self.kind} teacher's architecture")
-        c, w = self.hyper["cnn_channels"], self.hyper["mlp_width"]
-        cnn = None if c is None else max(1, round(c * width))
-        mlp = None if w is None else max(1, round(w * width))
-        torch.manual_seed(seed)  # as teacher.run: the initial weights come from the seed
-        model = make_teacher(self.kind, self.info["n_features"], self.info["n_classes"], self.arrays["mean"],
-                             self.arrays["std"], cnn, mlp, self.hyper["dropout"]).to(self.device)
-        return model, {"cnn_channels": cnn if self.kind in ("mnist1d", "digits") else None,
-                       "mlp_width": mlp if self.kind == "csv" else None}
-
-    def forward(self, model, x) -> np.ndarray:
-        x = torch.from_numpy(np.ascontiguousarray(x)).to(self.device) if isinstance(x, np.ndarray) else x
-        return predict(model, x).cpu().numpy().astype(np.float32)
-
-    def split_logits(self, model) -> dict[str, np.ndarray]:
-        return {s: self.forward(model, self.tensors[f"x_{s}"]) for s in ("train", "val", "test")}
-
-    def train(self, name: str, seed: int, *, points: np.ndarray | None = None, width: float = 1.0,
-              early_stop: bool = True):
-        """A new teacher of the reference kind on x_train[points] (all when None), validated on
-        x_val; early-stopped exactly like the reference (or `max_epochs` epochs, last kept)."""
-        model, widths = self.build(seed, width)
-        data = {"x_val": self.tensors["x_val"], "y_val": self.tensors["y_val"]}
-        if points is None:
-            data["x_train"], data["y_train"] = self.tensors["x_train"], self.tensors["y_train"]
-        else:
-            idx = torch.from_numpy(points).to(self.device)
-            data["x_train"], data["y_train"] = self.tensors["x_train"][idx], self.tensors["y_train"][idx]
-        run_name = f"transfer[{self.name}] teacher {name}"
-        h = self.hyper
-        if not isinstance(model, SinLogistic):
-            self.require(["max_epochs", "batch_size", "lr", "weight_decay"] + (["patience"] if early_stop else []),
-                         f"training teacher {name}")
-        started = time.perf_counter()
-        if isinstance(model, SinLogistic):
-            fit = fit_convex(model, data, run_name)
-        elif early_stop:
-            fit = train_teacher(model, data, seed=seed, max_epochs=h["max_epochs"], patience=h["patience"],
-                                batch_size=h["batch_size"], lr=h["lr"], weight_decay=h["weight_decay"],
-                                run_name=run_name)
-        else:
-            fit = train_fixed_epochs(model, data, seed=seed, epochs=h["max_epochs"], batch_size=h["batch_size"],
-                                     lr=h["lr"], weight_decay=h["weight_decay"], run_name=run_name)
-        seconds = time.perf_counter() - started
-        self.states[name] = copy.deepcopy(model.state_dict())
-        logits = self.split_logits(model)
-        self.teachers.append({
-            "name": name, "seed": int(seed), "architecture": teacher_architecture(self.kind),
-            "width_multiplier": float(width), **widths,
-            "n_params": int(sum(p.numel() for p in model.parameters())), "fit": fit,
-            "n_train_points": int(len(data["y_train"])), "trained_here": True,
-            "metrics": self.member_metrics(logits),
-        })
-        print(f"transfer[{self.name}]: teacher {name} (seed {seed}): {fit['selection']}, epoch "
-              f"{fit['best_epoch']} of {fit['epochs_run']}, test accuracy "
-              f"{self.teachers[-1]['metrics']['test']['accuracy']:.4f}, {seconds:.1f} s")
-        return model, logits
+        self.reference_used = False
 
     def member_metrics(self, logits: dict[str, np.ndarray]) -> dict:
         return {s: {"accuracy": metrics.accuracy(logits[s], self.arrays[f"y_{s}"]),
                     "nll": metrics.nll(logits[s], self.arrays[f"y_{s}"])} for s in ("val", "test")}
 
-    def load_reference(self, path: str, cached: dict[str, np.ndarray]):
-        """The reference teacher, rebuilt with make_teacher and its saved weights; checked
-        against its cached logits so a model file and a logits file of different teachers
-        are never mixed."""
-        seed = seeds.teacher_seed(self.global_seed, self.name)
-        model, widths = self.build(seed)
-        model.load_state_dict(torch.load(path, map_location="cpu", weights_only=True))
-        model.to(self.device).eval()
-        val = self.forward(model, self.tensors["x_val"])
-        gap = float(np.max(np.abs(val - cached["logits_val"]))) if val.size else 0.0
-        if not gap <= REFERENCE_TOLERANCE:
-            raise ValueError(f"transfer[{self.name}]: the teacher model {path} does not reproduce the cached "
-                             f"teacher logits (largest difference on val {gap:.3g}); re-run the teacher stage")
-        self.teachers.append({
-            "name": "reference", "seed": seed, "architecture": teacher_architecture(self.kind),
-            "width_multiplier": 1.0, **widths, "n_params": int(sum(p.numel() for p in model.parameters())),
-            "fit": {"selection": "the reference teacher (teacher stage), loaded, not retrained"},
-            "n_train_points": self.n_train, "trained_here": False,
-            "metrics": self.member_metrics({"val": cached["logits_val"], "test": cached["logits_test"]}),
-        })
+    def train(self, name: str, seed: int, **how):
+        """factory.train (points, width, select), its weights kept and its record scored."""
+        started = time.perf_counter()
+        model, logits, record = self.factory.train(name, seed, **how)
+        seconds = time.perf_counter() - started
+        self.states[name] = copy.deepcopy(model.state_dict())
+        self.teachers.append({**record, "metrics": self.member_metrics(logits)})
+        fit = record["fit"]
+        print(f"transfer[{self.name}]: teacher {name} (seed {seed}): {fit['selection']}, epoch "
+              f"{fit['best_epoch']} of {fit['epochs_run']}, test accuracy "
+              f"{self.teachers[-1]['metrics']['test']['accuracy']:.4f}, {seconds:.1f} s")
+        return model, logits
+
+    def load_reference(self):
+        """The reference teacher (its seed, its weights), checked against its cached logits."""
+        model, record = self.factory.load_reference(self.teacher_model, seeds.teacher_seed(self.global_seed, self.name),
+                                                    self.cached["logits_val"])
+        self.teachers.append({**record, "metrics": self.member_metrics(
+            {"val": self.cached["logits_val"], "test": self.cached["logits_test"]})})
+        self.reference_used = True
         return model
 
 
@@ -314,7 +141,7 @@ def _whole_train(stage: _Stage) -> dict:
     return {"x": stage.arrays["x_train"], "y": stage.arrays["y_train"], "source": np.arange(n, dtype=np.int64)}
 
 
-def _in_sample(stage: _Stage, parsed, params, cached) -> dict:
+def _in_sample(stage: _Stage, parsed, params) -> dict:
     seed = seeds.teacher_seed(stage.global_seed, stage.name)
     if stage.kind in grid.FIXED_TEACHER_KINDS:
         protocol = ("the in-sample logits on the training points of the convex teacher fitted to convergence "
@@ -323,13 +150,13 @@ def _in_sample(stage: _Stage, parsed, params, cached) -> dict:
         protocol = (f"the in-sample logits on the training points of a teacher of the reference architecture "
                     f"and seed trained on all of them for {stage.hyper['max_epochs']} epochs without early "
                     "stopping (last epoch kept)")
-    _, logits = stage.train("in_sample", seed, early_stop=False)
+    _, logits = stage.train("in_sample", seed, select="last")
     return {**_whole_train(stage), "logits": logits["train"], "logits_val": logits["val"],
             "logits_test": logits["test"], "protocol": protocol,
             "test_time_teacher": "the in-sample teacher itself"}
 
 
-def _cross_fitted(stage: _Stage, parsed, params, cached) -> dict:
+def _cross_fitted(stage: _Stage, parsed, params) -> dict:
     _require_params(params, ["folds"], "transfer-cross_fitted")
     k = int(params["folds"])
     y = stage.arrays["y_train"]
@@ -359,25 +186,23 @@ def _cross_fitted(stage: _Stage, parsed, params, cached) -> dict:
                       "method": "per class, shuffled and dealt round-robin (stratified)"}}
 
 
-def _augmented(stage: _Stage, parsed, params, cached, teacher_model) -> dict:
+def _augmented(stage: _Stage, parsed, params) -> dict:
     needed = ["copies", "noise"] + {"mnist1d": ["shift"], "digits": ["pixel_shift"]}.get(stage.kind, [])
     _require_params(params, needed, "transfer-augmented")
-    model = stage.load_reference(teacher_model, cached)
+    model = stage.load_reference()
     x, source, settings = augment.transfer_copies(
         stage.kind, stage.arrays["x_train"], copies=int(params["copies"]), global_seed=stage.global_seed,
         dataset=stage.name, noise=float(params["noise"]), shift=int(params["shift"] or 0),
         pixel_shift=float(params["pixel_shift"] or 0.0))
     n = stage.n_train
-    # One forward per block of n rows (the original points, then copy c): the first block is
-    # batched exactly as in the teacher stage, so it reproduces logits_train.
-    logits = np.concatenate([stage.forward(model, x[i:i + n]) for i in range(0, len(x), n)])
+    logits = stage.factory.label_blocks(model, x, n)  # block 0 (the training points) = logits_train
     y = stage.arrays["y_train"][source]
     # How label-preserving the copies are in the teacher's eyes: block 0 = the original points.
     blocks = [slice(i, i + n) for i in range(0, len(x), n)]
     settings["teacher_accuracy_per_block"] = [metrics.accuracy(logits[b], y[b]) for b in blocks]
     settings["teacher_mean_max_prob_per_block"] = [metrics.mean_max_prob(logits[b]) for b in blocks]
     return {"x": x, "y": y, "source": source, "logits": logits,
-            "logits_val": cached["logits_val"], "logits_test": cached["logits_test"],
+            "logits_val": stage.cached["logits_val"], "logits_test": stage.cached["logits_test"],
             "protocol": (f"the reference (early-stopped) teacher's logits, computed here, on the training points "
                          f"followed by {settings['copies']} label-preserving augmented copies of each "
                          f"({settings['method']})"),
@@ -385,7 +210,7 @@ def _augmented(stage: _Stage, parsed, params, cached, teacher_model) -> dict:
             "augmentation": settings}
 
 
-def _width(stage: _Stage, parsed, params, cached) -> dict:
+def _width(stage: _Stage, parsed, params) -> dict:
     w = float(parsed["value"])
     if not w > 0:
         raise ValueError(f"variant width-{parsed['level']}: the width multiplier must be > 0")
@@ -401,14 +226,14 @@ def _width(stage: _Stage, parsed, params, cached) -> dict:
             "test_time_teacher": f"the width-{level} teacher"}
 
 
-def _ensemble(stage: _Stage, parsed, params, cached, teacher_model) -> dict:
+def _ensemble(stage: _Stage, parsed, params) -> dict:
     m = int(parsed["value"])
     if m < 1:
         raise ValueError(f"variant ensemble-{parsed['level']}: an ensemble needs at least one member")
-    reference = stage.load_reference(teacher_model, cached)
+    reference = stage.load_reference()
     stage.teachers[-1]["name"] = "member0"
     stage.states["member0"] = copy.deepcopy(reference.state_dict())
-    per_split = {s: [cached[f"logits_{s}"]] for s in ("train", "val", "test")}
+    per_split = {s: [stage.cached[f"logits_{s}"]] for s in ("train", "val", "test")}
     for j in range(1, m):
         seed = seeds.derive_seed(stage.global_seed, stage.name, "ensemble", j)
         _, out = stage.train(f"member{j}", seed)
@@ -427,12 +252,13 @@ def _ensemble(stage: _Stage, parsed, params, cached, teacher_model) -> dict:
                          "ensemble_val_accuracy": metrics.accuracy(combined["val"], stage.arrays["y_val"])}}
 
 
-def _labels(stage: _Stage, parsed, params, cached, teacher_model) -> dict:
+def _labels(stage: _Stage, parsed, params) -> dict:
     f = float(parsed["value"])
     level = grid.format_level(f)
     seed = _level_seed(stage, "labels", f)
     subset = stratified_subset(stage.arrays["y_train"], f, seed)
-    stage.load_reference(teacher_model, cached)
+    stage.load_reference()
+    cached = stage.cached
     y = stage.arrays["y_train"][subset]
     return {"x": stage.arrays["x_train"][subset], "y": y, "source": subset,
             "logits": cached["logits_train"][subset], "logits_val": cached["logits_val"],
@@ -486,11 +312,9 @@ def run(*, data: str, meta: str, teacher_model: str, teacher_logits: str, datase
              "mlp_width": _maybe(int, mlp_width), "dropout": _maybe(float, dropout)}
     params = {"folds": _maybe(int, folds), "copies": _maybe(int, copies), "noise": _maybe(float, noise),
               "shift": _maybe(int, shift), "pixel_shift": _maybe(float, pixel_shift)}
-    stage = _Stage(arrays=arrays, info=info, settings=settings, global_seed=int(global_seed), hyper=hyper)
-    if builder in (_augmented, _ensemble, _labels):
-        built = builder(stage, parsed, params, cached, teacher_model)
-    else:
-        built = builder(stage, parsed, params, cached)
+    stage = _Stage(arrays=arrays, info=info, global_seed=int(global_seed), hyper=hyper, device=settings["device"],
+                   cached=cached, teacher_model=teacher_model)
+    built = builder(stage, parsed, params)
 
     n_train = stage.n_train
     fold = built.get("fold", np.full(len(built["source"]), -1, dtype=np.int64))
@@ -521,7 +345,7 @@ def run(*, data: str, meta: str, teacher_model: str, teacher_logits: str, datase
         "reference_teacher": {"model_sha256": file_sha256(teacher_model),
                               "logits_sha256": file_sha256(teacher_logits),
                               "seed": seeds.teacher_seed(int(global_seed), dataset),
-                              "used": builder in (_augmented, _ensemble, _labels)},
+                              "used": stage.reference_used},
         "data_sha256": info["sha256"],
         "metrics": {"transfer": metrics.all_metrics(out["logits"], out["y"]),
                     "val": metrics.all_metrics(out["logits_val"], arrays["y_val"]),
