@@ -8,7 +8,7 @@ STAMP := $(VENV)/.installed
 # Stage commands (distillstudy, snakemake, dvc) come from the venv, also inside DVC stages.
 export PATH := $(BIN):$(PATH)
 
-.PHONY: study test lint repro report-snakemake lock clean-study venv pull bench
+.PHONY: study test lint code-deps repro report-snakemake lock clean-study venv pull bench
 
 $(STAMP): pyproject.toml constraints.txt
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -24,9 +24,15 @@ study: $(STAMP)
 test: $(STAMP)
 	python -m pytest -q
 
-## lint: snakemake --lint
+## lint: snakemake --lint, the package's layers (import-linter), dvc.yaml's code deps current
 lint: $(STAMP)
 	snakemake --lint
+	lint-imports
+	python workflow/codedeps.py --check
+
+## code-deps: rewrite dvc.yaml's code deps from the package's imports (after adding/moving an import)
+code-deps: $(STAMP)
+	python workflow/codedeps.py --write
 
 ## venv: only create .venv (pinned), e.g. on a cluster login node
 venv: $(STAMP)

@@ -7,7 +7,9 @@ import sys
 import pytest
 import yaml
 
-from distillstudy.params import ParamsError, cell_name, check_params, format_temperature, load_params
+from distillstudy.errors import ParamsError
+from distillstudy.grid import cell_name, format_temperature
+from distillstudy.params import check_params, load_params
 from conftest import ROOT, tiny_params
 
 

@@ -256,7 +256,6 @@ def test_best_configuration_selects_on_validation_when_test_disagrees_across_siz
 
 def test_metrics_json_summary_selects_on_validation():
     """evaluate.summarise (what `dvc metrics show` prints) also picks T on validation."""
-    from distillstudy.stages import evaluate
 
     rows = _selection_rows(val={"1": 0.80, "4": 0.70}, test={"1": 0.72, "4": 0.90})
     rows += [row("teacher", "", "", "", 0, s, m, v) for s, m, v in

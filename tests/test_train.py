@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 import torch
 from torch import nn
-from distillstudy.engine import losses, models, train
+from distillstudy.engine import models, train
 
 
 def tiny_problem(n=96, d=5, c=3, seed=0):

@@ -10,9 +10,8 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from distillstudy.engine.datasets import DataError
-from distillstudy.params import ParamsError
-from distillstudy.engine.train import TrainingDiverged
+
+from distillstudy.errors import DataError, ParamsError, TrainingDiverged
 
 
 def positive_int(text: str) -> int:

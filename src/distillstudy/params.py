@@ -17,14 +17,11 @@ from pathlib import Path
 import jsonschema
 import yaml
 
-from distillstudy.grid import cell_name, format_temperature  # noqa: F401  (re-exported)
+from distillstudy.grid import format_number
+from distillstudy.errors import ParamsError
 
 #: Ships inside the package, so validation works outside a checkout too.
 SCHEMA_PATH = Path(__file__).resolve().with_name("params.schema.yaml")
-
-
-class ParamsError(ValueError):
-    """A params file that must not start a run; the message names key and value."""
 
 
 def key_path(path) -> str:
@@ -104,7 +101,7 @@ def _designs_errors(params: dict) -> list[str]:
         messages.append("designs.sizes: [] is invalid: designs.datasets names datasets, so the axes "
                         "need at least one student size")
     for axis in ("epochs", "teacher_width", "ensemble", "label_fraction"):
-        messages += _duplicate_errors(designs[axis], f"designs.{axis}", format_temperature)
+        messages += _duplicate_errors(designs[axis], f"designs.{axis}", format_number)
     return messages
 
 
@@ -117,7 +114,7 @@ def check_params(params: dict, base: str | Path = ".") -> None:
         datasets = params["prepare"]["datasets"]
         messages += _duplicate_errors([d["name"] for d in datasets], "prepare.datasets.name", str)
         messages += _duplicate_errors(params["distill"]["temperatures"], "distill.temperatures",
-                                      format_temperature)
+                                      format_number)
         messages += _duplicate_errors(params["distill"]["sizes"], "distill.sizes", int)
         messages += _duplicate_errors(params["walkthrough"]["n_train"], "walkthrough.n_train", int)
         for i, spec in enumerate(datasets):

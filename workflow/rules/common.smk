@@ -4,7 +4,8 @@ import os
 import shlex
 import sys
 
-from distillstudy.params import ParamsError, check_params
+from distillstudy.errors import ParamsError
+from distillstudy.params import check_params
 
 # Code inputs of each rule: the import closure of its stage module (workflow/codedeps.py).
 sys.path.insert(0, workflow.basedir)

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import numpy as np
 import pandas as pd
+
 from distillstudy.analysis import metrics
 from distillstudy.analysis.scoring import cell_rows
 from distillstudy.grid import SPLITS

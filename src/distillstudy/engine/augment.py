@@ -31,6 +31,7 @@ from __future__ import annotations
 import math
 
 import numpy as np
+
 from distillstudy.engine import seeds
 
 KINDS = ("mnist1d", "digits", "sine", "csv")

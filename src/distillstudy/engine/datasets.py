@@ -14,13 +14,11 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+
 from distillstudy.artifacts import save_npz, write_json
 
 from distillstudy.grid import SPLITS  # noqa: F401
-
-
-class DataError(ValueError):
-    """A dataset that cannot be used; the message names the file, row or column."""
+from distillstudy.errors import DataError
 
 
 @dataclass

@@ -22,11 +22,9 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
+
 from distillstudy.engine import losses
-
-
-class TrainingDiverged(RuntimeError):
-    """A loss became NaN or infinite; the message names the run and the epoch."""
+from distillstudy.errors import TrainingDiverged
 
 
 def member_orders(seeds: list[int]) -> list[np.random.Generator]:

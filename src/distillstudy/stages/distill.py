@@ -20,10 +20,10 @@ from __future__ import annotations
 
 import json
 import time
-from pathlib import Path
 
 import numpy as np
 import torch
+
 from distillstudy.artifacts import load_npz, save_npz
 from distillstudy.engine import runtime, seeds
 from distillstudy.engine.models import StackedMLP, count_student_params, save_state, student_layer_sizes

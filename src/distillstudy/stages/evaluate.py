@@ -17,14 +17,13 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-import numpy as np
 import pandas as pd
+
 from distillstudy.analysis import designs
 from distillstudy.analysis.scoring import (
     CALIBRATION_COLUMNS, CALIBRATION_FILE, COLUMNS, cell_calibration_rows, cell_rows, sort_results,
     summarise, teacher_calibration_rows, teacher_rows)
 from distillstudy.artifacts import write_json, write_text
-from distillstudy.grid import SPLITS
 from distillstudy.artifacts import load_npz
 from distillstudy.artifacts import read_record
 

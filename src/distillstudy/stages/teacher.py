@@ -6,16 +6,16 @@ logits on every split, so no student ever recomputes it.
 
 from __future__ import annotations
 
-import io
 import json
 import time
 from pathlib import Path
 
 import numpy as np
 import torch
+
 from distillstudy.analysis import metrics
 from distillstudy.engine import runtime, seeds
-from distillstudy.artifacts import write_bytes, write_json
+from distillstudy.artifacts import write_json
 from distillstudy.grid import SPLITS
 from distillstudy.artifacts import load_npz, save_npz
 from distillstudy.engine.models import save_state, SinLogistic, make_teacher, teacher_architecture

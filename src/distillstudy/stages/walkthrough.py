@@ -49,6 +49,7 @@ from sklearn.metrics import log_loss  # noqa: E402
 from sklearn.model_selection import train_test_split  # noqa: E402
 from sklearn.pipeline import make_pipeline  # noqa: E402
 from sklearn.preprocessing import FunctionTransformer, PolynomialFeatures  # noqa: E402
+
 from distillstudy.artifacts import atomic_path, write_text  # noqa: E402
 
 DEFAULT_N_VALUES = tuple(range(10, 50, 5))
