@@ -17,7 +17,7 @@ from scipy import stats as st
 
 from design_synthetic import LEVELS, NOISE, SEED_FX, SEEDS, synthetic_designs
 from distillstudy.analysis import design_stats, stats
-from distillstudy.render import captions
+from distillstudy.render import plotting
 from distillstudy.render import designs as design_sections
 from distillstudy.render.text import signed, slug
 from distillstudy.stages import report
@@ -268,7 +268,7 @@ def test_report_with_and_without_designs(tmp_path):
     for uri in images(html):
         assert base64.b64decode(uri.split(",", 1)[1])[:8] == b"\x89PNG\r\n\x1a\n"
     pngs = sorted(p.stem for p in (out / "figures" / slug("toy")).glob("*.png"))
-    assert pngs == sorted(captions.design_figure_key(axis) for axis in design_stats.AXIS_ORDER)
+    assert pngs == sorted(plotting.design_figure_key(axis) for axis in design_stats.AXIS_ORDER)
     prov = html.split('id="design-params"')[1].split('id="datasets"')[0]
     assert "designs.teacher_width" in prov and "transfer.folds" in prov
     assert "early_stopped, in_sample, cross_fitted, augmented (the first is the reference)" in prov
@@ -301,7 +301,7 @@ def test_design_strings_are_escaped(tmp_path):
     sec = html.split('id="designs"')[1].split('id="walkthrough"')[0]
     assert "On &lt;script&gt;alert(1)&lt;/script&gt;, the H=16 student" in sec
     assert "&lt;img src=x onerror=&#34;alert(4)&#34;&gt;" in sec
-    assert len(images(html)) == len(captions.STUDY_FIGURES) + 2 + 2  # main + walkthrough + two axes
+    assert len(images(html)) == len(plotting.STUDY_FIGURES) + 2 + 2  # main + walkthrough + two axes
 
 
 def test_design_section_renders_in_headless_chromium(tmp_path):

@@ -11,9 +11,11 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
-from distillstudy import cli
+from markupsafe import escape
+
+from distillstudy import cli, grid
 from distillstudy.engine import datasets
-from distillstudy.render import captions, tables, text
+from distillstudy.render import captions, plotting, tables, text
 from distillstudy.stages import report
 from distillstudy.analysis import stats
 from synthetic import EVIL, SIZES, TEMPS, report_inputs, synthetic_results
@@ -40,17 +42,19 @@ def test_report_is_escaped_self_contained_and_complete(inputs, tmp_path):
     assert not re.search(r"(src|href)=\"(https?:)?//", html)  # nothing fetched from the network
 
     imgs = re.findall(r"<img [^>]*src=\"([^\"]*)\"", html)
-    n_figures = len(captions.STUDY_FIGURES) * 1 + len(inputs["walkthrough_pngs"])
+    n_figures = len(plotting.STUDY_FIGURES) * 1 + len(inputs["walkthrough_pngs"])
     assert len(imgs) == n_figures == len(re.findall(r"<img ", html))
     for uri in imgs:
         assert uri.startswith("data:image/png;base64,")
         assert base64.b64decode(uri.split(",", 1)[1])[:8] == b"\x89PNG\r\n\x1a\n"
     # one folder per dataset, one PNG per figure key (the layout report.smk's patterns expect)
     pngs = sorted((tmp_path / "out" / "figures").glob("*/*.png"))
-    assert [p.stem for p in pngs] == sorted(captions.STUDY_FIGURES)
+    assert [p.stem for p in pngs] == sorted(plotting.STUDY_FIGURES)
     assert pngs[0].parent.name == text.slug(EVIL)
-    for title in map(captions._HEADINGS.get, captions.STUDY_FIGURES):
-        assert f"{title} (&lt;script&gt;" in html  # every figure has its title and caption
+    for key in plotting.STUDY_FIGURES:  # every figure has its title (grid.FIGURE_TITLES) and caption
+        title = grid.FIGURE_TITLES[key]
+        assert f"{title[:1].upper()}{title[1:]} (&lt;script&gt;" in html
+        assert str(escape(captions.STUDY_CAPTIONS[key].format(conf=95))) in html
     assert "Hinton" in html and "reliability" in html.lower()
 
     summary = html.split('id="summary"')[1].split("</section>")[0]
@@ -89,7 +93,7 @@ def test_report_is_deterministic_and_warning_conditional(inputs, tmp_path):
     assert "plain: the best distilled configuration" in c
     assert "No benchmark data was recorded." in c
     # without calibration.csv the reliability diagrams are left out, nothing else
-    assert len(re.findall(r"<img ", c)) == len(captions.STUDY_FIGURES) - 1 + len(inputs["walkthrough_pngs"])
+    assert len(re.findall(r"<img ", c)) == len(plotting.STUDY_FIGURES) - 1 + len(inputs["walkthrough_pngs"])
     assert not list((tmp_path / "c" / "figures").glob("*/reliability.png"))
 
 
@@ -112,7 +116,10 @@ def test_every_figure_has_a_snakemake_report_caption_and_label():
     picking the text by the figure key; common.smk names each figure."""
     rst = (ROOT / "workflow/report/figures.rst").read_text()
     common = (ROOT / "workflow/rules/common.smk").read_text()
-    for key in captions.STUDY_FIGURES:
+    design_keys = [plotting.design_figure_key(axis) for axis in grid.AXES]
+    assert list(plotting.STUDY_FIGURES) + design_keys == list(grid.FIGURE_TITLES)
+    assert list(captions.STUDY_CAPTIONS) + list(captions.DESIGN_CAPTIONS) == list(grid.FIGURE_TITLES)
+    for key in grid.FIGURE_TITLES:
         assert f'f == "{key}"' in rst, key
         assert f'"{key}":' in common, key
     assert 'patterns=["{dataset}/{figure}.png"]' in (ROOT / "workflow/rules/report.smk").read_text()

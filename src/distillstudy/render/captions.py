@@ -1,6 +1,6 @@
-"""What the report shows with each figure: its heading, its caption (how to read it),
-its alt text, and the PNG itself embedded as a base64 data URI, so the report is one
-self-contained file."""
+"""What the report shows with each figure: its heading (the figure's title in
+`grid.FIGURE_TITLES`), its caption (how to read it), its alt text, and the PNG itself
+embedded as a base64 data URI, so the report is one self-contained file."""
 
 from __future__ import annotations
 
@@ -8,7 +8,9 @@ import base64
 import os
 from pathlib import Path
 
-#: Study figure key -> caption ({conf}: the CI level in percent), in the report's order.
+from distillstudy import grid
+
+#: Study figure key (`plotting.STUDY_FIGURES`) -> caption ({conf}: the CI level in percent).
 STUDY_CAPTIONS = {
     "gain_heatmap": (
         "Mean paired difference (distilled minus baseline, same seed) in percentage points of test "
@@ -54,7 +56,7 @@ STUDY_CAPTIONS = {
         "whether its confidence spreads out of the top bin like the teacher's."),
 }
 
-#: Study-design figure key (`design_figure_key`) -> caption, as above.
+#: Study-design figure key (`plotting.design_figure_key`) -> caption, as above.
 DESIGN_CAPTIONS = {
     "design_transfer": (
         "One panel per student size. Blue circles: the best-on-validation distilled student's paired "
@@ -89,28 +91,6 @@ DESIGN_CAPTIONS = {
         "whether the gap between the lines widens to the left."),
 }
 
-_HEADINGS = {
-    "gain_heatmap": "Test-accuracy gain over the hard-label baseline",
-    "accuracy_vs_t": "Test accuracy against temperature",
-    "nll_vs_t": "Test NLL against temperature",
-    "best_t": "Best temperature against student size",
-    "fidelity": "Fidelity vs generalisation",
-    "reliability": "Reliability diagrams: teacher, baseline and best distilled student",
-    "design_transfer": "Gain by transfer protocol, over the baseline and over the control",
-    "design_epochs": "Test accuracy against the students' training length",
-    "design_teacher_width": "Capacity gap: gain against teacher width and teacher accuracy",
-    "design_ensemble": "Ensemble teacher: gain against ensemble size and teacher accuracy",
-    "design_label_fraction": "Learning curve: test accuracy against the fraction of labels",
-}
-
-#: The per-dataset study figures, in the report's order.
-STUDY_FIGURES = tuple(STUDY_CAPTIONS)
-
-
-def design_figure_key(axis: str) -> str:
-    """The figure key of a study-design axis: 'transfer' -> 'design_transfer'."""
-    return f"design_{axis}"
-
 
 def data_uri(path: str | os.PathLike) -> str:
     """A PNG file as a data URI, for an <img> that needs no file beside the report."""
@@ -120,7 +100,8 @@ def data_uri(path: str | os.PathLike) -> str:
 
 def figure_entry(key: str, dataset: str, path: str | os.PathLike, conf_pct: int) -> dict:
     """The template's view of one written figure: uri, title, alt text and caption."""
-    title = _HEADINGS[key]
+    title = grid.FIGURE_TITLES[key]
+    title = title[:1].upper() + title[1:]  # grid's titles are lower case, for labels and PNG titles
     caption = STUDY_CAPTIONS[key] if key in STUDY_CAPTIONS else DESIGN_CAPTIONS[key]
     return {"uri": data_uri(path), "title": f"{title} ({dataset})", "alt": f"{title}, dataset {dataset}",
             "caption": caption.format(conf=conf_pct)}

@@ -18,7 +18,7 @@ from matplotlib.lines import Line2D
 
 from distillstudy import grid
 from distillstudy.analysis import design_stats
-from distillstudy.render.plotting import empty, save, short, size_colours
+from distillstudy.render.plotting import design_figure_key, empty, figure_title, save, size_colours
 from distillstudy.render.text import fraction_percent
 
 DESIGN_LEVEL_LABELS = {"transfer": "transfer protocol", "epochs": "student training epochs",
@@ -55,7 +55,7 @@ def plot_design_transfer(summary: pd.DataFrame, dataset: str, path: str | os.Pat
     over the baseline (grey diamonds), each with its CI over seeds; filled markers:
     the CI excludes zero."""
     d = _design_rows(summary, dataset, "transfer")
-    title = f"{short(dataset)}: gain by transfer protocol (test accuracy, pp)"
+    title = figure_title(dataset, design_figure_key("transfer"), "test-accuracy gain, pp")
     if d.empty:
         empty(path, title, "no transfer-protocol results")
         return
@@ -115,7 +115,7 @@ def plot_design_capacity(summary: pd.DataFrame, dataset: str, axis: str, path: s
     student size with CI error bars; filled markers: the CI excludes zero."""
     d = _design_rows(summary, dataset, axis)
     what = "teacher width" if axis == "teacher_width" else "ensemble size"
-    title = f"{short(dataset)}: distillation gain against {what} and teacher accuracy"
+    title = figure_title(dataset, design_figure_key(axis), f"gain against {what} and teacher accuracy")
     if d.empty:
         empty(path, title, f"no {axis} results")
         return
@@ -166,8 +166,7 @@ def plot_design_accuracy(summary: pd.DataFrame, dataset: str, axis: str, path: s
     validation distilled student's mean test accuracy against the level, each with
     its (unpaired) CI over seeds; the teacher's test accuracy as a dotted line."""
     d = _design_rows(summary, dataset, axis)
-    what = "fraction of labels" if axis == "label_fraction" else "training epochs"
-    title = f"{short(dataset)}: test accuracy against {what}"
+    title = figure_title(dataset, design_figure_key(axis), "test accuracy")
     if d.empty:
         empty(path, title, f"no {axis} results")
         return

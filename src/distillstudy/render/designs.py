@@ -17,7 +17,8 @@ import pandas as pd
 from distillstudy import grid
 from distillstudy.analysis import design_stats
 from distillstudy.render import design_figures
-from distillstudy.render.captions import design_figure_key, figure_entry
+from distillstudy.render.captions import figure_entry
+from distillstudy.render.plotting import design_figure_key
 from distillstudy.render.text import (css_class, fraction_percent, gain_text, mean_ci_text, missing, num, pct,
                                       share_text, signed, slug)
 

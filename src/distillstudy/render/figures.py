@@ -26,15 +26,12 @@ from matplotlib.lines import Line2D
 from matplotlib.patches import Patch
 
 from distillstudy.analysis import stats
-from distillstudy.render.plotting import empty, save, short, size_colours
+from distillstudy.render.plotting import empty, figure_title, save, size_colours
 
+#: The metrics drawn against temperature (figure keys "<metric>_vs_t") -> y-axis label.
 METRIC_LABELS = {
     "accuracy": "test accuracy",
     "nll": "test NLL (lower is better)",
-    "ece": "test ECE (lower is better)",
-    "brier": "test Brier score (lower is better)",
-    "agreement": "top-1 agreement with teacher",
-    "kl_teacher": "KL(teacher || student)",
 }
 
 
@@ -49,7 +46,7 @@ def plot_gain_heatmap(results_df: pd.DataFrame, dataset: str, path: str | os.Pat
     excludes zero. Diverging colours centred at 0 (blue = distillation helps)."""
     g = stats.paired_gains(results_df, "accuracy", "test", confidence=confidence, models=("distilled",))
     g = g[g["dataset"] == dataset]
-    title = f"{short(dataset)}: test-accuracy gain over baseline (pp)"
+    title = figure_title(dataset, "gain_heatmap", "pp")
     if g.empty:
         empty(path, title, "no paired distilled/baseline results")
         return
@@ -94,16 +91,14 @@ def plot_gain_heatmap(results_df: pd.DataFrame, dataset: str, path: str | os.Pat
 
 
 def plot_metric_vs_temperature(results_df: pd.DataFrame, dataset: str, metric: str, path: str | os.PathLike, *,
-                               split: str = "test", confidence: float = 0.95) -> None:
-    """`metric` on `split` against temperature (log2 axis), one line per student
-    size with a CI band over seeds; each size's hard-label baseline as a dashed
-    horizontal line of the same colour; the teacher as a black dotted line."""
-    cs = stats.cell_summary(results_df, metric, split, confidence=confidence)
+                               confidence: float = 0.95) -> None:
+    """Test `metric` (a key of METRIC_LABELS) against temperature (log2 axis), one
+    line per student size with a CI band over seeds; each size's hard-label baseline
+    as a dashed horizontal line of the same colour; the teacher as a black dotted line."""
+    cs = stats.cell_summary(results_df, metric, "test", confidence=confidence)
     cs = cs[cs["dataset"] == dataset]
-    label = METRIC_LABELS.get(metric, metric)
-    if split != "test":
-        label = label.replace("test ", f"{split} ")
-    title = f"{short(dataset)}: {label} vs temperature"
+    label = METRIC_LABELS[metric]
+    title = figure_title(dataset, f"{metric}_vs_t")
     dist = cs[cs["model"] == "distilled"].assign(tnum=lambda d: d["temperature"].map(stats.temperature_value))
     dist = dist[dist["tnum"] > 0]
     if dist.empty:
@@ -164,7 +159,7 @@ def plot_fidelity(results_df: pd.DataFrame, dataset: str, path: str | os.PathLik
     agr = stats.cell_summary(results_df, "agreement", split)
     m = acc.merge(agr, on=stats.CELL, suffixes=("_acc", "_agr"))
     m = m[(m["dataset"] == dataset) & (m["model"] != "teacher")]
-    title = f"{short(dataset)}: fidelity vs generalisation ({split})"
+    title = figure_title(dataset, "fidelity", split)
     if m.empty:
         empty(path, title, "no agreement results")
         return
@@ -210,7 +205,7 @@ def plot_best_temperature(results_df: pd.DataFrame, dataset: str, path: str | os
     temperatures is flat there. A black line joins the selected temperature of
     each size; its label is that choice's paired *test* gain over the baseline
     ('*' when the CI excludes zero; filled marker = significant)."""
-    title = f"{short(dataset)}: best temperature (on validation) by student size"
+    title = figure_title(dataset, "best_t", "on validation")
     va = stats.cell_summary(results_df, "accuracy", "val", confidence=confidence)
     va = va[(va["dataset"] == dataset) & (va["model"] == "distilled")]
     bt = stats.best_temperature(results_df, confidence=confidence)
@@ -286,7 +281,7 @@ def plot_reliability(calibration_df: pd.DataFrame, dataset: str, panels: list[di
     calibration, the gap to each bin's mean confidence in red (red above a bar:
     over-confident; red inside it: under-confident), pooled ECE in the title.
     Bottom: share of test predictions per bin (log scale)."""
-    title = f"{short(dataset)}: reliability diagrams (test, pooled over seeds)"
+    title = figure_title(dataset, "reliability", "test, pooled over seeds")
     pooled = [(p, stats.pooled_reliability(calibration_df, dataset, p["model"], p.get("student_size"),
                                            p.get("temperature", ""), p.get("alpha")))
               for p in panels]

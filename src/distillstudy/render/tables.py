@@ -16,7 +16,8 @@ import pandas as pd
 
 from distillstudy.analysis import stats
 from distillstudy.render import figures
-from distillstudy.render.captions import STUDY_FIGURES, data_uri, figure_entry
+from distillstudy.render.captions import data_uri, figure_entry
+from distillstudy.render.plotting import STUDY_FIGURES
 from distillstudy.render.text import css_class, gain_text, mean_ci_text, missing, num, pct, slug
 
 #: A teacher whose mean max-probability on its training points reaches this is
