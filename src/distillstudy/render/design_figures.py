@@ -21,8 +21,9 @@ from distillstudy.analysis import design_stats
 from distillstudy.render.plotting import design_figure_key, empty, figure_title, save, size_colours
 from distillstudy.render.text import fraction_percent
 
-DESIGN_LEVEL_LABELS = {"transfer": "transfer protocol", "epochs": "student training epochs",
-                       "teacher_width": "teacher width multiplier", "ensemble": "teachers in the ensemble (M)",
+#: x-axis label of each axis drawn against its level (transfer protocols are categories).
+DESIGN_LEVEL_LABELS = {"epochs": "student training epochs", "teacher_width": "teacher width multiplier",
+                       "ensemble": "teachers in the ensemble (M)",
                        "label_fraction": "fraction of training labels (log scale)"}
 
 
