@@ -4,6 +4,8 @@ two small PNGs."""
 
 from __future__ import annotations
 
+import json
+
 import matplotlib
 
 matplotlib.use("Agg")
@@ -93,7 +95,7 @@ def png(path, title: str) -> None:
 
 
 def report_inputs(tmp_path, dataset: str = EVIL) -> dict:
-    """Keyword arguments of `report.build_report` (less the outputs), files under tmp_path."""
+    """Keyword arguments of the report stage's `run` (less the outputs), files under tmp_path."""
     results = tmp_path / "results.csv"
     synthetic_results(dataset).to_csv(results, index=False)
     calibration = tmp_path / "calibration.csv"
@@ -103,15 +105,25 @@ def report_inputs(tmp_path, dataset: str = EVIL) -> dict:
     pngs = [tmp_path / "walkthrough_test.png", tmp_path / "walkthrough_train.png"]
     for p in pngs:
         png(p, p.stem)
+    meta = tmp_path / "dataset_meta.json"
+    meta.write_text(json.dumps({"name": dataset, "kind": "synthetic", "n_train": 100, "n_val": 20, "n_test": 50,
+                                "n_features": 2, "n_classes": 3, "sha256": "ab" * 32,
+                                "feature_names": [EVIL, "x2"], "class_names": ["a", "b", "c"]}), encoding="utf-8")
+    # Snakemake benchmark files: one teacher job of 1.5 s, four distill jobs of 12.25 s in all.
+    benchmarks = []
+    for rule, walls in (("teacher", [1.5]), ("distill", [3.0, 3.0, 3.0, 3.25])):
+        for i, wall in enumerate(walls):
+            path = tmp_path / "logs" / "benchmarks" / rule / f"job{i}.tsv"
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_text(f"s\th:m:s\n{wall}\t0:00:0{int(wall)}\n")
+            benchmarks.append(path)
     return {
-        "results_csv": results,
-        "calibration_csv": calibration,
-        "walkthrough_csv": wt_csv,
+        "results": results,
+        "calibration": calibration,
+        "walkthrough": wt_csv,
         "walkthrough_pngs": pngs,
         "params": {"study": {"name": EVIL, "temperatures": [1, 4]}, "distill": {"alpha": 0.5}},
-        "datasets_meta": [{"name": dataset, "kind": "synthetic", "n_train": 100, "n_val": 20, "n_test": 50,
-                           "n_features": 2, "n_classes": 3, "sha256": "ab" * 32,
-                           "feature_names": [EVIL, "x2"], "class_names": ["a", "b", "c"]}],
-        "provenance": {"git_commit": "deadbeef", "dirty": "false", "note": "<b>x</b>"},
-        "benchmarks": pd.DataFrame({"rule": ["teacher", "distill"], "wall_s": [1.5, 12.25], "jobs": [1, 4]}),
+        "dataset_meta": [meta],
+        "provenance_record": {"git_commit": "deadbeef", "dirty": "false", "note": "<b>x</b>"},
+        "benchmarks": benchmarks,
     }

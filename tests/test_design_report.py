@@ -17,6 +17,9 @@ from scipy import stats as st
 
 from design_synthetic import LEVELS, NOISE, SEED_FX, SEEDS, synthetic_designs
 from distillstudy.analysis import design_stats, stats
+from distillstudy.render import plotting
+from distillstudy.render import designs as design_sections
+from distillstudy.render.text import signed, slug
 from distillstudy.stages import report
 from synthetic import EVIL, report_inputs
 
@@ -168,9 +171,9 @@ def test_ensemble_share_guard_when_the_ensemble_does_not_beat_the_single_teacher
     assert share["share"].isna().all() and share["share_lo"].isna().all()
     assert share["note"].str.contains("did not beat the single teacher").all()
     assert share["student_gain_mean"].notna().all()  # the students are still compared
-    text = " ".join(report._share_sentences("toy", share))
+    text = " ".join(design_sections.share_sentences("toy", share))
     assert "the ensemble did not beat the single teacher" in text and "undefined" in text
-    _, rows = report._share_table("toy", share)
+    _, rows = design_sections.share_table("toy", share)
     assert "did not beat the single teacher" in rows[0][-1]["text"]
 
 
@@ -179,11 +182,11 @@ def test_ensemble_share_guard_when_the_ensemble_does_not_beat_the_single_teacher
 
 def test_transfer_sentences_carry_the_numbers(summary):
     rows = summary[summary["axis"] == "transfer"]
-    text = " ".join(report._transfer_sentences("toy", rows, 95, PARAMS))
+    text = " ".join(design_sections.transfer_sentences("toy", rows, 95, PARAMS))
     r = pick(summary, "transfer", "augmented")
     assert ("On toy, with the augmented transfer set the H=16 student gains +5.0 pp [+3.5, +6.5] over the baseline, "
             "but only +1.0 pp [") in text
-    assert f"[{report._signed(r['over_control_lo'], 100, 1)}, +2.0] over the hard-label control" in text
+    assert f"[{signed(r['over_control_lo'], 100, 1)}, +2.0] over the hard-label control" in text
     assert "the control itself gains +4.0 pp [+3.5, +4.5]" in text
     assert "most of the gain is augmentation" in text
     assert "+1.5 pp [0.0, +3.0] with the early-stopped teacher (reference) at T = 4" in text
@@ -198,7 +201,7 @@ def test_transfer_verdicts_follow_the_intervals():
     levels = copy.deepcopy(LEVELS)
     levels["transfer"]["augmented"]["control"] = 0.01  # distilled +5, control +1: +4 over the control
     s = design_stats.level_summary(design_stats.normalise_designs(synthetic_designs(axes=["transfer"], levels=levels)))
-    text = " ".join(report._transfer_sentences("toy", s, 95, None))
+    text = " ".join(design_sections.transfer_sentences("toy", s, 95, None))
     assert "and +4.0 pp [" in text and "the teacher adds a gain beyond augmentation" in text
     null = copy.deepcopy(LEVELS)
     for spec in null["transfer"].values():
@@ -206,20 +209,23 @@ def test_transfer_verdicts_follow_the_intervals():
     null["transfer"]["augmented"]["control"] = 0.0
     s = design_stats.level_summary(design_stats.normalise_designs(synthetic_designs(axes=["transfer"], levels=null)))
     assert not s[["gain_significant", "over_control_significant", "control_gain_significant"]].to_numpy().any()
-    text = " ".join(report._transfer_sentences("toy", s, 95, None))
+    text = " ".join(design_sections.transfer_sentences("toy", s, 95, None))
     assert "No gain on this axis has a 95% CI that excludes zero" in text
     assert "mean of the K fold teachers' probabilities" in text  # K unknown without params
 
 
 def test_capacity_and_curve_sentences(summary):
-    width = " ".join(report._capacity_sentences("toy", "teacher_width", summary[summary["axis"] == "teacher_width"], 95))
+    width = " ".join(design_sections.capacity_sentences("toy", "teacher_width",
+                                                        summary[summary["axis"] == "teacher_width"], 95))
     assert "90.0% at 0.25× width, 95.0% at 1× width (reference), 97.0% at 2× width" in width
     assert "H=16: gain over the baseline +1.0 pp [−0.5, +2.5] at 0.25× width, +3.0 pp [+1.5, +4.5] at 1× width" in width
     assert "non-monotone" in width and "Mirzadeh" in width
-    labels = " ".join(report._curve_sentences("toy", "label_fraction", summary[summary["axis"] == "label_fraction"], 95))
+    labels = " ".join(design_sections.curve_sentences("toy", "label_fraction",
+                                                      summary[summary["axis"] == "label_fraction"], 95))
     assert "with 3% of the labels the baseline reaches 42.2%" in labels
     assert "gains +10.0 pp [+8.5, +11.5]" in labels and "as Hinton et al. (2015) found" in labels
-    epochs = " ".join(report._curve_sentences("toy", "epochs", summary[summary["axis"] == "epochs"], 95))
+    epochs = " ".join(design_sections.curve_sentences("toy", "epochs",
+                                                      summary[summary["axis"] == "epochs"], 95))
     assert "with 40 epochs (reference) the baseline reaches 72.2%" in epochs
     assert "with 100 epochs the baseline reaches 67.2%" in epochs and "The gain is largest with 100 epochs" in epochs
 
@@ -231,8 +237,8 @@ def build(tmp_path, name, designs_csv, params=PARAMS, dataset=EVIL):
     inputs = report_inputs(tmp_path, dataset=dataset)
     inputs["params"] = params
     out = tmp_path / name
-    report.build_report(**inputs, out_html=out / "index.html", figures_dir=out / "figures",
-                        plots_dir=out / "plots", designs_csv=designs_csv)
+    report.run(**inputs, out_html=out / "index.html", figures_dir=out / "figures", plots_dir=out / "plots",
+               designs=designs_csv)
     return (out / "index.html").read_text(encoding="utf-8"), out
 
 
@@ -261,8 +267,8 @@ def test_report_with_and_without_designs(tmp_path):
     assert len(images(html)) == n_main + len(design_stats.AXIS_ORDER)
     for uri in images(html):
         assert base64.b64decode(uri.split(",", 1)[1])[:8] == b"\x89PNG\r\n\x1a\n"
-    pngs = sorted(p.stem for p in (out / "figures" / report._slug("toy")).glob("*.png"))
-    assert pngs == sorted(key for key, _, _ in report.DESIGN_FIGURE_SPECS.values())
+    pngs = sorted(p.stem for p in (out / "figures" / slug("toy")).glob("*.png"))
+    assert pngs == sorted(plotting.design_figure_key(axis) for axis in design_stats.AXIS_ORDER)
     prov = html.split('id="design-params"')[1].split('id="datasets"')[0]
     assert "designs.teacher_width" in prov and "transfer.folds" in prov
     assert "early_stopped, in_sample, cross_fitted, augmented (the first is the reference)" in prov
@@ -295,7 +301,7 @@ def test_design_strings_are_escaped(tmp_path):
     sec = html.split('id="designs"')[1].split('id="walkthrough"')[0]
     assert "On &lt;script&gt;alert(1)&lt;/script&gt;, the H=16 student" in sec
     assert "&lt;img src=x onerror=&#34;alert(4)&#34;&gt;" in sec
-    assert len(images(html)) == len(report.FIGURE_SPECS) + 2 + 2  # main + walkthrough + two axes
+    assert len(images(html)) == len(plotting.STUDY_FIGURES) + 2 + 2  # main + walkthrough + two axes
 
 
 def test_design_section_renders_in_headless_chromium(tmp_path):
@@ -328,5 +334,5 @@ def test_ensemble_share_is_not_computed_for_a_sliver_of_a_gain():
     assert share["teacher_gain"].to_numpy() == pytest.approx(0.002)
     assert not share["denominator_ok"].any() and share["share"].isna().all()
     assert share["note"].str.contains("too small a gain to apportion").all()
-    text = " ".join(report._share_sentences("toy", share))
+    text = " ".join(design_sections.share_sentences("toy", share))
     assert "+0.2 pp" in text and "not computed" in text

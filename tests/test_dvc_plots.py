@@ -21,9 +21,8 @@ def test_dvc_plots_show_renders_the_main_curves(tmp_path):
     shutil.copytree(ROOT / "workflow" / "report", repo / "workflow" / "report")
     inputs = report_inputs(tmp_path, dataset="toy")
     reports = repo / "reports"
-    report.build_report(**inputs, out_html=reports / "index.html", figures_dir=reports / "figures",
-                        plots_dir=reports / "plots")
-    shutil.copy2(inputs["walkthrough_csv"], reports / "walkthrough.csv")
+    report.run(**inputs, out_html=reports / "index.html", figures_dir=reports / "figures", plots_dir=reports / "plots")
+    shutil.copy2(inputs["walkthrough"], reports / "walkthrough.csv")
     run(["dvc", "init", "--no-scm", "-q"], repo)
 
     proc = run(["dvc", "plots", "show", "--json"], repo)

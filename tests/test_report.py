@@ -11,8 +11,11 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
-from distillstudy import cli
+from markupsafe import escape
+
+from distillstudy import cli, grid
 from distillstudy.engine import datasets
+from distillstudy.render import captions, plotting, tables, text
 from distillstudy.stages import report
 from distillstudy.analysis import stats
 from synthetic import EVIL, SIZES, TEMPS, report_inputs, synthetic_results
@@ -26,8 +29,7 @@ def inputs(tmp_path):
 
 
 def build(inputs, out_dir):
-    report.build_report(**inputs, out_html=out_dir / "index.html", figures_dir=out_dir / "figures",
-                        plots_dir=out_dir / "plots")
+    report.run(**inputs, out_html=out_dir / "index.html", figures_dir=out_dir / "figures", plots_dir=out_dir / "plots")
     return (out_dir / "index.html").read_text(encoding="utf-8")
 
 
@@ -40,17 +42,19 @@ def test_report_is_escaped_self_contained_and_complete(inputs, tmp_path):
     assert not re.search(r"(src|href)=\"(https?:)?//", html)  # nothing fetched from the network
 
     imgs = re.findall(r"<img [^>]*src=\"([^\"]*)\"", html)
-    n_figures = len(report.FIGURE_SPECS) * 1 + len(inputs["walkthrough_pngs"])
+    n_figures = len(plotting.STUDY_FIGURES) * 1 + len(inputs["walkthrough_pngs"])
     assert len(imgs) == n_figures == len(re.findall(r"<img ", html))
     for uri in imgs:
         assert uri.startswith("data:image/png;base64,")
         assert base64.b64decode(uri.split(",", 1)[1])[:8] == b"\x89PNG\r\n\x1a\n"
     # one folder per dataset, one PNG per figure key (the layout report.smk's patterns expect)
     pngs = sorted((tmp_path / "out" / "figures").glob("*/*.png"))
-    assert [p.stem for p in pngs] == sorted(report.FIGURE_KEYS)
-    assert pngs[0].parent.name == report._slug(EVIL)
-    for key, title, _ in report.FIGURE_SPECS:
-        assert f"{title} (&lt;script&gt;" in html  # every figure has its title and caption
+    assert [p.stem for p in pngs] == sorted(plotting.STUDY_FIGURES)
+    assert pngs[0].parent.name == text.slug(EVIL)
+    for key in plotting.STUDY_FIGURES:  # every figure has its title (grid.FIGURE_TITLES) and caption
+        title = grid.FIGURE_TITLES[key]
+        assert f"{title[:1].upper()}{title[1:]} (&lt;script&gt;" in html
+        assert str(escape(captions.STUDY_CAPTIONS[key].format(conf=95))) in html
     assert "Hinton" in html and "reliability" in html.lower()
 
     summary = html.split('id="summary"')[1].split("</section>")[0]
@@ -81,26 +85,26 @@ def test_report_is_deterministic_and_warning_conditional(inputs, tmp_path):
     a = build(inputs, tmp_path / "a")
     b = build(inputs, tmp_path / "b")
     assert a == b
-    synthetic_results("plain", teacher_mmp=0.9).to_csv(inputs["results_csv"], index=False)
-    inputs["benchmarks"] = None
-    inputs["calibration_csv"] = None
+    synthetic_results("plain", teacher_mmp=0.9).to_csv(inputs["results"], index=False)
+    inputs["benchmarks"] = []
+    inputs["calibration"] = None
     c = build(inputs, tmp_path / "c")
     assert "near one-hot" not in c
     assert "plain: the best distilled configuration" in c
     assert "No benchmark data was recorded." in c
     # without calibration.csv the reliability diagrams are left out, nothing else
-    assert len(re.findall(r"<img ", c)) == len(report.FIGURE_SPECS) - 1 + len(inputs["walkthrough_pngs"])
+    assert len(re.findall(r"<img ", c)) == len(plotting.STUDY_FIGURES) - 1 + len(inputs["walkthrough_pngs"])
     assert not list((tmp_path / "c" / "figures").glob("*/reliability.png"))
 
 
 def test_reliability_panels_follow_the_best_configuration_chosen_on_validation(inputs, tmp_path):
-    df = stats.load_results(inputs["results_csv"])
+    df = stats.load_results(inputs["results"])
     best = stats.best_configuration(df).iloc[0]
-    panels = report._reliability_panels(best)
+    panels = tables.reliability_panels(best)
     assert [p["model"] for p in panels] == ["teacher", "baseline", "distilled"]
     assert panels[1]["student_size"] == panels[2]["student_size"] == int(best["student_size"])
     assert panels[2]["temperature"] == best["temperature"] == "4"
-    cal = stats.load_calibration(inputs["calibration_csv"])
+    cal = stats.load_calibration(inputs["calibration"])
     for p in panels:
         pooled = stats.pooled_reliability(cal, EVIL, p["model"], p["student_size"], p["temperature"], p["alpha"])
         assert pooled.attrs["n_seeds"] == (1 if p["model"] == "teacher" else 3)
@@ -112,7 +116,10 @@ def test_every_figure_has_a_snakemake_report_caption_and_label():
     picking the text by the figure key; common.smk names each figure."""
     rst = (ROOT / "workflow/report/figures.rst").read_text()
     common = (ROOT / "workflow/rules/common.smk").read_text()
-    for key in report.FIGURE_KEYS:
+    design_keys = [plotting.design_figure_key(axis) for axis in grid.AXES]
+    assert list(plotting.STUDY_FIGURES) + design_keys == list(grid.FIGURE_TITLES)
+    assert list(captions.STUDY_CAPTIONS) + list(captions.DESIGN_CAPTIONS) == list(grid.FIGURE_TITLES)
+    for key in grid.FIGURE_TITLES:
         assert f'f == "{key}"' in rst, key
         assert f'"{key}":' in common, key
     assert 'patterns=["{dataset}/{figure}.png"]' in (ROOT / "workflow/rules/report.smk").read_text()
@@ -138,8 +145,8 @@ def test_csv_column_dataset_name_and_params_are_escaped(tmp_path):
     params = {"prepare": {"datasets": [{"name": EVIL_NAME, "kind": "csv", "path": str(csv), "label": "species"}]},
               "report": {"title": EVIL_PARAM}}
     out = tmp_path / "out"
-    rc = cli.main(["report", "--results", str(inputs["results_csv"]), "--calibration", str(inputs["calibration_csv"]),
-                   "--walkthrough", str(inputs["walkthrough_csv"]),
+    rc = cli.main(["report", "--results", str(inputs["results"]), "--calibration", str(inputs["calibration"]),
+                   "--walkthrough", str(inputs["walkthrough"]),
                    "--walkthrough-pngs", *map(str, inputs["walkthrough_pngs"]),
                    "--dataset-meta", str(tmp_path / "evil.json"), "--params-json", json.dumps(params),
                    "--out-html", str(out / "index.html"), "--figures-dir", str(out / "figures"),

@@ -210,17 +210,12 @@ def add_report(sub):
 
 
 def cmd_report(a):
-    from distillstudy import provenance
     from distillstudy.stages import report
 
-    params = json.loads(a.params_json)
-    report.build_report(
-        results_csv=a.results, walkthrough_csv=a.walkthrough, walkthrough_pngs=a.walkthrough_pngs,
-        params=params, title=params.get("report", {}).get("title", "distillstudy report"),
-        datasets_meta=[json.loads(open(p, encoding="utf-8").read()) for p in a.dataset_meta],
-        provenance=provenance.collect(), benchmarks=provenance.read_benchmarks(a.benchmarks),
-        out_html=a.out_html, figures_dir=a.figures_dir, plots_dir=a.plots_dir, calibration_csv=a.calibration,
-        designs_csv=a.designs)
+    report.run(results=a.results, dataset_meta=a.dataset_meta, params=json.loads(a.params_json),
+               out_html=a.out_html, figures_dir=a.figures_dir, plots_dir=a.plots_dir, calibration=a.calibration,
+               walkthrough=a.walkthrough, walkthrough_pngs=a.walkthrough_pngs, designs=a.designs,
+               benchmarks=a.benchmarks)
     print(f"report: wrote {a.out_html}")
 
 

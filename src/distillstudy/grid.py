@@ -221,7 +221,9 @@ def variant_dir(variant: str) -> str:
     return "" if variant == REFERENCE else f"{variant}/"
 
 
-#: The report's figures: key (file name, `snakemake --report` label) -> title.
+#: Figure key -> human title, the one place both live: the report's figure headings
+#: and PNG titles, and the labels of `snakemake --report`. A figure is written to
+#: <figures dir>/<dataset slug>/<key>.png; a study-design axis's key is "design_<axis>".
 FIGURE_TITLES = {
     "gain_heatmap": "test-accuracy gain heatmap",
     "accuracy_vs_t": "test accuracy vs temperature",

@@ -39,12 +39,6 @@ AXIS_TITLES = {
     "ensemble": "Ensemble teacher",
     "label_fraction": "Fewer labels (learning curve)",
 }
-PROTOCOL_TEXT = {
-    "early_stopped": "the teacher early-stopped on validation NLL (reference)",
-    "in_sample": "the in-sample targets of a teacher trained to convergence",
-    "cross_fitted": "cross-fitted targets (each training point labelled by the fold teacher that did not see it)",
-    "augmented": "an augmented transfer set (label-preserving copies labelled by the teacher)",
-}
 SHARE_FORMULA = ("share = (test accuracy of the best-on-validation student distilled from the ensemble − test "
                  "accuracy of the best-on-validation student distilled from the single reference teacher) / "
                  "(ensemble teacher's test accuracy − single teacher's test accuracy)")

@@ -1,0 +1,93 @@
+"""The report page: every section assembled into templates/index.html.j2.
+
+`render_page` takes what the report stage has read (results, calibration bins,
+designs, walkthrough table, datasets' metadata, provenance, wall times), writes
+the figures into `figures_dir`, and returns the HTML text. Every image is
+embedded as a base64 data URI, styles are inline, and nothing is fetched from the
+network, so the page opens anywhere. Every user-provided string goes through
+Jinja2 autoescaping. Nothing time-dependent is generated here: the same inputs
+give the same bytes (the provenance record is the only place for dates).
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import jinja2
+import pandas as pd
+import yaml
+
+from distillstudy.render import designs as design_sections
+from distillstudy.render import tables
+
+TEMPLATE = "index.html.j2"
+
+
+def _params_text(params) -> str:
+    try:
+        return yaml.safe_dump(params, sort_keys=False, default_flow_style=False, allow_unicode=True, width=100)
+    except yaml.YAMLError:  # e.g. numpy scalars that safe_dump refuses: fall back to JSON
+        return json.dumps(params, indent=2, default=str, ensure_ascii=False)
+
+
+def _environment() -> jinja2.Environment:
+    # autoescape=True explicitly: select_autoescape would not recognise ".html.j2".
+    return jinja2.Environment(
+        loader=jinja2.FileSystemLoader(str(Path(__file__).resolve().parent / "templates")),
+        autoescape=True,
+        undefined=jinja2.StrictUndefined,
+        keep_trailing_newline=True,
+    )
+
+
+def _method_note(conf_pct: int) -> str:
+    return (
+        f"How to read the numbers: the best temperature for each student size is selected on the validation split "
+        f"(highest mean validation accuracy) and its gain is reported on the test split, which plays no part in any "
+        f"choice. Every difference is distilled minus hard-label baseline, paired by seed (same initialisation and "
+        f"data order), with a Student-t {conf_pct}% confidence interval over seeds (n − 1 degrees of freedom); for "
+        f"NLL and ECE a negative difference is an improvement. Intervals are per cell and not adjusted for multiple "
+        f"comparisons: across many cells about {100 - conf_pct}% would exclude zero by chance alone.")
+
+
+def render_page(results: pd.DataFrame, *, figures_dir: Path, params: dict, datasets_meta: list[dict],
+                provenance: dict, benchmarks: pd.DataFrame | None = None,
+                calibration: pd.DataFrame | None = None, designs: pd.DataFrame | None = None,
+                walkthrough: pd.DataFrame | None = None, walkthrough_pngs: list = (),
+                confidence: float = 0.95, title: str = "distillstudy report") -> str:
+    """The report's HTML; its figures are written to `figures_dir/<dataset slug>/<key>.png`.
+
+    `results` and `calibration` as from `stats.load_results` / `stats.load_calibration`
+    (calibration None: no reliability diagrams); `designs` as from
+    `design_stats.load_designs` (None: no "Study designs" section); `walkthrough`
+    the walkthrough table (None: the section shows only `walkthrough_pngs`, or is
+    left out when there are none); `benchmarks` wall seconds per rule (columns
+    rule, wall_s and optionally jobs; None or empty: none recorded).
+    """
+    figures_dir = Path(figures_dir)
+    figures_dir.mkdir(parents=True, exist_ok=True)
+    summaries = tables.summary_tables(results, confidence)
+    students = results[results["model"] != "teacher"]
+    datasets = [tables.dataset_section(ds, results, summaries, figures_dir, confidence, calibration)
+                for ds in sorted(students["dataset"].unique())]
+    design_section = design_sections.designs_section(designs, params, figures_dir, confidence)
+    conf_pct = int(round(confidence * 100))
+    meta_columns, meta_rows, meta_details = tables.meta_table(datasets_meta)
+    bench_rows, bench_total = tables.bench_rows(benchmarks)
+    return _environment().get_template(TEMPLATE).render(
+        title=title,
+        datasets=datasets,
+        method_note=_method_note(conf_pct),
+        conf_pct=conf_pct,
+        walkthrough=tables.walkthrough_section(walkthrough, walkthrough_pngs),
+        designs=design_section,
+        design_params=design_sections.design_params(params),
+        params_text=_params_text(params),
+        meta_columns=meta_columns,
+        meta_rows=meta_rows,
+        meta_details=meta_details,
+        provenance=[(str(k), "" if v is None else str(v)) for k, v in (provenance or {}).items()],
+        bench_rows=bench_rows,
+        bench_total=bench_total,
+    )

@@ -1,0 +1,64 @@
+"""What every report figure shares: its key and title (from `grid.FIGURE_TITLES`), the
+headless matplotlib backend, one colour per student size, atomic PNG writes without
+metadata (identical inputs give identical bytes), and the placeholder drawn when a
+figure has no data."""
+
+from __future__ import annotations
+
+import os
+
+import matplotlib
+
+# Headless: the report runs on machines and cluster nodes without a display.
+matplotlib.use("Agg")
+
+import matplotlib.pyplot as plt  # noqa: E402
+import seaborn as sns  # noqa: E402
+
+from distillstudy import grid  # noqa: E402
+from distillstudy.artifacts import atomic_path  # noqa: E402
+
+
+def design_figure_key(axis: str) -> str:
+    """The figure key of a study-design axis: 'transfer' -> 'design_transfer'."""
+    return f"design_{axis}"
+
+
+#: The per-dataset study figures (every key that is not a design axis's), in the report's order.
+STUDY_FIGURES = tuple(k for k in grid.FIGURE_TITLES if k not in {design_figure_key(a) for a in grid.AXES})
+
+
+def save(fig, path: str | os.PathLike) -> None:
+    """Write `fig` as a PNG atomically and close it (also on failure)."""
+    try:
+        with atomic_path(path, suffix=".png") as tmp:
+            # No "Software" entry: the bytes must not depend on the matplotlib version.
+            fig.savefig(tmp, format="png", dpi=100, metadata={"Software": None})
+    finally:
+        plt.close(fig)
+
+
+def size_colours(sizes) -> dict:
+    """Student size -> colour (colour-blind palette), the same order in every figure."""
+    sizes = sorted(int(s) for s in sizes)
+    pal = sns.color_palette("colorblind", max(len(sizes), 1))
+    return {s: pal[i % len(pal)] for i, s in enumerate(sizes)}
+
+
+def short(name: str, n: int = 60) -> str:
+    """A dataset name cut to fit a figure title."""
+    return name if len(name) <= n else name[: n - 1] + "…"
+
+
+def figure_title(dataset: str, key: str, context: str = "") -> str:
+    """A PNG's title: '<dataset>: <grid.FIGURE_TITLES[key]>', then `context` in brackets."""
+    return f"{short(dataset)}: {grid.FIGURE_TITLES[key]}" + (f" ({context})" if context else "")
+
+
+def empty(path, title: str, message: str) -> None:
+    """A small figure with only a title and a message, for a dataset without the data."""
+    fig, ax = plt.subplots(figsize=(5, 2.5))
+    ax.axis("off")
+    ax.set_title(title)
+    ax.text(0.5, 0.5, message, ha="center", va="center", transform=ax.transAxes)
+    save(fig, path)

@@ -1,0 +1,275 @@
+"""The report's tables and per-dataset sections: summary sentences, the per-size and
+all-cells gain tables with their figures, the walkthrough table and verdict, the
+datasets' metadata, and the wall time per rule.
+
+Each function returns plain dicts and strings for the Jinja template (escaping is
+the template's job); only `dataset_section` writes files (its figures).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Iterable
+
+import numpy as np
+import pandas as pd
+
+from distillstudy.analysis import stats
+from distillstudy.render import figures
+from distillstudy.render.captions import data_uri, figure_entry
+from distillstudy.render.plotting import STUDY_FIGURES
+from distillstudy.render.text import css_class, gain_text, mean_ci_text, missing, num, pct, slug
+
+#: A teacher whose mean max-probability on its training points reaches this is
+#: near one-hot there: its soft targets add little to the hard labels.
+ONEHOT_THRESHOLD = 0.99
+META_COLUMNS = ["name", "kind", "n_train", "n_val", "n_test", "n_features", "n_classes", "sha256"]
+
+
+def summary_tables(df: pd.DataFrame, confidence: float) -> dict:
+    """The statistics behind every dataset section, over all datasets at once."""
+    return {
+        "teacher": stats.teacher_summary(df),
+        "best_t": stats.best_temperature(df, confidence=confidence),
+        "best_cfg": stats.best_configuration(df, confidence=confidence),
+        "gain_acc": stats.paired_gains(df, "accuracy", "test", confidence=confidence),
+        "gain_nll": stats.paired_gains(df, "nll", "test", confidence=confidence),
+        "gain_ece": stats.paired_gains(df, "ece", "test", confidence=confidence),
+        "gain_agr": stats.paired_gains(df, "agreement", "test", confidence=confidence),
+        "cells_acc": stats.cell_summary(df, "accuracy", "test", confidence=confidence),
+    }
+
+
+def _lookup(df: pd.DataFrame, **kw) -> pd.Series | None:
+    """The first row whose columns equal every `kw` value (a missing value matches NaN), or None."""
+    m = pd.Series(True, index=df.index)
+    for k, v in kw.items():
+        if missing(v):
+            m &= df[k].isna()
+        else:
+            m &= df[k] == v
+    sub = df[m]
+    return None if sub.empty else sub.iloc[0]
+
+
+def reliability_panels(best) -> list[dict]:
+    """Teacher, then the baseline of the best configuration's size and that configuration."""
+    panels = [{"label": "teacher", "model": "teacher", "student_size": None, "temperature": "", "alpha": None}]
+    if best is not None:
+        size = int(best["student_size"])
+        panels.append({"label": f"hard-label baseline, hidden {size}", "model": "baseline", "student_size": size,
+                       "temperature": "", "alpha": None})
+        panels.append({"label": f"best distilled: hidden {size}, T = {best['temperature']}", "model": "distilled",
+                       "student_size": size, "temperature": best["temperature"], "alpha": best["alpha"]})
+    return panels
+
+
+def dataset_section(ds: str, df: pd.DataFrame, summaries: dict, figures_dir: Path, conf: float,
+                    calibration: pd.DataFrame | None = None) -> dict:
+    """One dataset's summary sentences, per-size and all-cells tables, and figures
+    (written under `figures_dir/<slug>/`). `summaries` holds the statistics of every
+    dataset (`summary_tables`); `calibration` None leaves out the reliability diagrams."""
+    conf_pct = int(round(conf * 100))
+    teach = _lookup(summaries["teacher"], dataset=ds)
+    t_acc = teach["test_accuracy"] if teach is not None else float("nan")
+    t_mmp = teach["train_mean_max_prob"] if teach is not None else float("nan")
+    warning = ""
+    if not missing(t_mmp) and t_mmp >= ONEHOT_THRESHOLD:
+        warning = (f"Warning: the teacher is near one-hot on its training points (mean max-probability "
+                   f"{t_mmp:.4f} ≥ {ONEHOT_THRESHOLD}), so its soft targets on those points carry almost nothing "
+                   f"beyond the hard labels; small or null distillation gains are expected on this dataset.")
+
+    bt = summaries["best_t"][summaries["best_t"]["dataset"] == ds]
+    best = _lookup(summaries["best_cfg"], dataset=ds)
+    summary = []
+    if best is None:
+        summary.append(f"{ds}: no distilled students with validation results, so no configuration could be selected.")
+    else:
+        sig_word = ("its CI excludes zero" if best["significant"] else "its CI includes zero, so the difference is "
+                    "not statistically distinguishable from no effect")
+        summary.append(
+            f"{ds}: the best distilled configuration on the validation split is hidden size {int(best['student_size'])}"
+            f" at temperature T = {best['temperature']} (validation accuracy {pct(best['val_accuracy'])}). On the test "
+            f"split its accuracy gain over the hard-label baseline of the same size is "
+            f"{gain_text(best['gain_mean'], best['gain_lo'], best['gain_hi'])} ({conf_pct}% CI, paired over "
+            f"{int(best['n'])} seeds); {sig_word}.")
+        n_sig = int(bt["significant"].sum())
+        if n_sig == 0:
+            summary.append(f"None of the {len(bt)} per-size best-on-validation temperatures gives a test-accuracy "
+                           f"gain whose {conf_pct}% CI excludes zero: no significant effect of distillation on "
+                           f"accuracy was found here.")
+        else:
+            pos = int(((bt["significant"]) & (bt["gain_mean"] > 0)).sum())
+            summary.append(f"{n_sig} of {len(bt)} student sizes have a best-on-validation gain whose CI excludes "
+                           f"zero ({pos} positive, {n_sig - pos} negative).")
+    summary.append(f"Teacher: test accuracy {pct(t_acc)}; mean max-probability on its training points "
+                   f"{num(t_mmp, 4)}.")
+
+    acc_g = summaries["gain_acc"][summaries["gain_acc"]["dataset"] == ds]
+    nll_g = summaries["gain_nll"][summaries["gain_nll"]["dataset"] == ds]
+    ece_g = summaries["gain_ece"][summaries["gain_ece"]["dataset"] == ds]
+    agr_g = summaries["gain_agr"][summaries["gain_agr"]["dataset"] == ds]
+    base = summaries["cells_acc"]
+    base = base[(base["dataset"] == ds) & (base["model"] == "baseline")]
+    sizes = sorted(set(int(s) for s in acc_g["student_size"].dropna())
+                   | set(int(s) for s in base["student_size"].dropna()))
+    has_lmse = bool((acc_g["model"] == "logit_mse").any())
+    size_rows = []
+    for s in sizes:
+        b = _lookup(base, student_size=s)
+        r = _lookup(bt, student_size=s)
+        row = {"size": s, "baseline": mean_ci_text(*(b[["mean", "lo", "hi"]] if b is not None else [np.nan] * 3)),
+               "best_t": "n/a", "val_acc": "n/a", "gain": "n/a", "gain_sig": "nsig", "nll_gain": "n/a",
+               "nll_sig": "nsig", "lmse_gain": "n/a", "lmse_sig": "nsig",
+               "n": int(b["n"]) if b is not None else 0}
+        if r is not None:
+            row.update(best_t=r["temperature"], val_acc=pct(r["val_accuracy"]),
+                       gain=gain_text(r["gain_mean"], r["gain_lo"], r["gain_hi"]),
+                       gain_sig=css_class(r["significant"], r["gain_mean"]))
+            nl = _lookup(nll_g, student_size=s, model="distilled", temperature=r["temperature"], alpha=r["alpha"])
+            if nl is not None:
+                row.update(nll_gain=gain_text(nl["mean"], nl["lo"], nl["hi"], scale=1.0, digits=3, unit=""),
+                           nll_sig=css_class(nl["significant"], nl["mean"], False))
+        lm = acc_g[(acc_g["student_size"] == s) & (acc_g["model"] == "logit_mse")]
+        if len(lm):
+            lm = lm.iloc[0]
+            row.update(lmse_gain=gain_text(lm["mean"], lm["lo"], lm["hi"]),
+                       lmse_sig=css_class(lm["significant"], lm["mean"]))
+        size_rows.append(row)
+
+    cells = []
+    for c in acc_g.itertuples(index=False):
+        key = dict(student_size=c.student_size, model=c.model, temperature=c.temperature, alpha=c.alpha)
+        out = {"size": int(c.student_size), "model": c.model, "t": c.temperature or "—",
+               "alpha": "—" if missing(c.alpha) else f"{c.alpha:g}", "n": int(c.n),
+               "acc": gain_text(c.mean, c.lo, c.hi), "acc_sig": css_class(c.significant, c.mean)}
+        for name, tab, scale, digits, unit, up in (("nll", nll_g, 1.0, 3, "", False), ("ece", ece_g, 1.0, 3, "", False),
+                                                   ("agr", agr_g, 100.0, 1, " pp", True)):
+            x = _lookup(tab, **key)
+            out[name] = "n/a" if x is None else gain_text(x["mean"], x["lo"], x["hi"], scale=scale, digits=digits,
+                                                           unit=unit)
+            out[name + "_sig"] = "nsig" if x is None else css_class(x["significant"], x["mean"], up)
+        cells.append(out)
+
+    folder = figures_dir / slug(ds)
+    draw = {
+        "gain_heatmap": lambda p: figures.plot_gain_heatmap(df, ds, p, confidence=conf),
+        "accuracy_vs_t": lambda p: figures.plot_metric_vs_temperature(df, ds, "accuracy", p, confidence=conf),
+        "nll_vs_t": lambda p: figures.plot_metric_vs_temperature(df, ds, "nll", p, confidence=conf),
+        "best_t": lambda p: figures.plot_best_temperature(df, ds, p, confidence=conf),
+        "fidelity": lambda p: figures.plot_fidelity(df, ds, p),
+        "reliability": lambda p: figures.plot_reliability(calibration, ds, reliability_panels(best), p),
+    }
+    figs = []
+    for key in STUDY_FIGURES:
+        if key == "reliability" and calibration is None:
+            continue
+        draw[key](folder / f"{key}.png")
+        figs.append(figure_entry(key, ds, folder / f"{key}.png", conf_pct))
+
+    return {"name": ds, "anchor": "ds-" + folder.name, "summary": summary, "onehot_warning": warning,
+            "teacher_acc": pct(t_acc), "teacher_nll": num(teach["test_nll"] if teach is not None else np.nan),
+            "teacher_mmp": num(t_mmp, 4),
+            "teacher_params": "" if teach is None or missing(teach["n_params"]) else f"{int(teach['n_params']):,}",
+            "size_rows": size_rows, "has_logit_mse": has_lmse, "cells": cells, "figures": figs}
+
+
+def walkthrough_section(walkthrough: pd.DataFrame | None, walkthrough_pngs: Iterable) -> dict | None:
+    """The walkthrough's figures, its test log loss per n and model, and whether the
+    distilled student beat the hard-label one at every n. `walkthrough` is the
+    walkthrough stage's table (None: the section is built from the PNGs alone, or
+    omitted when there are none)."""
+    pngs = [Path(p) for p in (walkthrough_pngs or [])]
+    if walkthrough is None and not pngs:
+        return None
+    figs = []
+    for p in pngs:
+        split = "test" if "test" in p.stem.lower() else "train" if "train" in p.stem.lower() else ""
+        title = f"Walkthrough: mean {split} log loss against n" if split else f"Walkthrough figure {p.name}"
+        caption = ("Mean log loss over the trials against the number of training points n, for the hard-label "
+                   "student, the distilled (logit-matching) student and the teacher. ")
+        caption += {"test": "On test data, look for the distilled line below the student's at every n, and the "
+                            "teacher lowest.",
+                    "train": "On training data, compare with the test figure: a model with a lower training loss "
+                             "but a higher test loss is overfitting its few points.",
+                    "": ""}[split]
+        figs.append({"uri": data_uri(p), "title": title, "alt": title, "caption": caption})
+
+    rows, models, verdict = [], [], "No walkthrough table was provided."
+    if walkthrough is not None:
+        absent = {"n_train", "model", "split", "log_loss"} - set(walkthrough.columns)
+        if absent:
+            raise ValueError(f"walkthrough table lacks columns {sorted(absent)}")
+        wt = walkthrough.assign(log_loss=pd.to_numeric(walkthrough["log_loss"]))
+        test = wt[wt["split"] == "test"].groupby(["n_train", "model"])["log_loss"].mean().unstack("model")
+        models = [m for m in ("student", "distilled", "teacher") if m in test.columns]
+        models += sorted(m for m in test.columns if m not in models)
+        for n, r in test.iterrows():
+            rows.append({"n": n, "cells": [num(r[m], 4) for m in models]})
+        if {"student", "distilled"} <= set(test.columns) and len(test):
+            better = test["distilled"] < test["student"]
+            if better.all():
+                verdict = (f"The distilled student had a lower test log loss than the hard-label student at every n "
+                           f"({len(test)} of {len(test)} values of n), as in the walkthrough.")
+            else:
+                worse = ", ".join(str(n) for n in test.index[~better])
+                verdict = (f"The distilled student beat the hard-label student on test log loss at {int(better.sum())} "
+                           f"of {len(test)} values of n; it did not at n = {worse}, unlike the walkthrough.")
+        else:
+            verdict = "The walkthrough table lacks the student or distilled model, so they cannot be compared."
+    return {"figures": figs, "rows": rows, "models": models, "verdict": verdict}
+
+
+def _scalar(v) -> bool:
+    """A metadata value that fits in a table cell (lists and dicts go to the details)."""
+    return v is None or isinstance(v, (str, int, float, bool, np.integer, np.floating))
+
+
+def meta_table(datasets_meta: list) -> tuple[list, list, list]:
+    """Scalar metadata as one table row per dataset (sha256 last, in full); lists
+    (feature and class names) and dicts (options) go to a per-dataset details list."""
+    metas = list(datasets_meta or [])
+    cols = [c for c in META_COLUMNS if c != "sha256" and any(c in m for m in metas)]
+    for m in metas:
+        cols += [k for k in m if k not in cols and k != "sha256" and _scalar(m[k])]
+    if any("sha256" in m for m in metas):
+        cols.append("sha256")
+    rows, details = [], []
+    for m in metas:
+        row = []
+        for c in cols:
+            v = m.get(c, "")
+            numeric = isinstance(v, (int, float, np.integer, np.floating)) and not isinstance(v, bool)
+            row.append({"text": "" if v is None else (f"{v:,}" if isinstance(v, (int, np.integer)) and not
+                                                      isinstance(v, bool) else str(v)),
+                        "cls": "mono hash" if c == "sha256" else ("num" if numeric else "")})
+        rows.append(row)
+        items = []
+        for k, v in m.items():
+            if _scalar(v):
+                continue
+            if isinstance(v, dict):
+                text = ", ".join(f"{kk} = {vv}" for kk, vv in v.items())
+                items.append({"key": str(k), "count": len(v), "text": text, "values": []})
+            else:
+                vals = [str(x) for x in v]
+                items.append({"key": str(k).replace("_", " "), "count": len(vals), "text": "", "values": vals})
+        short = sum(it["count"] for it in items) <= 24  # short lists open, long ones (64 pixels) folded
+        details.append({"name": str(m.get("name", "")), "items": items, "open": short})
+    return [str(c) for c in cols], rows, details
+
+
+def bench_rows(benchmarks) -> tuple[list, str]:
+    """Wall seconds and job count per rule (columns rule, wall_s, optionally jobs), and their total."""
+    if benchmarks is None or len(benchmarks) == 0:
+        return [], ""
+    b = pd.DataFrame(benchmarks)
+    if not {"rule", "wall_s"} <= set(b.columns):
+        raise ValueError("benchmarks must have columns rule, wall_s")
+    walls = pd.to_numeric(b["wall_s"], errors="coerce")
+    jobs = b["jobs"] if "jobs" in b.columns else pd.Series([np.nan] * len(b))
+    rows = [{"rule": str(r), "wall_s": num(w, 1), "jobs": "" if missing(j) else str(int(j))}
+            for r, w, j in zip(b["rule"], walls, jobs)]
+    total = num(float(walls.sum()), 1) if walls.notna().any() else ""
+    return rows, total
+
