@@ -45,6 +45,8 @@ from pathlib import Path
 import numpy as np
 import yaml
 
+from distillstudy import grid
+
 ROOT = Path(__file__).resolve().parents[1]
 BENCH = ROOT / "benchmarks"
 BIN = Path(sys.executable).parent
@@ -213,7 +215,7 @@ def run_engine(work: Path, name: str, data: dict, epochs: int, seeds: int | None
     seeds = GRID["seeds"] if seeds is None else seeds
     temperatures = GRID["temperatures"] if temperatures is None else temperatures
     ws = engine_workspace(work, name, data, epochs, seeds, temperatures)
-    cells = ["baseline"] + [f"T{t:g}" for t in temperatures]
+    cells = [grid.BASELINE] + [grid.cell_name(t) for t in temperatures]
     targets = [f"models/students/mnist1d/h{h}/{c}.logits.npz" for h in GRID["sizes"] for c in cells]
     seconds = sh(["snakemake", *targets,
                   "--allowed-rules", "distill"], cwd=ws, log=work / f"{name}.log")

@@ -8,7 +8,7 @@ import pytest
 import yaml
 
 from distillstudy.errors import ParamsError
-from distillstudy.grid import cell_name, format_temperature
+from distillstudy.grid import cell_name, format_number
 from distillstudy.params import check_params, load_params
 from conftest import ROOT, tiny_params
 
@@ -20,7 +20,7 @@ def test_default_and_tiny_params_are_valid():
 
 @pytest.mark.parametrize("value, expected", [(1, "1"), (1.0, "1"), ("2.50", "2.5"), (16, "16"), (0.125, "0.125")])
 def test_one_spelling_per_temperature(value, expected):
-    assert format_temperature(value) == expected
+    assert format_number(value) == expected
     assert cell_name(value) == "T" + expected
 
 

@@ -13,7 +13,7 @@ def test_names_round_trip():
                               ("label_fraction", 0.03, "labels-0.03")]:
         assert v.variant_name(axis, level) == name
         parsed = v.parse_variant(name)
-        assert parsed["axis"] == axis and parsed["level"] == v.format_level(level)
+        assert parsed["axis"] == axis and parsed["level"] == v.format_number(level)
     assert v.parse_variant("reference")["axis"] is None
 
 
@@ -27,7 +27,7 @@ def test_levels_put_the_reference_first_once():
     params = copy.deepcopy(tiny_params())
     params["designs"]["epochs"] = [params["distill"]["epochs"], 7]
     params["designs"]["teacher_width"] = [1, 0.5]
-    assert v.axis_levels("epochs", params) == [v.format_level(params["distill"]["epochs"]), "7"]
+    assert v.axis_levels("epochs", params) == [v.format_number(params["distill"]["epochs"]), "7"]
     assert v.axis_levels("teacher_width", params) == ["1", "0.5"]
     assert v.axis_levels("transfer", params)[0] == "early_stopped"
 

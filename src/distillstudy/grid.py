@@ -50,18 +50,20 @@ def format_number(value) -> str:
     """THE spelling of a number in cell and variant names, paths and tables.
 
     1, 1.0 and "1.0" -> "1"; 0.50 -> "0.5"; 100.0 -> "100"; 1e-05 -> "1e-05" (12
-    significant digits, so float noise never makes two names). None, NaN and "" (an empty
-    table cell) -> ""; text that is not a number (a transfer protocol) is kept, stripped.
+    significant digits, so float noise never makes two names). None, NaN, pandas' NA and
+    "" (an empty table cell) -> ""; text that is not a number (a transfer protocol) is
+    kept, stripped.
     """
-    if value is None:
-        return ""
     if isinstance(value, str):
         text = value.strip()
         try:
             value = float(text)
         except ValueError:
             return text
-    value = float(value)
+    try:
+        value = float(value)
+    except (TypeError, ValueError):  # None, pandas.NA
+        return ""
     return "" if math.isnan(value) else format(value, ".12g")
 
 
@@ -71,11 +73,6 @@ def number_value(text) -> float:
         return float(text)
     except (TypeError, ValueError):
         return float("nan")
-
-
-#: Names kept at the call sites where they read better; one implementation.
-format_temperature = format_number
-format_level = format_number
 
 
 # ---- cells: one Snakemake job, all seeds of one (dataset, [variant,] size, cell) -------
@@ -110,7 +107,7 @@ def parse_cell(cell: str, alpha: float) -> dict:
 # ---- variants: the study designs' one-factor changes -----------------------------------
 
 def variant_name(axis: str, level) -> str:
-    return f"{AXES[axis][0]}-{format_level(level)}"
+    return f"{AXES[axis][0]}-{format_number(level)}"
 
 
 def parse_variant(name: str) -> dict:
@@ -159,15 +156,15 @@ def variant_settings(variant: str) -> tuple[str, ...]:
 
 def reference_level(axis: str, params: dict) -> str:
     if axis == "epochs":
-        return format_level(params["distill"]["epochs"])
-    return format_level(AXES[axis][1])
+        return format_number(params["distill"]["epochs"])
+    return format_number(AXES[axis][1])
 
 
 def axis_levels(axis: str, params: dict) -> list[str]:
     """Every level of an axis, the reference first, in params order, without repeats."""
     levels = [reference_level(axis, params)]
     for value in params.get("designs", {}).get(axis, []):
-        level = format_level(value)
+        level = format_number(value)
         if level not in levels:
             levels.append(level)
     return levels

@@ -64,19 +64,6 @@ SHARE_COLUMNS = [
 # --------------------------------------------------------------------------- loading
 
 
-def canonical_level(axis: str, level) -> str:
-    """'1.0' and '1' name the same numeric level ('1'); protocol names and
-    anything unparsable are kept as written (stripped)."""
-    text = "" if level is None or (isinstance(level, float) and math.isnan(level)) else str(level).strip()
-    if axis == "transfer":
-        return text
-    try:
-        value = float(text)
-    except ValueError:
-        return text
-    return grid.format_level(value) if math.isfinite(value) else text
-
-
 def normalise_designs(df: pd.DataFrame) -> pd.DataFrame:
     """Typed copy: the columns of `stats.normalise_results` plus axis and level (str)."""
     missing = [c for c in COLUMNS if c not in df.columns]
@@ -88,7 +75,7 @@ def normalise_designs(df: pd.DataFrame) -> pd.DataFrame:
     unknown = sorted(set(axis) - set(AXIS_ORDER))
     if unknown:
         raise ValueError(f"designs table: unknown axis {unknown[0]!r} (one of {', '.join(AXIS_ORDER)})")
-    level = [canonical_level(a, v) for a, v in zip(axis, df["level"].astype(object))]
+    level = [grid.format_number(v) for v in df["level"].astype(object)]
     out.insert(1, "axis", axis.to_numpy(dtype=object))
     out.insert(2, "level", pd.Series(level, index=out.index, dtype=object))
     return out[COLUMNS]
@@ -103,16 +90,6 @@ def load_designs(path: str | os.PathLike | None) -> pd.DataFrame | None:
     return normalise_designs(raw)
 
 
-def level_value(axis: str, level: str) -> float:
-    """Numeric value of a level for sorting and plotting (nan for protocols)."""
-    if axis == "transfer":
-        return float("nan")
-    try:
-        return float(level)
-    except (TypeError, ValueError):
-        return float("nan")
-
-
 def sort_levels(axis: str, levels) -> list[str]:
     """Transfer protocols in grid.PROTOCOLS order, numeric levels by value;
     anything else last, alphabetically."""
@@ -120,8 +97,8 @@ def sort_levels(axis: str, levels) -> list[str]:
     if axis == "transfer":
         known = [p for p in grid.PROTOCOLS if p in levels]
         return known + sorted(set(levels) - set(known))
-    num = sorted((lv for lv in levels if not math.isnan(level_value(axis, lv))), key=lambda lv: level_value(axis, lv))
-    return num + sorted(lv for lv in levels if math.isnan(level_value(axis, lv)))
+    num = sorted((lv for lv in levels if not math.isnan(grid.number_value(lv))), key=lambda lv: grid.number_value(lv))
+    return num + sorted(lv for lv in levels if math.isnan(grid.number_value(lv)))
 
 
 def reference_levels(params: dict | None = None) -> dict:
@@ -130,7 +107,7 @@ def reference_levels(params: dict | None = None) -> dict:
     for axis in AXIS_ORDER:
         if axis == "epochs":
             epochs = ((params or {}).get("distill") or {}).get("epochs")
-            out[axis] = None if epochs is None else grid.format_level(epochs)
+            out[axis] = None if epochs is None else grid.format_number(epochs)
         else:
             out[axis] = grid.reference_level(axis, params or {})
     return out
@@ -266,7 +243,7 @@ def level_summary(designs: pd.DataFrame | None, *, params: dict | None = None,
             for level in sort_levels(axis, d.loc[d["axis"] == axis, "level"]):
                 for r in _summarise_level(level_frame(designs, ds, axis, level), confidence):
                     rows.append({"dataset": ds, "axis": axis, "level": level,
-                                 "level_value": level_value(axis, level),
+                                 "level_value": grid.number_value(level),
                                  "is_reference": refs.get(axis) is not None and level == refs[axis], **r})
     out = pd.DataFrame(rows, columns=SUMMARY_COLUMNS)
     out["student_size"] = out["student_size"].astype("Int64")

@@ -27,7 +27,7 @@ from distillstudy.analysis.scoring import cell_rows
 from distillstudy.grid import SPLITS
 from distillstudy.artifacts import load_npz
 from distillstudy.artifacts import read_record
-from distillstudy.grid import AXES, REFERENCE, format_level, parse_variant
+from distillstudy.grid import AXES, REFERENCE, format_number, parse_variant
 
 COLUMNS = ["dataset", "axis", "level", "model", "student_size", "temperature", "alpha", "seed",
            "split", "metric", "value"]
@@ -102,8 +102,8 @@ def dataset_levels(name: str, data: dict, reference: dict, cells: dict, sets: di
         sizes = sorted({size for (d, v, size, _) in cells if d == name and v in names})
         ref_cells = {k: c for k, c in cells.items() if k[0] == name and k[1] == REFERENCE and k[2] in sizes
                      and read_record(c)["model"] in ("baseline", "distilled")}
-        ref_level = (format_level(read_record(next(iter(ref_cells.values())))["epochs"]) if axis == "epochs"
-                     else format_level(AXES[axis][1]))
+        ref_level = (format_number(read_record(next(iter(ref_cells.values())))["epochs"]) if axis == "epochs"
+                     else format_number(AXES[axis][1]))
         levels.append(Level(axis, ref_level, reference, list(ref_cells.items())))
         for variant in names:
             teacher = (set_teacher(sets[(name, variant)], reference, len(data["y_train"]))

@@ -12,7 +12,7 @@ import pandas as pd
 
 from distillstudy.analysis import metrics, stats
 from distillstudy.artifacts import read_record
-from distillstudy.grid import SPLITS, format_temperature
+from distillstudy.grid import SPLITS, format_number
 
 COLUMNS = ["dataset", "model", "student_size", "temperature", "alpha", "seed", "split", "metric", "value"]
 #: calibration.csv: one row per (model, seed, bin) on CALIBRATION_SPLIT; empty bins
@@ -61,7 +61,7 @@ def teacher_calibration_rows(name: str, data: dict, teacher: dict, record: dict,
 
 def cell_calibration_rows(data: dict, cell: dict, n_bins: int) -> list[dict]:
     record = read_record(cell)
-    temperature = "" if record["temperature"] is None else format_temperature(record["temperature"])
+    temperature = "" if record["temperature"] is None else format_number(record["temperature"])
     s = CALIBRATION_SPLIT
     rows = []
     for member, seed in enumerate(record["seeds"]):
@@ -73,7 +73,7 @@ def cell_calibration_rows(data: dict, cell: dict, n_bins: int) -> list[dict]:
 
 def cell_rows(data: dict, teacher: dict, cell: dict, n_bins: int) -> list[dict]:
     record = read_record(cell)
-    temperature = "" if record["temperature"] is None else format_temperature(record["temperature"])
+    temperature = "" if record["temperature"] is None else format_number(record["temperature"])
     rows = []
     for member, seed in enumerate(record["seeds"]):
         base = {"dataset": record["dataset"], "model": record["model"],

@@ -26,6 +26,8 @@ from typing import Iterable
 
 import numpy as np
 import pandas as pd
+
+from distillstudy.grid import format_number, number_value
 from scipy import stats as _st
 
 COLUMNS = ["dataset", "model", "student_size", "temperature", "alpha", "seed", "split", "metric", "value"]
@@ -37,23 +39,6 @@ STUDENT_MODELS = ("distilled", "logit_mse")
 
 
 # --------------------------------------------------------------------------- loading
-
-
-def _canonical_temperature(x) -> str:
-    """Strings are kept as written (stripped); numbers become e.g. "1", "2.5"."""
-    if x is None or (isinstance(x, float) and math.isnan(x)) or x is pd.NA:
-        return ""
-    if isinstance(x, str):
-        return x.strip()
-    return np.format_float_positional(float(x), trim="-")
-
-
-def temperature_value(t: str) -> float:
-    """Numeric value of a canonical temperature string ("" -> nan), for sorting/plotting."""
-    try:
-        return float(t)
-    except (TypeError, ValueError):
-        return float("nan")
 
 
 def normalise_results(df: pd.DataFrame) -> pd.DataFrame:
@@ -68,7 +53,7 @@ def normalise_results(df: pd.DataFrame) -> pd.DataFrame:
     out = df[COLUMNS].copy()
     for c in ("dataset", "model", "split", "metric"):
         out[c] = out[c].astype(object).map(lambda v: "" if v is None or (isinstance(v, float) and math.isnan(v)) else str(v)).astype(object)
-    out["temperature"] = out["temperature"].astype(object).map(_canonical_temperature).astype(object)
+    out["temperature"] = out["temperature"].astype(object).map(format_number).astype(object)
 
     def _num(col):
         s = out[col]
@@ -147,7 +132,7 @@ def _check_unique(df: pd.DataFrame, keys: list[str], what: str) -> None:
 def _sort_cells(df: pd.DataFrame, extra: list[str] | None = None) -> pd.DataFrame:
     if df.empty:
         return df.reset_index(drop=True)
-    key = df.assign(_t=df["temperature"].map(temperature_value))
+    key = df.assign(_t=df["temperature"].map(number_value))
     order = ["dataset", "student_size", "model", "_t", "alpha"] + (extra or [])
     order = [c for c in order if c in key.columns]
     return key.sort_values(order, kind="mergesort", na_position="first").drop(columns="_t").reset_index(drop=True)
@@ -248,7 +233,7 @@ def best_temperature(results_df: pd.DataFrame, *, confidence: float = 0.95) -> p
         ranked = sorted(
             g.itertuples(index=False),
             key=lambda r: (-_tie_key(r.val_accuracy) if not np.isnan(r.val_accuracy) else float("inf"),
-                           _tie_key(r.val_nll), temperature_value(r.temperature),
+                           _tie_key(r.val_nll), number_value(r.temperature),
                            float("inf") if np.isnan(r.alpha) else r.alpha))
         best = ranked[0]
         m = gains[(gains["dataset"] == ds) & (gains["student_size"] == size) & (gains["temperature"] == best.temperature)
@@ -319,7 +304,7 @@ def load_calibration(path: str | os.PathLike) -> pd.DataFrame:
     if missing:
         raise ValueError(f"{path}: calibration table lacks columns {missing}")
     out = raw[CALIBRATION_COLUMNS].copy()
-    out["temperature"] = out["temperature"].map(_canonical_temperature).astype(object)
+    out["temperature"] = out["temperature"].map(format_number).astype(object)
     blank = lambda s: pd.to_numeric(s.map(lambda v: np.nan if v.strip() == "" else v))  # noqa: E731
     out["student_size"] = blank(out["student_size"]).astype("Float64").round().astype("Int64")
     out["seed"] = blank(out["seed"]).astype("Int64")

@@ -146,7 +146,7 @@ def plot_design_capacity(summary: pd.DataFrame, dataset: str, axis: str, path: s
     left.set_xscale("log", base=2)
     left.set_xticks(levels)
     refs = set(first.loc[first["is_reference"], "level_value"])
-    left.set_xticklabels([grid.format_level(v) + (" (ref)" if v in refs else "") for v in levels])
+    left.set_xticklabels([grid.format_number(v) + (" (ref)" if v in refs else "") for v in levels])
     left.minorticks_off()
     left.margins(x=0.1)
     right.margins(x=0.12)
@@ -198,7 +198,7 @@ def plot_design_accuracy(summary: pd.DataFrame, dataset: str, axis: str, path: s
             ax.set_xscale("log")
         ax.set_xticks(levels)
         refs = set(ds.loc[ds["is_reference"], "level_value"])
-        fmt = fraction_percent if axis == "label_fraction" else grid.format_level
+        fmt = fraction_percent if axis == "label_fraction" else grid.format_number
         ax.set_xticklabels([fmt(v) + ("\n(ref)" if v in refs else "") for v in levels])
         ax.minorticks_off()
         ax.margins(x=0.12)

@@ -25,7 +25,7 @@ from distillstudy.render.text import (css_class, fraction_percent, gain_text, me
 
 def level_text(axis: str, level: str, is_reference: bool = False) -> str:
     """How a level reads in tables and sentences: 'augmented', '2× width', 'M = 5', '3% of labels'."""
-    v = design_stats.level_value(axis, level)
+    v = grid.number_value(level)
     if axis == "transfer" or math.isnan(v):
         text = level
     elif axis == "epochs":

@@ -25,6 +25,7 @@ import seaborn as sns
 from matplotlib.lines import Line2D
 from matplotlib.patches import Patch
 
+from distillstudy.grid import number_value
 from distillstudy.analysis import stats
 from distillstudy.render.plotting import empty, figure_title, save, size_colours
 
@@ -51,7 +52,7 @@ def plot_gain_heatmap(results_df: pd.DataFrame, dataset: str, path: str | os.Pat
         empty(path, title, "no paired distilled/baseline results")
         return
     multi_alpha = g["alpha"].nunique(dropna=False) > 1
-    g = g.assign(tnum=g["temperature"].map(stats.temperature_value))
+    g = g.assign(tnum=g["temperature"].map(number_value))
     cols = (g[["temperature", "alpha", "tnum"]].drop_duplicates().sort_values(["tnum", "alpha"])
             .itertuples(index=False))
     cols = [(c.temperature, c.alpha) for c in cols]
@@ -99,7 +100,7 @@ def plot_metric_vs_temperature(results_df: pd.DataFrame, dataset: str, metric: s
     cs = cs[cs["dataset"] == dataset]
     label = METRIC_LABELS[metric]
     title = figure_title(dataset, f"{metric}_vs_t")
-    dist = cs[cs["model"] == "distilled"].assign(tnum=lambda d: d["temperature"].map(stats.temperature_value))
+    dist = cs[cs["model"] == "distilled"].assign(tnum=lambda d: d["temperature"].map(number_value))
     dist = dist[dist["tnum"] > 0]
     if dist.empty:
         empty(path, title, "no distilled results")
@@ -166,7 +167,7 @@ def plot_fidelity(results_df: pd.DataFrame, dataset: str, path: str | os.PathLik
     colours = size_colours(m["student_size"].dropna().unique())
     markers = {"distilled": "o", "baseline": "X", "logit_mse": "s"}
     fig, ax = plt.subplots(figsize=(7, 4.5))
-    dist = m[m["model"] == "distilled"].assign(tnum=lambda d: d["temperature"].map(stats.temperature_value))
+    dist = m[m["model"] == "distilled"].assign(tnum=lambda d: d["temperature"].map(number_value))
     for (s, _a), d in dist.groupby(["student_size", "alpha"], dropna=False):
         d = d.sort_values("tnum")  # thin path through the temperatures of one size, in T order
         ax.plot(d["mean_agr"], d["mean_acc"], color=colours[int(s)], lw=0.8, alpha=0.5, zorder=2)
@@ -214,7 +215,7 @@ def plot_best_temperature(results_df: pd.DataFrame, dataset: str, path: str | os
         empty(path, title, "no distilled students with validation results")
         return
     multi_alpha = va["alpha"].nunique(dropna=False) > 1
-    va = va.assign(tnum=va["temperature"].map(stats.temperature_value))
+    va = va.assign(tnum=va["temperature"].map(number_value))
     rows = [(r.temperature, r.alpha) for r in
             va[["temperature", "alpha", "tnum"]].drop_duplicates().sort_values(["tnum", "alpha"], ascending=False)
             .itertuples(index=False)]

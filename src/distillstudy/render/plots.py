@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import pandas as pd
 
+from distillstudy.grid import number_value
 from distillstudy.analysis import stats
 
 #: The table's file name inside the report's plots folder.
@@ -30,7 +31,7 @@ def accuracy_vs_temperature(results_df: pd.DataFrame) -> pd.DataFrame:
     d = pd.concat([d, base], ignore_index=True)
     # Baselines after the distilled rows of their size, temperatures in numeric order,
     # so the file (kept in git for `dvc plots diff`) only changes when a number does.
-    d = (d.assign(_t=d["temperature"].map(stats.temperature_value), _m=(d["model"] == "baseline").astype(int))
+    d = (d.assign(_t=d["temperature"].map(number_value), _m=(d["model"] == "baseline").astype(int))
          .sort_values(["dataset", "student_size", "_m", "_t"], kind="mergesort").drop(columns=["_t", "_m"]))
     return d[COLUMNS]
 

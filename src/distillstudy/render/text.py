@@ -8,8 +8,8 @@ with the unicode minus sign, scaled to percentage points for accuracies:
     '+5.0 pp [+3.5, +6.5]'
 
 Temperatures and levels are never formatted here: they arrive already spelled by
-`distillstudy.grid.format_temperature` / `grid.format_level`, and a fraction shown as
-a percentage goes through `grid.format_level` too (`fraction_percent`).
+`distillstudy.grid.format_number` / `grid.format_number`, and a fraction shown as
+a percentage goes through `grid.format_number` too (`fraction_percent`).
 """
 
 from __future__ import annotations
@@ -78,7 +78,7 @@ def share_text(share, lo, hi) -> str:
 
 def fraction_percent(value: float) -> str:
     """A fraction level as a percentage, in the one spelling of levels: 0.03 -> '3%'."""
-    return grid.format_level(100 * value) + "%"
+    return grid.format_number(100 * value) + "%"
 
 
 def css_class(significant, mean, higher_is_better: bool = True) -> str:

@@ -32,7 +32,7 @@ Every seed is derived with seeds.derive_seed from named coordinates and recorded
     label subset     (global_seed, dataset, "labels", level)
     in_sample        seeds.teacher_seed(global_seed, dataset): the reference teacher's own seed,
                      so its first epochs ARE the reference teacher's trajectory.
-Levels are spelled by grid.format_level ("0.50" and "0.5" are one level).
+Levels are spelled by grid.format_number ("0.50" and "0.5" are one level).
 
 Outputs (written atomically; byte-identical when run twice with the same inputs on the
 same machine):
@@ -133,7 +133,7 @@ def _require_params(params: dict, names: list[str], variant: str) -> None:
 
 
 def _level_seed(stage: _Stage, coordinate: str, level) -> int:
-    return seeds.derive_seed(stage.global_seed, stage.name, coordinate, grid.format_level(level))
+    return seeds.derive_seed(stage.global_seed, stage.name, coordinate, grid.format_number(level))
 
 
 def _whole_train(stage: _Stage) -> dict:
@@ -214,7 +214,7 @@ def _width(stage: _Stage, parsed, params) -> dict:
     w = float(parsed["value"])
     if not w > 0:
         raise ValueError(f"variant width-{parsed['level']}: the width multiplier must be > 0")
-    level = grid.format_level(w)
+    level = grid.format_number(w)
     seed = _level_seed(stage, "width", w)
     _, logits = stage.train(f"width-{level}", seed, width=w)
     t = stage.teachers[-1]
@@ -254,7 +254,7 @@ def _ensemble(stage: _Stage, parsed, params) -> dict:
 
 def _labels(stage: _Stage, parsed, params) -> dict:
     f = float(parsed["value"])
-    level = grid.format_level(f)
+    level = grid.format_number(f)
     seed = _level_seed(stage, "labels", f)
     subset = stratified_subset(stage.arrays["y_train"], f, seed)
     stage.load_reference()
