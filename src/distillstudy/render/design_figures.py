@@ -108,22 +108,30 @@ def plot_design_transfer(summary: pd.DataFrame, dataset: str, path: str | os.Pat
     save(fig, path)
 
 
+def _levels_by_size(summary: pd.DataFrame, dataset: str, axis: str, path, title: str):
+    """(rows with a positive level sorted by it, student sizes, their colours, levels) of a
+    numeric axis; None, with an empty figure written to `path`, when there are none."""
+    d = _design_rows(summary, dataset, axis)
+    if d.empty:
+        empty(path, title, f"no {axis} results")
+        return None
+    d = d[d["level_value"] > 0].sort_values("level_value")
+    sizes = sorted(int(s) for s in d["student_size"].unique())
+    return d, sizes, size_colours(sizes), sorted(d["level_value"].unique())
+
+
 def plot_design_capacity(summary: pd.DataFrame, dataset: str, axis: str, path: str | os.PathLike, *,
                          confidence: float = 0.95) -> None:
     """Capacity gap (axis teacher_width or ensemble): the best-on-validation
     student's paired test-accuracy gain over the baseline against the level (left,
     log2 axis) and against the level's teacher test accuracy (right), one line per
     student size with CI error bars; filled markers: the CI excludes zero."""
-    d = _design_rows(summary, dataset, axis)
     what = "teacher width" if axis == "teacher_width" else "ensemble size"
     title = figure_title(dataset, design_figure_key(axis), f"gain against {what} and teacher accuracy")
-    if d.empty:
-        empty(path, title, f"no {axis} results")
+    rows = _levels_by_size(summary, dataset, axis, path, title)
+    if rows is None:
         return
-    d = d[d["level_value"] > 0].sort_values("level_value")
-    sizes = sorted(int(s) for s in d["student_size"].unique())
-    colours = size_colours(sizes)
-    levels = sorted(d["level_value"].unique())
+    d, sizes, colours, levels = rows
     fig, (left, right) = plt.subplots(1, 2, figsize=(10.5, 4.3), sharey=True)
     spread = 1.04  # sizes side by side on the log axis
     for k, s in enumerate(sizes):
@@ -166,15 +174,11 @@ def plot_design_accuracy(summary: pd.DataFrame, dataset: str, axis: str, path: s
     epochs): one panel per student size, the hard-label baseline's and the best-on-
     validation distilled student's mean test accuracy against the level, each with
     its (unpaired) CI over seeds; the teacher's test accuracy as a dotted line."""
-    d = _design_rows(summary, dataset, axis)
     title = figure_title(dataset, design_figure_key(axis), "test accuracy")
-    if d.empty:
-        empty(path, title, f"no {axis} results")
+    rows = _levels_by_size(summary, dataset, axis, path, title)
+    if rows is None:
         return
-    d = d[d["level_value"] > 0].sort_values("level_value")
-    sizes = sorted(int(s) for s in d["student_size"].unique())
-    colours = size_colours(sizes)
-    levels = sorted(d["level_value"].unique())
+    d, sizes, colours, levels = rows
     log = axis == "label_fraction" or (len(levels) > 1 and levels[-1] / levels[0] >= 8)
     fig, axes = plt.subplots(1, len(sizes), figsize=(4.4 * len(sizes) + 1.0, 4.2), sharey=True, squeeze=False)
     for k, s in enumerate(sizes):
