@@ -43,3 +43,19 @@ def test_read_benchmarks_sums_wall_time_per_rule(tmp_path):
     table = provenance.read_benchmarks(files)
     assert table.to_dict("records") == [{"rule": "prepare", "wall_s": 1.5, "jobs": 1},
                                         {"rule": "distill", "wall_s": 22.5, "jobs": 2}]
+
+
+def test_dirty_path_is_named_whole(tmp_path, monkeypatch):
+    """A real `git status --porcelain` line starts with a space (" M file"): the path must
+    survive whole (a full strip() once turned "src/x.py" into "rc/x.py")."""
+    import subprocess
+
+    for cmd in (["init", "-q"], ["config", "user.email", "t@example.com"], ["config", "user.name", "t"]):
+        subprocess.run(["git", *cmd], cwd=tmp_path, check=True)
+    (tmp_path / "src").mkdir()
+    (tmp_path / "src/x.py").write_text("a\n")
+    subprocess.run(["git", "add", "-A"], cwd=tmp_path, check=True)
+    subprocess.run(["git", "commit", "-qm", "x"], cwd=tmp_path, check=True)
+    (tmp_path / "src/x.py").write_text("b\n")
+    monkeypatch.chdir(tmp_path)
+    assert provenance.collect()["working tree"] == "dirty: 1 tracked file with uncommitted changes (src/x.py)"

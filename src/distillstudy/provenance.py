@@ -21,11 +21,13 @@ DIRTY_PATHS_SHOWN = 5
 
 
 def _git(*args: str) -> str | None:
+    """git's output without its trailing newline (only: porcelain lines start with a
+    significant space, " M path", which a full strip() would eat with the path's first letter)."""
     try:
         out = subprocess.run(["git", *args], capture_output=True, text=True, timeout=20, check=True)
     except (OSError, subprocess.SubprocessError):
         return None
-    return out.stdout.strip()
+    return out.stdout.rstrip("\n")
 
 
 def cpu_model() -> str:
