@@ -1,5 +1,5 @@
 # One job per study-design variant that needs its own transfer set (src/distillstudy/
-# variants.py): a converged teacher (in_sample), K fold teachers (cross_fitted), augmented
+# grid.py): a converged teacher (in_sample), K fold teachers (cross_fitted), augmented
 # copies labelled by the reference teacher (augmented), a teacher of another width, an
 # ensemble, or a labelled subset. The reference grid needs none of these.
 rule transfer:
