@@ -58,7 +58,9 @@ bench: $(STAMP)
 lock: $(STAMP)
 	$(BIN)/python -m pip freeze --exclude-editable | grep -v '^torch==' > constraints.txt.new
 	echo "torch==2.13.0" >> constraints.txt.new
-	sort -f constraints.txt.new -o constraints.txt.new && mv constraints.txt.new constraints.txt
+	sort -f constraints.txt.new -o constraints.txt.new
+	{ head -2 constraints.txt; cat constraints.txt.new; } > constraints.txt.tmp  # keep the header
+	rm constraints.txt.new && mv constraints.txt.tmp constraints.txt
 
 ## clean-study: remove every study output (DVC cache and git-tracked files stay)
 clean-study:
