@@ -1,5 +1,6 @@
-# distillstudy: `make study` runs the default study, `make test` the whole suite.
-# Both create .venv (pinned: pyproject.toml + constraints.txt) when it is missing.
+# distillstudy: `make study` runs the default study, `make test` the whole suite (what CI
+# runs), `make test-fast` the unit tests only. Each creates .venv (pinned: pyproject.toml +
+# constraints.txt) when it is missing.
 
 PYTHON ?= $(shell command -v python3.11 || command -v python3)
 VENV := .venv
@@ -8,7 +9,7 @@ STAMP := $(VENV)/.installed
 # Stage commands (distillstudy, snakemake, dvc) come from the venv, also inside DVC stages.
 export PATH := $(BIN):$(PATH)
 
-.PHONY: study test lint code-deps repro report-snakemake lock clean-study venv pull bench
+.PHONY: study test test-fast lint code-deps repro report-snakemake lock clean-study venv pull bench
 
 $(STAMP): pyproject.toml constraints.txt
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -20,9 +21,17 @@ study: $(STAMP)
 	dvc repro
 	@echo "Open reports/index.html"
 
-## test: unit, rule-level, end-to-end (Snakemake) and DVC tests
+## test: the whole suite, what CI runs: unit, rule-level, end-to-end (Snakemake), DVC,
+##       DVC remote, SLURM (as root) and headless-Chromium tests. The tiny study is
+##       trained once per session and shared (tests/conftest.py); two pytest-xdist workers,
+##       the tests that read the tiny study on one of them. ≤ 10 min on 2 cores.
 test: $(STAMP)
-	python -m pytest -q
+	python -m pytest -q -n 2 --dist loadgroup
+
+## test-fast: the tests that run no study (not marked slow or slurm): unit tests, the
+##            report in headless Chromium, dvc plots, the SLURM profiles' dry run. ≤ 2 min.
+test-fast: $(STAMP)
+	python -m pytest -q -m "not slow and not slurm"
 
 ## lint: snakemake --lint, the package's layers (import-linter), dvc.yaml's code deps current
 lint: $(STAMP)

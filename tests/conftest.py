@@ -1,4 +1,10 @@
-"""Shared fixtures: a throw-away copy of the workflow to run real Snakemake/DVC in."""
+"""Shared fixtures: throw-away copies of the workflow to run real Snakemake/DVC in.
+
+The tiny study (tests/params.tiny.yaml) is trained ONCE per session, by Snakemake
+(`finished`), and recorded ONCE by DVC (`dvc_study`, no retraining). Tests only read
+those two folders; a test that changes anything works on `copy_workspace(...)` of one
+(copy2 keeps the mtimes, so Snakemake and DVC see a finished study there too).
+"""
 
 from __future__ import annotations
 
@@ -6,6 +12,8 @@ import os
 import shutil
 import subprocess
 import sys
+import threading
+import time
 from pathlib import Path
 
 import pytest
@@ -16,6 +24,9 @@ BIN = Path(sys.executable).parent
 TINY = ROOT / "tests" / "params.tiny.yaml"
 # What a workflow run needs from the repository (src/ because rules list code files as inputs).
 WORKFLOW_FILES = ["workflow", "src", "dvc.yaml", "data/raw", "tests/params.tiny.yaml"]
+# Folders a study writes (DVC outputs) and the stages of dvc.yaml, in order.
+OUTPUT_DIRS = ["data", "models", "reports"]
+STAGES = ("prepare", "teacher", "transfer", "distill", "evaluate", "walkthrough", "report")
 
 
 def tool_env() -> dict:
@@ -33,16 +44,19 @@ def run(cmd: list[str], cwd: Path, check: bool = True, timeout: int = 600) -> su
     return proc
 
 
+def copy(src: Path, target: Path) -> None:
+    """A file or folder, mtimes kept (copy2), merged into an existing folder."""
+    target.parent.mkdir(parents=True, exist_ok=True)
+    if src.is_dir():
+        shutil.copytree(src, target, ignore=shutil.ignore_patterns("__pycache__"), dirs_exist_ok=True)
+    else:
+        shutil.copy2(src, target)
+
+
 def make_workspace(dest: Path, params: dict | Path = TINY) -> Path:
     dest.mkdir(parents=True, exist_ok=True)
     for name in WORKFLOW_FILES:
-        src = ROOT / name
-        target = dest / name
-        target.parent.mkdir(parents=True, exist_ok=True)
-        if src.is_dir():
-            shutil.copytree(src, target, ignore=shutil.ignore_patterns("__pycache__"))
-        else:
-            shutil.copy2(src, target)
+        copy(ROOT / name, dest / name)
     if isinstance(params, Path):
         shutil.copy2(params, dest / "params.yaml")
     else:
@@ -50,8 +64,20 @@ def make_workspace(dest: Path, params: dict | Path = TINY) -> Path:
     return dest
 
 
+def copy_workspace(src: Path, dest: Path) -> Path:
+    """A finished workspace (git and DVC state, .snakemake metadata included) copied
+    with its mtimes: far cheaper than re-running the study, and free to change."""
+    shutil.copytree(src, dest, symlinks=True, ignore=shutil.ignore_patterns("__pycache__"))
+    return dest
+
+
 def tiny_params() -> dict:
     return yaml.safe_load(TINY.read_text())
+
+
+def git_identity(path: Path) -> None:
+    run(["git", "config", "user.email", "test@example.com"], path)
+    run(["git", "config", "user.name", "test"], path)
 
 
 @pytest.fixture
@@ -62,7 +88,94 @@ def workspace(tmp_path) -> Path:
 @pytest.fixture(scope="session")
 def finished(tmp_path_factory) -> Path:
     """The tiny study run once, end to end, exactly as the README says:
-    `snakemake -c2 --configfile tests/params.tiny.yaml` beside the default params.yaml."""
+    `snakemake -c2 --configfile tests/params.tiny.yaml` beside the default params.yaml.
+    Read-only: copy it (copy_workspace) to change anything."""
     ws = make_workspace(tmp_path_factory.mktemp("e2e") / "study", ROOT / "params.yaml")
     run(["snakemake", "-c2", "--configfile", "tests/params.tiny.yaml"], ws)
     return ws
+
+
+@pytest.fixture(scope="session")
+def dvc_study(finished, tmp_path_factory) -> dict:
+    """The session's tiny study as a git + DVC repository, recorded by `dvc repro`:
+    the run's code and params (tests/params.tiny.yaml as params.yaml, its effective
+    params) committed, its outputs and Snakemake's records of them (.snakemake/, which
+    git ignores) copied in, mtimes kept; then `dvc repro` runs every stage, each stage's
+    Snakemake finding nothing to train -- what a user does after running the study with
+    Snakemake directly in the checkout (e.g. on a cluster). dvc.lock is committed. A
+    second `dvc repro` is started while the first one runs (`make study` twice): its
+    exit status, output and duration are kept.
+
+    Without .snakemake/ a smaller grid leaves stale results: `dvc exp run -S
+    'distill.temperatures=[1]'` runs the evaluate stage, but its `snakemake --until
+    evaluate` has no record of evaluate's former inputs and, by mtimes, nothing to do
+    (measured: results.csv kept its T = 4 rows; see tests/test_dvc.py).
+
+    Read-only: tests/test_dvc.py and tests/test_remote.py work on copies."""
+    repo = tmp_path_factory.mktemp("dvc") / "study"
+    for name in WORKFLOW_FILES:
+        copy(finished / name, repo / name)
+    shutil.copy2(finished / "tests/params.tiny.yaml", repo / "params.yaml")  # what the run used
+    shutil.copy2(ROOT / ".gitignore", repo / ".gitignore")
+    run(["git", "init", "-q"], repo)
+    git_identity(repo)
+    run(["dvc", "init", "-q"], repo)
+    run(["dvc", "config", "core.analytics", "false"], repo)
+    run(["git", "add", "-A"], repo)
+    run(["git", "commit", "-qm", "tiny study"], repo)
+    for name in [*OUTPUT_DIRS, "logs", ".snakemake"]:
+        copy(finished / name, repo / name)
+
+    first = subprocess.Popen(["dvc", "repro"], cwd=repo, env=tool_env(), stdout=subprocess.PIPE,
+                             stderr=subprocess.STDOUT, text=True)
+    lines: list[str] = []
+
+    def read():
+        for line in first.stdout:
+            lines.append(line)
+
+    reader = threading.Thread(target=read, daemon=True)
+    reader.start()
+    deadline = time.monotonic() + 120
+    while not any("Running stage" in line for line in lines) and first.poll() is None:
+        assert time.monotonic() < deadline, "dvc repro started no stage in 120 s"
+        time.sleep(0.05)
+    started = time.monotonic()
+    second = run(["dvc", "repro"], repo, check=False, timeout=60)
+    concurrent = {"returncode": second.returncode, "output": second.stdout + second.stderr, "first_pid": first.pid,
+                  "seconds": time.monotonic() - started, "first_still_running": first.poll() is None}
+    first.wait(timeout=900)
+    reader.join(timeout=60)
+    out = "".join(lines)
+    assert first.returncode == 0, out[-4000:]
+    run(["git", "add", "-A"], repo)
+    run(["git", "commit", "-qm", "tiny study results"], repo)
+    return {"repo": repo, "repro": out, "concurrent": concurrent}
+
+
+def job_stats(text: str) -> dict[str, int]:
+    """Snakemake's 'Job stats' table (a dry run's plan) -> {rule: count}; {} when
+    there is nothing to be done."""
+    if "Job stats:" not in text:
+        assert "Nothing to be done" in text, text[-3000:]
+        return {}
+    block = text.split("Job stats:", 1)[1]
+    stats = {}
+    for line in block.splitlines()[3:]:
+        parts = line.split()
+        if len(parts) != 2 or not parts[1].isdigit():
+            break
+        stats[parts[0]] = int(parts[1])
+    return stats
+
+
+#: The session fixtures that run the tiny study. `make test` runs two pytest-xdist
+#: workers (one per core): every test that reads the study goes to the same worker, so
+#: the study is trained once, while the other worker runs everything else beside it.
+STUDY_FIXTURES = {"finished", "dvc_study"}
+
+
+def pytest_collection_modifyitems(config, items):
+    for item in items:
+        if STUDY_FIXTURES & set(getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.xdist_group("tiny_study"))

@@ -305,21 +305,23 @@ def test_design_strings_are_escaped(tmp_path):
 
 
 def test_design_section_renders_in_headless_chromium(tmp_path):
-    from chromium import Browser, ensure_chromium
+    from browser import console_errors, ensure_chromium, full_page_screenshot, headless_chromium
 
     try:
-        binary = ensure_chromium()
+        binaries = ensure_chromium()
     except RuntimeError as exc:
         pytest.fail(f"headless Chromium is needed and could not be installed: {exc}")
     csv = tmp_path / "designs.csv"
     synthetic_designs().to_csv(csv, index=False)
     _, out = build(tmp_path, "browser", csv)
-    with Browser(binary) as browser:
-        page = browser.open((out / "index.html").as_uri())
-        imgs = page.evaluate("Array.from(document.querySelectorAll('#designs img')).map(i => i.naturalWidth)")
-        sections = page.evaluate("Array.from(document.querySelectorAll('#designs section[id]')).map(s => s.id)")
-        page.screenshot_full_page(tmp_path / "designs-full-page.png")
-        errors = page.errors
+    with headless_chromium(*binaries) as driver:
+        driver.get((out / "index.html").as_uri())
+        imgs = driver.execute_script(
+            "return Array.from(document.querySelectorAll('#designs img')).map(i => i.naturalWidth)")
+        sections = driver.execute_script(
+            "return Array.from(document.querySelectorAll('#designs section[id]')).map(s => s.id)")
+        full_page_screenshot(driver, tmp_path / "designs-full-page.png")
+        errors = console_errors(driver)
     assert len(imgs) == len(design_stats.AXIS_ORDER) and all(w > 0 for w in imgs)
     assert sections == [f"design-{a}" for a in design_stats.AXIS_ORDER]
     assert errors == []

@@ -1,24 +1,28 @@
 """Guarantees, each proven: kill -9 mid-grid then resume gives byte-identical results;
-two clean runs are byte-identical; a second run while one is running fails fast;
-a diverging cell fails alone with its name and epoch; bad data stops `prepare`."""
+a second run while one is running fails fast; a diverging cell fails alone with its
+name and epoch; bad data stops `prepare`; bad params stop every front door.
+(That two clean runs are byte-identical: each rule run again in tests/test_rules.py
+writes the full run's bytes; the grid re-trained here gives the full run's results.)"""
 
 from __future__ import annotations
 
 import hashlib
 import os
+import shutil
 import signal
 import subprocess
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
 import torch
 import yaml
 
-from conftest import make_workspace, run, tiny_params, tool_env
+from conftest import copy_workspace, make_workspace, run, tiny_params, tool_env
 
 pytestmark = pytest.mark.slow
-PROFILE = ["--workflow-profile", "workflow/profiles/default", "--cores", "2"]
+PROFILE = ["--workflow-profile", "workflow/profiles/default", "--cores", "2", "--configfile", "tests/params.tiny.yaml"]
 ARTIFACT_DIRS = ("data/prepared", "models", "reports/results.csv", "reports/metrics.json",
                  "reports/calibration.csv")
 
@@ -45,14 +49,26 @@ def distill_outputs(ws: Path) -> list[Path]:
 
 
 def test_kill_minus_nine_then_resume_is_byte_identical(finished, tmp_path):
+    """Part of the grid (12 cells) and what follows it re-run in a copy of the finished
+    study, killed mid-grid, resumed: the same bytes as the uninterrupted run."""
     clean_run = finished  # an uninterrupted run of the same effective params
-    ws = make_workspace(tmp_path / "study")
-    total_cells = len(distill_outputs(clean_run))
+    ws = copy_workspace(finished, tmp_path / "study")
+    grid = ["models/students/sine", "models/students/digits/h16"]
+    cells = {p.relative_to(finished) for g in grid for p in (finished / g).rglob("*.logits.npz")}
+    for g in grid:
+        shutil.rmtree(ws / g)
+    for name in ("results.csv", "metrics.json", "calibration.csv", "designs.csv", "index.html"):
+        (ws / "reports" / name).unlink()
+
+    def done() -> int:
+        return sum((ws / c).exists() for c in cells)
+
+    assert len(cells) == 12 and done() == 0
     proc = subprocess.Popen(["snakemake", *PROFILE], cwd=ws, env=tool_env(), stdout=subprocess.DEVNULL,
                             stderr=subprocess.DEVNULL, start_new_session=True)
     try:
         deadline = time.monotonic() + 300
-        while len(distill_outputs(ws)) < 3:
+        while done() < 3:
             assert proc.poll() is None, "workflow ended before it could be interrupted"
             assert time.monotonic() < deadline, "no distill cell finished in time"
             time.sleep(0.05)
@@ -65,17 +81,19 @@ def test_kill_minus_nine_then_resume_is_byte_identical(finished, tmp_path):
         if proc.poll() is None:
             os.killpg(proc.pid, signal.SIGKILL)
         proc.wait()
-    done_before = len(distill_outputs(ws))
-    assert 0 < done_before < total_cells
+    done_before = done()
+    assert 0 < done_before < len(cells)
     # Nothing half-written under a final name: only temp files (dot-prefixed) may remain.
     for path in distill_outputs(ws):
         assert path.stat().st_size > 0
     run(["snakemake", "--unlock"], ws)
     resumed = run(["snakemake", *PROFILE], ws)
     redone = (resumed.stdout + resumed.stderr).count("(Rule: distill)")
+    for rule in ("prepare", "teacher", "transfer", "walkthrough"):  # upstream of the grid: kept
+        assert f"(Rule: {rule})" not in resumed.stdout + resumed.stderr, rule
     # Cells finished before the kill are kept; a job killed after writing its files but
     # before Snakemake recorded it as complete is redone (at most the 2 jobs in flight).
-    assert total_cells - done_before <= redone <= total_cells - done_before + 2, (redone, done_before)
+    assert len(cells) - done_before <= redone <= len(cells) - done_before + 2, (redone, done_before)
     assert digests(ws) == digests(clean_run)
     assert (ws / "reports/results.csv").read_bytes() == (clean_run / "reports/results.csv").read_bytes()
     for path in (ws / "models").rglob("*.pt"):
@@ -84,21 +102,28 @@ def test_kill_minus_nine_then_resume_is_byte_identical(finished, tmp_path):
     assert not list(ws.rglob(".*.tmp")), list(ws.rglob(".*.tmp"))
 
 
-def test_diverging_cell_fails_alone_with_its_name_and_epoch(tmp_path):
+def test_diverging_cell_fails_alone_with_its_name_and_epoch(finished, tmp_path):
+    """The sine grid at H = 8 with one more temperature that diverges, in a copy of the
+    finished study whose sine H = 8 cells are removed: those train again beside it."""
     params = tiny_params()
     params["prepare"]["datasets"] = [{"name": "sine", "kind": "sine", "n_train": 120, "n_test": 400}]
     params["distill"]["sizes"] = [8]
     params["distill"]["temperatures"] = [1, 1e-40]  # float32 logits / T overflow to inf
     params["walkthrough"]["enabled"] = False
     params["designs"]["datasets"] = []  # the grid alone
-    ws = make_workspace(tmp_path / "study", params)
-    proc = run(["snakemake", "-c2", "--keep-going", "--show-failed-logs"], ws, check=False)
+    ws = copy_workspace(finished, tmp_path / "study")
+    shutil.rmtree(ws / "models/students/sine/h8")
+    (ws / "diverging.yaml").write_text(yaml.safe_dump(params))
+    proc = run(["snakemake", "-c2", "--keep-going", "--show-failed-logs", "--configfile", "diverging.yaml"], ws,
+               check=False)
     out = proc.stdout + proc.stderr
     assert proc.returncode != 0
     assert "distill[sine, h8, T1e-40]: loss is not finite at epoch 1" in out
-    cells = {p.name for p in distill_outputs(ws)}
+    assert out.count("(Rule: distill)") == 3, "the other cells of the grid ran to the end"
+    cells = {p.name for p in (ws / "models/students/sine/h8").glob("*.logits.npz")}
     assert cells == {"baseline.logits.npz", "T1.logits.npz", "logit_mse.logits.npz"}
-    assert not (ws / "reports/results.csv").exists(), "no metrics from a failed grid"
+    assert "(Rule: evaluate)" not in out, "no metrics from a failed grid"
+    assert (ws / "reports/results.csv").read_bytes() == (finished / "reports/results.csv").read_bytes()
 
 
 def test_bad_csv_stops_prepare_and_writes_nothing_downstream(tmp_path):
@@ -127,17 +152,40 @@ BAD_PARAMS = [
 ]
 
 
-@pytest.mark.parametrize("key, value, message", BAD_PARAMS, ids=[f"{k}={v}" for k, v, _ in BAD_PARAMS])
-def test_bad_params_stop_every_front_door(tmp_path, key, value, message):
-    params = tiny_params()
-    section, name = key.split(".")
-    params[section][name] = value
-    ws = make_workspace(tmp_path / "study", params)
-    run(["git", "init", "-q"], ws)
-    run(["dvc", "init", "-q"], ws)
-    for cmd in (["distillstudy", "validate", "params.yaml"], ["snakemake", "-c1"], ["dvc", "repro"]):
-        proc = run(cmd, ws, check=False)
-        out = proc.stdout + proc.stderr
-        assert proc.returncode != 0, f"{cmd} accepted {key}={value!r}"
+DOORS = [["distillstudy", "validate", "params.yaml"], ["snakemake", "-c1"], ["dvc", "repro"]]
+
+
+@pytest.fixture(scope="module")
+def front_doors(tmp_path_factory) -> list[dict]:
+    """Each bad value in its own git + DVC workspace of the tiny study, tried at every
+    front door. The 21 commands are mostly interpreter start-up: they run 4 at a time."""
+    base = tmp_path_factory.mktemp("bad-params")
+    template = make_workspace(base / "template")
+    run(["git", "init", "-q"], template)
+    run(["dvc", "init", "-q"], template)
+    cases = []
+    for i, (key, value, _) in enumerate(BAD_PARAMS):
+        params = tiny_params()
+        section, name = key.split(".")
+        params[section][name] = value
+        ws = copy_workspace(template, base / f"case{i}")
+        (ws / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+        cases.append(ws)
+
+    def attempt(job):
+        ws, cmd = job
+        proc = subprocess.run(cmd, cwd=ws, env=tool_env(), capture_output=True, text=True, timeout=300)
+        return cmd, proc.returncode, proc.stdout + proc.stderr
+
+    with ThreadPoolExecutor(max_workers=4) as pool:
+        attempts = list(pool.map(attempt, [(ws, cmd) for ws in cases for cmd in DOORS]))
+    return [{"ws": ws, "attempts": attempts[i * len(DOORS):(i + 1) * len(DOORS)]} for i, ws in enumerate(cases)]
+
+
+@pytest.mark.parametrize("case", range(len(BAD_PARAMS)), ids=[f"{k}={v}" for k, v, _ in BAD_PARAMS])
+def test_bad_params_stop_every_front_door(front_doors, case):
+    key, value, message = BAD_PARAMS[case]
+    for cmd, returncode, out in front_doors[case]["attempts"]:
+        assert returncode != 0, f"{cmd} accepted {key}={value!r}"
         assert message in out, f"{cmd}: {message!r} not in:\n{out[-2000:]}"
-    assert not (ws / "data/prepared").exists(), "no job may start"
+    assert not (front_doors[case]["ws"] / "data/prepared").exists(), "no job may start"

@@ -1,45 +1,114 @@
-"""Each Snakemake rule run alone, through real Snakemake, on tiny inputs.
+"""Each Snakemake rule run alone, through real Snakemake, on the tiny study.
 
-The stages run in order in one workspace; each call allows exactly one rule,
-so a test fails if its rule needs another rule to run or leaves outputs missing.
+Each rule gets a copy of the session's finished tiny study (`finished`, mtimes kept)
+with the outputs of some of its jobs deleted, and Snakemake may run exactly that rule
+(`--allowed-rules`): a test fails if its rule needs another rule to run or leaves an
+output missing, and what the rule writes again must equal the full run's, byte for byte.
+The copies are independent, so the runs (mostly single-threaded) go 3 at a time, in the
+`ran` fixture; each test checks its rule's run.
 """
 
 from __future__ import annotations
 
 import json
 import re
+import shutil
+import subprocess
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pytest
 import torch
 
-from conftest import make_workspace, run
+from conftest import copy_workspace, tool_env
 
 pytestmark = pytest.mark.slow
+CONFIG = ["--configfile", "tests/params.tiny.yaml"]  # as `finished` was run (last: it takes a list)
 
 
-def run_rule(ws, rule: str, *targets: str) -> set[str]:
-    proc = run(["snakemake", "-c2", *targets, "--allowed-rules", rule], ws)
-    executed = set(re.findall(r"^localrule (\w+):", proc.stdout + proc.stderr, flags=re.M))
-    assert executed == {rule}, f"expected only {rule} to run, saw {executed}"
-    return executed
+def remove(ws: Path, *paths: str) -> dict[str, bytes]:
+    """Delete files or folders of the copy; return the full run's bytes of every file removed."""
+    before = {}
+    for name in paths:
+        path = ws / name
+        files = sorted(p for p in path.rglob("*") if p.is_file()) if path.is_dir() else [path]
+        for f in files:
+            before[str(f.relative_to(ws))] = f.read_bytes()
+        shutil.rmtree(path) if path.is_dir() else path.unlink()
+    return before
+
+
+CONTROL = "digits/transfer-augmented/h8/control"
+# name: (rule, targets, what to delete first)
+RUNS = {
+    "prepare": ("prepare", ["data/prepared/sine.npz", "data/prepared/digits.npz"],
+                [f"data/prepared/{d}.{ext}" for d in ("sine", "digits") for ext in ("npz", "json")]),
+    "teacher": ("teacher", ["models/teachers/sine.logits.npz", "models/teachers/digits.logits.npz"],
+                ["models/teachers"]),
+    "transfer": ("transfer", ["models/transfer/digits/transfer-augmented.npz", "models/transfer/digits/labels-0.3.npz"],
+                 [f"models/transfer/digits/{s}.{ext}" for s in ("transfer-augmented", "labels-0.3")
+                  for ext in ("npz", "pt", "json")]),
+    "distill_variant": ("distill", [f"models/students/{CONTROL}.logits.npz"],
+                        [f"models/students/{CONTROL}.logits.npz", f"models/students/{CONTROL}.pt",
+                         f"logs/distill/{CONTROL}.log"]),
+    "distill": ("distill", ["models/students/digits/h8/T4.logits.npz", "models/students/digits/h8/baseline.logits.npz"],
+                [f"models/students/digits/h8/{c}.{ext}" for c in ("T4", "baseline") for ext in ("pt", "logits.npz")]),
+    "evaluate": ("evaluate", ["reports/results.csv"],
+                 ["reports/results.csv", "reports/metrics.json", "reports/calibration.csv", "reports/designs.csv"]),
+    "walkthrough": ("walkthrough", ["reports/walkthrough.csv"], ["reports/walkthrough.csv", "reports/walkthrough"]),
+    "report": ("report", ["reports/index.html"], ["reports/index.html", "reports/figures", "reports/plots"]),
+}
 
 
 @pytest.fixture(scope="module")
-def ws(tmp_path_factory):
-    return make_workspace(tmp_path_factory.mktemp("rules") / "study")
+def ran(finished, tmp_path_factory) -> dict:
+    """Every entry of RUNS (and `snakemake --report`), each in its own copy, 3 at a time."""
+    base = tmp_path_factory.mktemp("rules")
+    jobs = {}
+    for name, (rule, targets, paths) in RUNS.items():
+        ws = copy_workspace(finished, base / name)
+        jobs[name] = (ws, remove(ws, *paths), ["snakemake", "-c2", *targets, "--allowed-rules", rule, *CONFIG])
+    ws = copy_workspace(finished, base / "snakemake-report")
+    jobs["snakemake-report"] = (ws, {}, ["snakemake", *CONFIG, "--report", "reports/snakemake-report.html"])
+
+    def go(name):
+        ws, before, cmd = jobs[name]
+        proc = subprocess.run(cmd, cwd=ws, env=tool_env(), capture_output=True, text=True, timeout=600)
+        return name, {"ws": ws, "before": before, "cmd": cmd, "proc": proc}
+
+    with ThreadPoolExecutor(max_workers=3) as pool:
+        return dict(pool.map(go, jobs))
 
 
-def test_prepare_rule(ws):
-    run_rule(ws, "prepare", "data/prepared/sine.npz", "data/prepared/digits.npz")
+def run_rule(ran: dict, name: str) -> tuple[Path, dict[str, bytes]]:
+    """The copy where RUNS[name]'s rule ran alone, and the full run's bytes of what it re-made."""
+    r = ran[name]
+    out = r["proc"].stdout + r["proc"].stderr
+    assert r["proc"].returncode == 0, f"{' '.join(r['cmd'])} exited {r['proc'].returncode}\n{out[-4000:]}"
+    if name in RUNS:
+        rule = RUNS[name][0]
+        executed = set(re.findall(r"^localrule (\w+):", out, flags=re.M))
+        assert executed == {rule}, f"expected only {rule} to run, saw {executed}"
+    return r["ws"], r["before"]
+
+
+def assert_same_bytes(ws: Path, before: dict[str, bytes]) -> None:
+    changed = [name for name, data in before.items() if (ws / name).read_bytes() != data]
+    assert not changed, f"differ from the full run: {changed}"
+
+
+def test_prepare_rule(ran):
+    ws, before = run_rule(ran, "prepare")
     meta = json.loads((ws / "data/prepared/sine.json").read_text())
     assert meta["kind"] == "sine" and meta["n_train"] + meta["n_val"] == 120 and meta["n_test"] == 400
     assert len(meta["sha256"]) == 64
+    assert_same_bytes(ws, before)
 
 
-def test_teacher_rule(ws):
-    run_rule(ws, "teacher", "models/teachers/sine.logits.npz", "models/teachers/digits.logits.npz")
+def test_teacher_rule(ran):
+    ws, before = run_rule(ran, "teacher")
     logits = np.load(ws / "models/teachers/digits.logits.npz")
     data = np.load(ws / "data/prepared/digits.npz")
     for split in ("train", "val", "test"):
@@ -49,10 +118,11 @@ def test_teacher_rule(ws):
     # Weights are plain tensors: loadable without unpickling arbitrary objects.
     state = torch.load(ws / "models/teachers/digits.pt", weights_only=True)
     assert all(isinstance(v, torch.Tensor) for v in state.values())
+    assert_same_bytes(ws, before)
 
 
-def test_transfer_rule(ws):
-    run_rule(ws, "transfer", "models/transfer/digits/transfer-augmented.npz", "models/transfer/digits/labels-0.3.npz")
+def test_transfer_rule(ran):
+    ws, before = run_rule(ran, "transfer")
     data = np.load(ws / "data/prepared/digits.npz")
     n = len(data["y_train"])
     augmented = np.load(ws / "models/transfer/digits/transfer-augmented.npz")
@@ -62,20 +132,23 @@ def test_transfer_rule(ws):
     assert len(subset["y"]) == round(0.3 * n) and set(subset["y"]) == set(data["y_train"])
     record = json.loads((ws / "models/transfer/digits/labels-0.3.json").read_text())
     assert record["variant"] == "labels-0.3" and record["dataset"] == "digits"
+    assert_same_bytes(ws, before)
 
 
-def test_distill_rule_on_a_design_variant(ws):
+def test_distill_rule_on_a_design_variant(ran):
     """A control cell learns the augmented copies' hard labels with the grid's seeds."""
-    cell_path = "models/students/digits/transfer-augmented/h8/control.logits.npz"
-    run_rule(ws, "distill", cell_path)
-    record = json.loads(str(np.load(ws / cell_path)["record"]))
+    ws, before = run_rule(ran, "distill_variant")
+    cell = CONTROL
+    record = json.loads(str(np.load(ws / f"models/students/{cell}.logits.npz")["record"]))
     assert record["model"] == "control" and record["alpha"] == 0.0 and record["variant"] == "transfer-augmented"
     assert record["transfer_set"] == "models/transfer/digits/transfer-augmented.npz"
-    assert (ws / "logs/distill/digits/transfer-augmented/h8/control.log").exists()
+    assert (ws / f"logs/distill/{cell}.log").exists()
+    before.pop(f"logs/distill/{cell}.log")  # a log, not an artifact
+    assert_same_bytes(ws, before)
 
 
-def test_distill_rule(ws):
-    run_rule(ws, "distill", "models/students/digits/h8/T4.logits.npz", "models/students/digits/h8/baseline.logits.npz")
+def test_distill_rule(ran):
+    ws, before = run_rule(ran, "distill")
     cell = np.load(ws / "models/students/digits/h8/T4.logits.npz")
     record = json.loads(str(cell["record"]))
     assert record["temperature"] == 4.0 and record["alpha"] == 0.9 and len(record["seeds"]) == 2
@@ -83,12 +156,11 @@ def test_distill_rule(ws):
     base = json.loads(str(np.load(ws / "models/students/digits/h8/baseline.logits.npz")["record"]))
     assert base["alpha"] == 0.0 and base["seeds"] == record["seeds"], "baseline must share seeds (pairing)"
     torch.load(ws / "models/students/digits/h8/T4.pt", weights_only=True)
+    assert_same_bytes(ws, before)
 
 
-def test_evaluate_rule(ws):
-    # evaluate needs every cell: make them (distill only), then run evaluate alone.
-    run(["snakemake", "-c2", "reports/results.csv", "--until", "distill"], ws)
-    run_rule(ws, "evaluate", "reports/results.csv")
+def test_evaluate_rule(ran):
+    ws, before = run_rule(ran, "evaluate")
     results = pd.read_csv(ws / "reports/results.csv", dtype=str, keep_default_na=False)
     assert list(results.columns) == ["dataset", "model", "student_size", "temperature", "alpha", "seed",
                                      "split", "metric", "value"]
@@ -109,20 +181,23 @@ def test_evaluate_rule(ws):
     assert levels["transfer"] == ["early_stopped", "in_sample", "cross_fitted", "augmented"]
     assert levels["epochs"] == ["3", "5"] and levels["label_fraction"] == ["1", "0.3"]
     assert set(designs.loc[designs.model == "control", "level"]) == {"augmented"}
+    assert_same_bytes(ws, before)
 
 
-def test_walkthrough_rule(ws):
-    run_rule(ws, "walkthrough", "reports/walkthrough.csv")
+def test_walkthrough_rule(ran):
+    ws, before = run_rule(ran, "walkthrough")
     frame = pd.read_csv(ws / "reports/walkthrough.csv")
     assert list(frame.columns) == ["n_train", "model", "split", "log_loss"]
     assert len(frame) == 2 * 3 * 2
     assert (ws / "reports/walkthrough/test_log_loss.png").read_bytes()[:4] == b"\x89PNG"
+    assert_same_bytes(ws, before)
 
 
-def test_report_rule(ws):
-    run_rule(ws, "report", "reports/index.html")
+def test_report_rule(ran):
+    ws, _ = run_rule(ran, "report")
     html = (ws / "reports/index.html").read_text()
-    assert "tiny study" in html and "digits" in html and "data:image/png;base64," in html
+    assert "<h1>tiny study</h1>" in html and "data:image/png;base64," in html
+    assert re.findall(r'<h2>Dataset: (\w+)</h2>', html) == ["digits", "sine"]
     assert (ws / "reports/plots/acc_vs_temperature.csv").exists()
     figures = sorted(p.relative_to(ws / "reports/figures").as_posix()
                      for p in (ws / "reports/figures").glob("*/*.png"))
@@ -131,12 +206,12 @@ def test_report_rule(ws):
     assert sorted(f.split("/")[1] for f in figures if "/design_" in f) == [
         "design_ensemble.png", "design_epochs.png", "design_label_fraction.png", "design_teacher_width.png",
         "design_transfer.png"]
-    assert 'id="designs"' in html
+    assert '<section id="designs">' in html
 
 
-def test_snakemake_report(ws):
-    """`snakemake --report` collects every figure with its caption (after the run above)."""
-    run(["snakemake", "--report", "reports/snakemake-report.html"], ws)
+def test_snakemake_report(ran):
+    """`snakemake --report` collects every figure with its caption (on the finished run)."""
+    ws, _ = run_rule(ran, "snakemake-report")
     html = (ws / "reports/snakemake-report.html").read_text()
     for figure in ("gain_heatmap", "accuracy_vs_t", "nll_vs_t", "best_t", "fidelity", "reliability",
                    "design_transfer", "design_label_fraction"):

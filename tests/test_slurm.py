@@ -1,7 +1,8 @@
 """The tiny study through a real SLURM cluster: Debian's SLURM 22.05 started on this
 machine (tests/slurm_cluster.py), jobs submitted by snakemake-executor-plugin-slurm with
-`--workflow-profile workflow/profiles/slurm`. Its reports/results.csv must equal the
-local run's byte for byte (same machine, same params, one thread per job).
+`--workflow-profile workflow/profiles/slurm`. The local run (`finished`) is copied with
+jobs of every rule to redo; what SLURM writes must equal the local run's byte for byte
+(same machine, same params, one thread per job).
 
     python -m pytest -m slurm          # needs root; installs slurmctld slurmd slurm-client munge
 
@@ -34,7 +35,7 @@ import time
 import pytest
 import yaml
 
-from conftest import ROOT, WORKFLOW_FILES, tool_env
+from conftest import ROOT, copy_workspace, tool_env
 from slurm_cluster import SlurmCluster, ensure_slurm, missing_binaries
 
 PROFILE = "workflow/profiles/slurm"
@@ -71,17 +72,15 @@ def cluster():
         c.stop()
 
 
-def copy_inputs(finished, dest):
-    """A fresh workspace with exactly the code and params the local run used (not
-    today's tree, which may have changed since): its inputs, none of its outputs."""
-    for name in [*WORKFLOW_FILES, "params.yaml"]:
-        src, target = finished / name, dest / name
-        target.parent.mkdir(parents=True, exist_ok=True)
-        if src.is_dir():
-            shutil.copytree(src, target, ignore=shutil.ignore_patterns("__pycache__"))
-        else:
-            shutil.copy2(src, target)
-    return dest
+def remove(ws, *paths: str) -> None:
+    for name in paths:
+        for path in ws.glob(name):
+            shutil.rmtree(path) if path.is_dir() else path.unlink()
+
+
+def artifacts(ws) -> dict[str, bytes]:
+    return {str(p.relative_to(ws)): p.read_bytes() for d in ("data/prepared", "models") for p in sorted((ws / d).rglob("*"))
+            if p.is_file()}
 
 
 def snakemake_on(cluster: SlurmCluster, ws, *args: str) -> tuple[str, float]:
@@ -115,25 +114,10 @@ def jobs_of(jobs: list[dict], rule: str) -> list[dict]:
     return [j for j in jobs if re.fullmatch(rf"rule_{rule}(_wildcards_.*)?", j.get("Comment", ""))]
 
 
-@pytest.mark.slurm
-@pytest.mark.slow
-def test_tiny_study_on_slurm_equals_local_run(cluster, finished, tmp_path):
-    ws = copy_inputs(finished, tmp_path / "study")
-    before = {j["JobId"] for j in slurm_jobs(cluster)}
-    out, wall = snakemake_on(cluster, ws, "--workflow-profile", PROFILE, "--configfile", "tests/params.tiny.yaml")
-    print(f"tiny study through SLURM: {wall:.0f} s wall")
-
-    assert (ws / "reports/results.csv").read_bytes() == (finished / "reports/results.csv").read_bytes()
-    assert (ws / "reports/index.html").exists()
-
-    # Every job but `all` went through sbatch, with the profile's per-rule request.
-    n_submitted = len(re.findall(r"has been submitted with SLURM jobid", out))
-    jobs = [j for j in slurm_jobs(cluster) if j["JobId"] not in before]
-    # 2 prepare, 2 teacher, 6 transfer sets, 16 + 17 distill (grid + study designs), 3 more
-    assert n_submitted == len(jobs) == 46, out[-3000:]
-    assert all(j["JobState"] == "COMPLETED" for j in jobs), [(j["JobId"], j["JobState"]) for j in jobs]
-    profile = yaml.safe_load((ws / PROFILE / "config.yaml").read_text())
-    for rule, res in profile["set-resources"].items():
+def assert_requests(jobs: list[dict], profile: dict, rules: tuple[str, ...]) -> None:
+    """Each rule's jobs asked SLURM for the profile's memory, threads and time limit."""
+    for rule in rules:
+        res = profile["set-resources"][rule]
         mine = jobs_of(jobs, rule)
         assert mine, f"no SLURM job for rule {rule}"
         for j in mine:
@@ -141,7 +125,39 @@ def test_tiny_study_on_slurm_equals_local_run(cluster, finished, tmp_path):
             assert j["NumCPUs"] == str(profile["set-threads"][rule]), (rule, j)
             hours, minutes = divmod(res["runtime"], 60)
             assert j["TimeLimit"] == f"{hours:02d}:{minutes:02d}:00", (rule, j)
-            assert j.get("TresPerJob", "(null)") in ("(null)", ""), (rule, j)  # no GPU asked
+
+
+@pytest.mark.slurm
+@pytest.mark.slow
+def test_tiny_study_on_slurm_equals_local_run(cluster, finished, tmp_path):
+    """A copy of the local run with jobs of every rule after `teacher` to redo (one transfer
+    set and its cells, the walkthrough, evaluate and report; `prepare` and `teacher` go
+    through SLURM in the GPU-profile test below): the jobs go through SLURM and write
+    the local run's bytes. Training the whole study again would run the same rules'
+    jobs, only more of them."""
+    ws = copy_workspace(finished, tmp_path / "study")
+    # Snakemake re-makes a missing file only for a job that must run: the final outputs of
+    # evaluate and report are removed too, or it would find them up to date and do nothing.
+    remove(ws, "models/transfer/digits/labels-0.3.*", "reports/walkthrough.csv", "reports/results.csv",
+           "reports/index.html")
+    before = {j["JobId"] for j in slurm_jobs(cluster)}
+    out, wall = snakemake_on(cluster, ws, "--workflow-profile", PROFILE, "--configfile", "tests/params.tiny.yaml")
+    print(f"tiny study (7 jobs) through SLURM: {wall:.0f} s wall")
+
+    assert artifacts(ws) == artifacts(finished)
+    for name in ("results.csv", "designs.csv", "calibration.csv", "walkthrough.csv"):
+        assert (ws / "reports" / name).read_bytes() == (finished / "reports" / name).read_bytes(), name
+    assert (ws / "reports/index.html").exists()
+
+    # Every job but `all` went through sbatch, with the profile's per-rule request.
+    n_submitted = len(re.findall(r"has been submitted with SLURM jobid", out))
+    jobs = [j for j in slurm_jobs(cluster) if j["JobId"] not in before]
+    # labels-0.3: transfer, 3 cells (baseline, T1, T4); walkthrough, evaluate, report
+    assert n_submitted == len(jobs) == 7, out[-3000:]
+    assert all(j["JobState"] == "COMPLETED" for j in jobs), [(j["JobId"], j["JobState"]) for j in jobs]
+    profile = yaml.safe_load((ws / PROFILE / "config.yaml").read_text())
+    assert_requests(jobs, profile, ("transfer", "distill", "evaluate", "walkthrough", "report"))
+    assert all(j.get("TresPerJob", "(null)") in ("(null)", "") for j in jobs), jobs  # no GPU asked
 
     # A second call, still through the profile, has nothing to do.
     proc = subprocess.run(["snakemake", "-n", "--workflow-profile", PROFILE, "--configfile", "tests/params.tiny.yaml"],
@@ -152,18 +168,22 @@ def test_tiny_study_on_slurm_equals_local_run(cluster, finished, tmp_path):
 @pytest.mark.slurm
 @pytest.mark.slow
 def test_gpu_profile_requests_a_gpu_for_teacher(cluster, finished, tmp_path):
-    ws = copy_inputs(finished, tmp_path / "study")
+    """One prepare job (no GPU) and one teacher job (a GPU), side by side, with the
+    profile's memory, threads and time (the CPU profile's: see the next test)."""
+    ws = copy_workspace(finished, tmp_path / "study")
+    targets = ["data/prepared/sine.npz", "models/teachers/digits.logits.npz"]
+    remove(ws, "data/prepared/sine.*", "models/teachers/digits.*")
     before = {j["JobId"] for j in slurm_jobs(cluster)}
-    target = "models/teachers/sine.logits.npz"
-    snakemake_on(cluster, ws, target, "--workflow-profile", GPU_PROFILE, "--configfile", "tests/params.tiny.yaml")
+    snakemake_on(cluster, ws, *targets, "--workflow-profile", GPU_PROFILE, "--configfile", "tests/params.tiny.yaml")
 
-    assert (ws / target).read_bytes() == (finished / target).read_bytes()
+    assert artifacts(ws) == artifacts(finished)
     jobs = [j for j in slurm_jobs(cluster) if j["JobId"] not in before]
     teacher, prepare = jobs_of(jobs, "teacher"), jobs_of(jobs, "prepare")
-    assert len(teacher) == len(prepare) == 1, jobs
+    assert len(teacher) == len(prepare) == 1 and len(jobs) == 2, jobs
     assert teacher[0]["TresPerJob"] == "gres:gpu:1", teacher[0]
     assert prepare[0].get("TresPerJob", "(null)") == "(null)", prepare[0]
     assert all(j["JobState"] == "COMPLETED" for j in jobs)
+    assert_requests(jobs, yaml.safe_load((ws / GPU_PROFILE / "config.yaml").read_text()), ("prepare", "teacher"))
 
 
 def test_gpu_profile_is_the_slurm_profile_plus_gpus():

@@ -1,5 +1,6 @@
 """The whole workflow through real Snakemake: tiny end-to-end run, no-op rerun,
-lint, and growing the grid re-runs only the new cells."""
+lint, and growing the grid re-runs only the new cells (all on the session's one run,
+`finished`, which these tests only read: their config files go to tmp_path)."""
 
 from __future__ import annotations
 
@@ -9,21 +10,10 @@ import pandas as pd
 import pytest
 import yaml
 
-from conftest import run, tiny_params
+from conftest import job_stats, run, tiny_params
+from html_tables import section_text, tables
 
 pytestmark = pytest.mark.slow
-
-
-def job_stats(text: str) -> dict[str, int]:
-    """Snakemake's 'Job stats' table -> {rule: count}."""
-    block = text.split("Job stats:", 1)[1]
-    stats = {}
-    for line in block.splitlines()[3:]:
-        parts = line.split()
-        if len(parts) != 2 or not parts[1].isdigit():
-            break
-        stats[parts[0]] = int(parts[1])
-    return stats
 
 
 def test_end_to_end_outputs(finished):
@@ -32,9 +22,26 @@ def test_end_to_end_outputs(finished):
     students = results[results.model != "teacher"]
     assert students.groupby(["dataset", "student_size", "model", "temperature", "seed"]).ngroups == 2 * 2 * 4 * 2
     assert set(results.dataset) == {"sine", "digits"}, "the tiny datasets list replaces the default one"
-    html = (finished / "reports/index.html").read_text()
-    assert "Walkthrough" in html or "walkthrough" in html
     assert pd.to_numeric(results.value).notna().all()
+
+    # The walkthrough section shows the walkthrough's own numbers: one row per n of the
+    # tiny params, the mean test log loss of each model, and the verdict.
+    html = (finished / "reports/index.html").read_text()
+    walk = pd.read_csv(finished / "reports/walkthrough.csv")
+    (table,) = tables(html, "walkthrough")
+    header, rows = table[0], table[1:]
+    models = [h.split(":")[0] for h in header[1:]]
+    assert set(models) == set(walk.model)
+    assert [int(r[0]) for r in rows] == tiny_params()["walkthrough"]["n_train"]
+    test = walk[walk.split == "test"].pivot(index="n_train", columns="model", values="log_loss")
+    for row in rows:
+        for model, shown in zip(models, row[1:]):
+            assert float(shown) == pytest.approx(test.loc[int(row[0]), model], abs=5e-5)
+    better = int((test["distilled"] < test["student"]).sum())
+    verdict = (f"at every n ({better} of {better} values of n)" if better == len(test)
+               else f"at {better} of {len(test)} values of n")
+    assert verdict in section_text(html, "walkthrough")
+    assert html.count('alt="Walkthrough: mean') == 2  # the test and train log-loss figures
 
 
 def test_second_run_has_nothing_to_do(finished):
@@ -46,31 +53,33 @@ def test_lint_is_clean(finished):
     run(["snakemake", "--lint"], finished)
 
 
-def test_adding_a_temperature_reruns_only_new_cells(finished):
+def test_adding_a_temperature_reruns_only_new_cells(finished, tmp_path):
     params = tiny_params()
     params["distill"]["temperatures"] = [1, 4, 8]
-    (finished / "grown.yaml").write_text(yaml.safe_dump(params))
-    proc = run(["snakemake", "-n", "-c2", "--configfile", "grown.yaml"], finished)
+    (tmp_path / "grown.yaml").write_text(yaml.safe_dump(params))
+    proc = run(["snakemake", "-n", "-c2", "--configfile", str(tmp_path / "grown.yaml")], finished)
     stats = job_stats(proc.stdout + proc.stderr)
-    # 2 datasets x 2 sizes new T8 cells, then the aggregate steps.
-    # 2 datasets x 2 sizes on the grid + 7 study-design variants x 1 size (digits)
+    # The new T8 cells: 2 datasets x 2 sizes on the grid + 7 study-design variants x 1 size
+    # (digits), then the aggregate steps.
     assert stats == {"all": 1, "distill": 11, "evaluate": 1, "report": 1, "total": 14}
 
 
-def test_temperature_spelling_does_not_rerun(finished):
+def test_temperature_spelling_does_not_rerun(finished, tmp_path):
     params = tiny_params()
     params["distill"]["temperatures"] = [1.0, 4.0]
-    (finished / "floats.yaml").write_text(yaml.safe_dump(params))
-    proc = run(["snakemake", "-n", "-c2", "--configfile", "floats.yaml"], finished)
-    text = proc.stdout + proc.stderr
-    assert "distill" not in job_stats(text) if "Job stats:" in text else "Nothing to be done" in text
+    (tmp_path / "floats.yaml").write_text(yaml.safe_dump(params))
+    proc = run(["snakemake", "-n", "-c2", "--configfile", str(tmp_path / "floats.yaml")], finished)
+    stats = job_stats(proc.stdout + proc.stderr)
+    # No cell is new, so nothing trains or is evaluated again; only the report, whose
+    # provenance prints the params as written, may run.
+    assert set(stats) - {"all", "total", "report"} == set(), stats
 
 
-def test_invalid_params_stop_before_any_job(finished):
+def test_invalid_params_stop_before_any_job(workspace):
     params = tiny_params()
     params["distill"]["temperatures"] = [1, -4]
-    (finished / "bad.yaml").write_text(yaml.safe_dump(params))
-    proc = run(["snakemake", "-c2", "--configfile", "bad.yaml"], finished, check=False)
+    (workspace / "bad.yaml").write_text(yaml.safe_dump(params))
+    proc = run(["snakemake", "-c2", "--configfile", "bad.yaml"], workspace, check=False)
     assert proc.returncode != 0
     assert "distill.temperatures[1]: -4" in proc.stdout + proc.stderr
     assert not re.search(r"^localrule", proc.stdout + proc.stderr, flags=re.M)
