@@ -52,7 +52,10 @@ def test_repro_records_every_stage_without_retraining(dvc_study):
     ran = dict(part.split("'", 1) for part in out.split("Running stage '")[1:])
     assert set(ran) == set(STAGES), out[-3000:]
     for stage in ("prepare", "teacher", "transfer", "distill", "walkthrough"):
-        assert "Nothing to be done" in ran[stage] and "(Rule: " not in ran[stage], ran[stage][-3000:]
+        # no job: "Nothing to be done", or an empty job table when a later rule (the report,
+        # after the forced evaluate) is out of date but outside `--until <stage>`
+        nothing = "Nothing to be done" in ran[stage] or re.search(r"total\s+0\n", ran[stage])
+        assert nothing and "(Rule: " not in ran[stage], ran[stage][-3000:]
     for stage in ("evaluate", "report"):
         assert f"(Rule: {stage})" in ran[stage] and "(Rule: distill)" not in ran[stage], ran[stage][-3000:]
     lock = yaml.safe_load((ws / "dvc.lock").read_text())

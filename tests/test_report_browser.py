@@ -13,6 +13,7 @@ import pytest
 
 import browser as browser_mod
 from browser import console_errors, ensure_chromium, full_page_screenshot, headless_chromium, open_dialog
+from distillstudy.render import plotting
 from distillstudy.stages import report
 from synthetic import EVIL, report_inputs
 
@@ -30,8 +31,8 @@ def built_report(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("browser")
     inputs = report_inputs(tmp)
     out = tmp / "reports"
-    report.build_report(**inputs, out_html=out / "index.html", figures_dir=out / "figures",
-                        plots_dir=out / "plots", title=f"browser test {EVIL}")
+    inputs["params"] = {**inputs["params"], "report": {"title": f"browser test {EVIL}"}}
+    report.run(**inputs, out_html=out / "index.html", figures_dir=out / "figures", plots_dir=out / "plots")
     return out / "index.html"
 
 
@@ -60,7 +61,7 @@ def test_report_renders_in_headless_chromium(chromium, built_report, tmp_path):
         shot = tmp_path / "report-full-page.png"
         width, height = full_page_screenshot(driver, shot)
 
-    n_expected = len(report.FIGURE_SPECS) + 2  # one dataset's figures + the two walkthrough PNGs
+    n_expected = len(plotting.STUDY_FIGURES) + 2  # one dataset's figures + the two walkthrough PNGs
     assert len(images) == n_expected
     bad = [i["alt"] for i in images if not (i["complete"] and i["w"] > 0 and i["h"] > 0)]
     assert not bad, f"images that did not load: {bad}"
