@@ -21,7 +21,7 @@ import sys
 import time
 
 import numpy as np
-from distillstudy.engine import runtime, train  # runtime first: it imports torch (see runtime._import_torch)
+from distillstudy.engine import cell_loss, runtime, train  # runtime first: it imports torch (see runtime._import_torch)
 from distillstudy.engine.models import StackedMLP, make_teacher
 import torch  # noqa: E402  (already imported by runtime)
 
@@ -54,7 +54,7 @@ def sync(device: str) -> None:
 
 def train_cell(device, x, y, t, mean, std, hidden, epochs, seeds=(11, 22, 33)):
     model = StackedMLP([x.shape[1], hidden, hidden, t.shape[1]], list(seeds), mean, std).to(device)
-    objective = train.objective_fn("kd", 0.9, 4.0)
+    objective = cell_loss.objective_fn("kd", 0.9, {"temperature": 4.0})
     sync(device)
     started = time.perf_counter()
     history = train.train_stacked(model, x.to(device), y.to(device), t.to(device), objective, epochs=epochs,

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 import torch
 from torch import nn
-from distillstudy.engine import models, train
+from distillstudy.engine import cell_loss, models, train
 
 
 def tiny_problem(n=96, d=5, c=3, seed=0):
@@ -48,16 +48,25 @@ def train_alone(net, seed, x, y, t, epochs, batch, lr, objective):
     return net, history
 
 
-OBJECTIVES = [("kd", 0.0, None), ("kd", 0.7, 1.0), ("kd", 0.7, 3.0), ("kd", 1.0, 8.0), ("logit_mse", 0.7, None)]
+OBJECTIVES = [("kd", 0.0, {"temperature": 4.0}), ("kd", 0.7, {"temperature": 1.0}), ("kd", 0.7, {"temperature": 3.0}),
+              ("kd", 1.0, {"temperature": 8.0}), ("logit_mse", 0.7, {}),
+              ("dkd", 0.7, {"alpha": 1.0, "beta": 8.0, "temperature": 4.0}),
+              ("dist", 0.7, {"beta": 1.0, "gamma": 2.0, "temperature": 4.0}),
+              ("ls_kd", 0.7, {"temperature": 2.0}), ("nkd", 0.7, {"gamma": 1.5, "temperature": 1.0}),
+              ("dkd", 1.0, {"alpha": 0.5, "beta": 2.0, "temperature": 1.0})]
 
 
-@pytest.mark.parametrize("objective", OBJECTIVES, ids=lambda o: f"{o[0]}-a{o[1]}-T{o[2]}")
+def _objective_id(o) -> str:
+    return "-".join([o[0], f"a{o[1]}", *(f"{k}{v}" for k, v in o[2].items())])
+
+
+@pytest.mark.parametrize("objective", OBJECTIVES, ids=_objective_id)
 def test_stacked_training_equals_training_each_member_alone(objective):
     x, y, t = tiny_problem()
     sizes, seeds = [5, 7, 7, 3], [11, 22, 33]
     mean, std = x.mean(0).float(), x.std(0).float()
     stacked = models.StackedMLP(sizes, seeds, mean, std).double()
-    fn = train.objective_fn(*objective)
+    fn = cell_loss.objective_fn(*objective)
     history = train.train_stacked(stacked, x, y, t, fn, epochs=4, batch_size=20, lr=1e-2,
                                   weight_decay=0.0, run_name="test")
     alone_histories = []
@@ -75,7 +84,7 @@ def test_stacked_training_equals_training_each_member_alone(objective):
     np.testing.assert_allclose(history, np.mean(alone_histories, axis=0), rtol=0, atol=1e-10)
 
 
-@pytest.mark.parametrize("objective", OBJECTIVES, ids=lambda o: f"{o[0]}-a{o[1]}-T{o[2]}")
+@pytest.mark.parametrize("objective", OBJECTIVES, ids=_objective_id)
 def test_closed_form_gradient_equals_autograd(objective):
     """One step's loss and logits-gradient against autograd through losses.py."""
     g = torch.Generator().manual_seed(3)
@@ -83,24 +92,26 @@ def test_closed_form_gradient_equals_autograd(objective):
     s = torch.randn(m, b, c, generator=g, dtype=torch.float64, requires_grad=True)
     t = torch.randn(b, c, generator=g, dtype=torch.float64) * 2
     y = torch.randint(0, c, (b,), generator=g)
-    fn = train.objective_fn(*objective)
+    fn = cell_loss.objective_fn(*objective)
     ref = fn(s, t.expand(m, b, c), y.expand(m, b))
     ref.sum().backward()
     per_example, const = fn.targets(t, y)
     logits = s.detach().transpose(1, 2).contiguous()  # the engine's (M, C, b) layout
     acc = {}
-    grad = train.loss_grad(logits, {k: v.T.expand(m, c, b) for k, v in per_example.items()}, fn, acc)
-    loss = train.epoch_loss_terms(acc, fn)
+    grad = cell_loss.loss_grad(logits, {k: v.T.expand(m, c, b) for k, v in per_example.items()}, fn, acc)
+    loss = cell_loss.epoch_loss_terms(acc, fn)
     torch.testing.assert_close(grad.transpose(1, 2), s.grad, rtol=0, atol=1e-14)
     torch.testing.assert_close((loss + const) / b, ref.detach(), rtol=0, atol=1e-13)
 
 
-def test_same_inputs_give_bit_identical_training():
+@pytest.mark.parametrize("objective", [("kd", {"temperature": 4.0}), ("dist", {"beta": 1.0, "gamma": 1.0, "temperature": 4.0})])
+def test_same_inputs_give_bit_identical_training(objective):
     x, y, t = (v.float() if v.is_floating_point() else v for v in tiny_problem())
     runs = []
     for _ in range(2):
         model = models.StackedMLP([5, 16, 16, 3], [4, 5], x.mean(0), x.std(0))
-        history = train.train_stacked(model, x, y, t, train.objective_fn("kd", 0.9, 4.0), epochs=3,
+        fn = cell_loss.objective_fn(objective[0], 0.9, objective[1])
+        history = train.train_stacked(model, x, y, t, fn, epochs=3,
                                       batch_size=32, lr=1e-2, weight_decay=0.0, run_name="test")
         runs.append((history, [p.detach().clone() for p in model.parameters()]))
     assert runs[0][0] == runs[1][0]
@@ -121,7 +132,7 @@ def test_diverging_run_names_cell_and_epoch():
     t = t.float()
     model = models.StackedMLP([5, 8, 8, 3], [1, 2], torch.zeros(5), torch.ones(5))
     with pytest.raises(train.TrainingDiverged, match=r"distill\[toy, h8, T4\].*epoch \d+"):
-        train.train_stacked(model, x, y, t, train.objective_fn("kd", 0.5, 4.0), epochs=3,
+        train.train_stacked(model, x, y, t, cell_loss.objective_fn("kd", 0.5, {"temperature": 4.0}), epochs=3,
                             batch_size=32, lr=1e25, weight_decay=0.0, run_name="distill[toy, h8, T4]")
 
 

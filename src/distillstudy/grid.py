@@ -22,6 +22,7 @@ reference grid, so gains are paired across variants too.
 from __future__ import annotations
 
 import math
+import re
 
 #: The prepared splits, in this order everywhere (files, tables, reports).
 SPLITS = ("train", "val", "test")
@@ -75,33 +76,135 @@ def number_value(text) -> float:
         return float("nan")
 
 
+# ---- objectives: the distillation terms a student cell may add (distillstudy.objectives) --
+
+#: Objective names and their hyper-parameters, in the order a setting spells them
+#: (distillstudy.objectives implements each; these names are the params keys).
+OBJECTIVES = ("kd", "logit_mse", "dkd", "dist", "ls_kd", "nkd")
+OBJECTIVE_HYPER = {
+    "kd": ("temperature",),
+    "logit_mse": (),
+    "dkd": ("alpha", "beta", "temperature"),
+    "dist": ("beta", "gamma", "temperature"),
+    "ls_kd": ("temperature",),
+    "nkd": ("gamma", "temperature"),
+}
+#: How a hyper-parameter is spelled in a setting name ("alpha1_beta8_T4").
+HYPER_ABBREV = {"alpha": "alpha", "beta": "beta", "gamma": "gamma", "temperature": "T"}
+#: results.csv column of each hyper-parameter (DKD's own alpha is not the mixing weight).
+HYPER_COLUMN = {"alpha": "dkd_alpha", "beta": "beta", "gamma": "gamma", "temperature": "temperature"}
+#: results.csv `model` of each objective's students ("distilled" is KD, as before objectives).
+OBJECTIVE_MODEL = {name: ("distilled" if name == "kd" else name) for name in OBJECTIVES}
+
+
+def distill_objectives(distill: dict) -> dict:
+    """params.yaml's distill.objectives, or the shorthand it replaces:
+    `temperatures: [...]` = `kd: {temperature: [...]}`, `logit_mse: true` = `logit_mse: {}`."""
+    if "objectives" in distill:
+        return distill["objectives"]
+    objectives = {"kd": {"temperature": list(distill.get("temperatures", []))}}
+    if distill.get("logit_mse", False):
+        objectives["logit_mse"] = {}
+    return objectives
+
+
+def distill_alphas(distill: dict) -> list[float]:
+    """distill.alpha as a list (a single number is shorthand for a one-level sweep)."""
+    alpha = distill["alpha"]
+    return [float(a) for a in (alpha if isinstance(alpha, list) else [alpha])]
+
+
+def objective_settings(objectives: dict) -> list[tuple[str, dict]]:
+    """Every (objective, hyper-parameters) setting: the product of each objective's
+    lists, objectives in OBJECTIVES order, values in params order."""
+    settings = []
+    for name in OBJECTIVES:
+        if name not in objectives:
+            continue
+        keys = OBJECTIVE_HYPER[name]
+        combos = [{}]
+        for key in keys:
+            combos = [{**c, key: float(v)} for c in combos for v in objectives[name][key]]
+        settings += [(name, combo) for combo in combos]
+    return settings
+
+
+def setting_name(objective: str, hyper: dict) -> str:
+    """'T4' (kd), '' (logit_mse), 'alpha1_beta8_T4' (dkd): the hyper-parameters in
+    OBJECTIVE_HYPER order, each abbreviated and spelled by format_number."""
+    return "_".join(f"{HYPER_ABBREV[k]}{format_number(hyper[k])}" for k in OBJECTIVE_HYPER[objective])
+
+
 # ---- cells: one Snakemake job, all seeds of one (dataset, [variant,] size, cell) -------
 
 BASELINE = "baseline"    # hard labels only (alpha = 0), the pairing reference of every cell
 CONTROL = "control"      # hard labels on a transfer set's inputs (the augmented variant's control)
 LOGIT_MSE = "logit_mse"  # logit matching, the T -> infinity limit of KD
-#: A temperature cell is "T" + format_number(T).
-TEMPERATURE_PREFIX = "T"
-#: Snakemake wildcard patterns, built from the names above and AXES below.
-CELL_PATTERN = rf"{BASELINE}|{CONTROL}|{LOGIT_MSE}|{TEMPERATURE_PREFIX}[0-9][0-9.e+-]*"
+#: A distillation cell is "<objective>[_<setting>]_mix<alpha>": kd_T4_mix0.9,
+#: logit_mse_mix0.9, dkd_alpha1_beta8_T4_mix0.5 (alpha: the mixing weight).
+MIX = "mix"
+_NUMBER = r"[0-9][0-9.e+-]*"
+_OBJECTIVE = "|".join(sorted(OBJECTIVES, key=len, reverse=True))
+_HYPER = "|".join(HYPER_ABBREV.values())
+#: Snakemake wildcard pattern of a cell name.
+CELL_PATTERN = rf"{BASELINE}|{CONTROL}|(?:{_OBJECTIVE})(?:_(?:{_HYPER}){_NUMBER})*_{MIX}{_NUMBER}"
+_CELL_RE = re.compile(rf"(?P<objective>{_OBJECTIVE})(?P<setting>(?:_(?:{_HYPER}){_NUMBER})*)_{MIX}(?P<alpha>{_NUMBER})")
+_HYPER_RE = re.compile(rf"_({_HYPER})({_NUMBER})")
 
 
-def cell_name(temperature) -> str:
-    return TEMPERATURE_PREFIX + format_number(temperature)
+def cell_name(objective: str, hyper: dict, alpha) -> str:
+    setting = setting_name(objective, hyper)
+    return f"{objective}{'_' + setting if setting else ''}_{MIX}{format_number(alpha)}"
 
 
-def parse_cell(cell: str, alpha: float) -> dict:
-    """'baseline' | 'control' | 'logit_mse' | 'T<float>' -> model label, objective, alpha, temperature."""
+def grid_cells(objectives: dict, alphas: list[float]) -> list[str]:
+    """Every distillation cell of the grid: each objective setting at each alpha."""
+    return [cell_name(name, hyper, alpha) for name, hyper in objective_settings(objectives) for alpha in alphas]
+
+
+def study_cells(params: dict) -> list[str]:
+    """The main grid's cells of every (dataset, size): the baseline, then each objective
+    setting at each alpha."""
+    distill = params["distill"]
+    return [BASELINE, *grid_cells(distill_objectives(distill), distill_alphas(distill))]
+
+
+def design_temperature_cells(params: dict) -> list[str]:
+    """The distillation cells every study-design variant trains: KD at each of its
+    temperatures, at each of designs.alpha (default: every distill.alpha). The designs
+    vary the teacher and the transfer set, so they hold the objective fixed (KD)."""
+    objectives = distill_objectives(params["distill"])
+    alphas = params.get("designs", {}).get("alpha") or distill_alphas(params["distill"])
+    kd = {"kd": objectives["kd"]} if "kd" in objectives else {}
+    return grid_cells(kd, [float(a) for a in alphas])
+
+
+def parse_cell(cell: str) -> dict:
+    """A cell name -> its model label, objective, setting, mixing alpha and hyper-parameters
+    (`hyper`; `temperature` also on its own, None where the objective has none)."""
     if cell in (BASELINE, CONTROL):
-        return {"model": cell, "objective": "kd", "alpha": 0.0, "temperature": None}
-    if cell == LOGIT_MSE:
-        return {"model": LOGIT_MSE, "objective": "logit_mse", "alpha": alpha, "temperature": None}
-    if cell.startswith(TEMPERATURE_PREFIX):
-        temperature = number_value(cell[len(TEMPERATURE_PREFIX):])
-        if temperature > 0:
-            return {"model": "distilled", "objective": "kd", "alpha": alpha, "temperature": temperature}
-    raise ValueError(f"cell {cell!r} is not {BASELINE!r}, {CONTROL!r}, {LOGIT_MSE!r} or "
-                     f"'{TEMPERATURE_PREFIX}<positive number>'")
+        return {"model": cell, "objective": "", "setting": "", "alpha": 0.0, "hyper": {}, "temperature": None}
+    match = _CELL_RE.fullmatch(cell)
+    problem = "" if match else "does not match <objective>[_<setting>]_mix<alpha>"
+    if match:
+        objective = match["objective"]
+        found = _HYPER_RE.findall(match["setting"])
+        by_abbrev = {abbrev: key for key, abbrev in HYPER_ABBREV.items()}
+        keys = [by_abbrev[a] for a, _ in found]
+        hyper = {by_abbrev[a]: number_value(v) for a, v in found}
+        alpha = number_value(match["alpha"])
+        if keys != list(OBJECTIVE_HYPER[objective]):
+            problem = f"{objective} takes {', '.join(OBJECTIVE_HYPER[objective]) or 'no hyper-parameters'}"
+        elif any(math.isnan(v) for v in hyper.values()) or not 0 < alpha <= 1:
+            problem = "a number is not valid (alpha must be in (0, 1])"
+        elif cell != cell_name(objective, hyper, alpha):
+            problem = f"numbers are not spelled canonically ({cell_name(objective, hyper, alpha)!r})"
+        else:
+            return {"model": OBJECTIVE_MODEL[objective], "objective": objective,
+                    "setting": setting_name(objective, hyper), "alpha": alpha, "hyper": hyper,
+                    "temperature": hyper.get("temperature")}
+    raise ValueError(f"cell {cell!r}: {problem} (cells are {BASELINE!r}, {CONTROL!r} or e.g. "
+                     f"'kd_T4_mix0.9', 'logit_mse_mix0.9', 'dkd_alpha1_beta8_T4_mix0.5')")
 
 
 # ---- variants: the study designs' one-factor changes -----------------------------------

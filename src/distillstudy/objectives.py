@@ -28,15 +28,11 @@ from numbers import Real
 
 import torch
 
-NAMES = ("kd", "logit_mse", "dkd", "dist", "ls_kd", "nkd")
-HYPER = {
-    "kd": ("temperature",),
-    "logit_mse": (),
-    "dkd": ("alpha", "beta", "temperature"),
-    "dist": ("beta", "gamma", "temperature"),
-    "ls_kd": ("temperature",),
-    "nkd": ("gamma", "temperature"),
-}
+from distillstudy.grid import OBJECTIVE_HYPER, OBJECTIVES
+
+#: The objectives' names and hyper-parameter names: the params keys (distill.objectives).
+NAMES = OBJECTIVES
+HYPER = OBJECTIVE_HYPER
 DIST_EPS = 1e-8  # DIST: added to the product of the two norms in each correlation (reference value)
 LS_EPS = 1e-7  # LS-KD: added to the standard deviation (reference value)
 
@@ -275,16 +271,26 @@ def grad(name: str, student_logits: torch.Tensor, teacher_logits: torch.Tensor, 
     copy of the student's logits for the others (no graph is left behind, and the
     teacher's logits never receive a gradient).
     """
+    return value_and_grad(name, student_logits, teacher_logits, labels, **hyper)[1]
+
+
+def value_and_grad(name: str, student_logits: torch.Tensor, teacher_logits: torch.Tensor,
+                   labels: torch.Tensor, **hyper: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """(term(...), grad(...)) from one evaluation: what a training step needs."""
     s, t, y, values = _validated(name, student_logits, teacher_logits, labels, hyper)
     batch = s.shape[-2]
     with torch.no_grad():
         if name == "kd":
             temp = values["temperature"]
-            return (torch.softmax(s / temp, dim=-1) - torch.softmax(t / temp, dim=-1)) * (temp / batch)
+            return (_kd(s, t, y, temp),
+                    (torch.softmax(s / temp, dim=-1) - torch.softmax(t / temp, dim=-1)) * (temp / batch))
         if name == "logit_mse":
             d = (s - s.mean(dim=-1, keepdim=True)) - (t - t.mean(dim=-1, keepdim=True))
-            return d / (s.shape[-1] * batch)
-    leaf = s.detach().requires_grad_(True)
-    with torch.enable_grad():
-        total = _TERMS[name](leaf, t.detach(), y, **values).sum()
-    return torch.autograd.grad(total, leaf)[0]
+            return _logit_mse(s, t, y), d / (s.shape[-1] * batch)
+    # The engine trains under torch.inference_mode(); autograd cannot record inference
+    # tensors, so the graph is built on plain clones (a few (batch, classes) copies).
+    with torch.inference_mode(False), torch.enable_grad():
+        leaf = s.detach().clone().requires_grad_(True)
+        value = _TERMS[name](leaf, t.detach().clone(), y.clone(), **values)
+        gradient = torch.autograd.grad(value.sum(), leaf)[0]
+    return value.detach(), gradient

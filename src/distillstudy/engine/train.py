@@ -16,14 +16,13 @@ each choice: benchmarks/README.md.
 from __future__ import annotations
 
 import copy
-from dataclasses import dataclass
 from distillstudy.engine import runtime  # noqa: F401  (first: imports torch with the GC off)
 import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from distillstudy.engine import losses
+from distillstudy.engine.cell_loss import Objective, epoch_loss_terms, loss_grad
 from distillstudy.errors import TrainingDiverged
 
 
@@ -35,62 +34,6 @@ def member_orders(seeds: list[int]) -> list[np.random.Generator]:
 def make_optimizer(params, lr: float, weight_decay: float, device: str) -> torch.optim.Optimizer:
     """The teacher's optimiser: plain torch.optim.Adam (one per dataset, so its import cost is paid once)."""
     return torch.optim.Adam(params, lr=lr, weight_decay=weight_decay, foreach=device == "cuda")
-
-
-@dataclass(frozen=True)
-class Objective:
-    """One grid cell's loss and its closed-form gradient with respect to the logits.
-
-    Calling it gives the reference value from `losses` (logits shaped (..., batch,
-    classes)); `train_stacked` computes the same loss and its gradient directly,
-    without an autograd graph, through `targets()` and `loss_and_grad()`:
-
-      kd:        L = a CE(y, s) + alpha T^2 KL(pt || softmax(s/T)),  a = 1 - alpha
-                 dL/ds = [a (softmax(s) - onehot(y)) + alpha T (softmax(s/T) - pt)] / batch
-      logit_mse: L = a CE(y, s) + alpha sum_c (s~ - t~)^2 / (2C)     (~: centred per example)
-                 dL/ds = [a (softmax(s) - onehot(y)) + alpha (s~ - t~) / C] / batch
-
-    with pt = softmax(t/T). tests/test_train.py checks value and gradient against autograd.
-    """
-
-    kind: str
-    alpha: float
-    temperature: float | None = None
-
-    def __call__(self, student_logits, teacher_logits, labels) -> torch.Tensor:
-        if self.kind == "kd":
-            return losses.kd_loss(student_logits, teacher_logits, labels, self.alpha, self.temperature)
-        return losses.logit_mse_loss(student_logits, teacher_logits, labels, self.alpha)
-
-    @property
-    def soft(self) -> bool:
-        """Whether a softmax at temperature T != 1 is needed besides softmax(s)."""
-        return self.kind == "kd" and self.alpha != 0 and self.temperature != 1
-
-    def targets(self, teacher_logits: torch.Tensor, labels: torch.Tensor) -> tuple[dict, float]:
-        """Per-example tensors (n, C) the step reads, and the loss's constant sum over all n.
-
-        grad:  subtracted from the logits' gradient (times batch): a onehot + alpha T pt
-        w_p:   weight of log softmax(s) in the loss: a onehot (kd at T = 1: also alpha pt)
-        w_q:   weight of log softmax(s/T) in the loss: alpha T^2 pt (kd, T != 1 only)
-        t_c:   centred teacher logits (logit_mse only)
-        """
-        a = 1.0 - self.alpha
-        onehot = F.one_hot(labels, teacher_logits.shape[1]).to(teacher_logits.dtype)
-        if self.kind == "logit_mse":
-            t_c = teacher_logits - teacher_logits.mean(dim=1, keepdim=True)
-            return {"grad": a * onehot, "w_p": a * onehot, "t_c": t_c}, 0.0
-        if self.alpha == 0:
-            return {"grad": onehot, "w_p": onehot}, 0.0
-        t = self.temperature
-        log_pt = torch.log_softmax(teacher_logits / t, dim=1)
-        pt = log_pt.exp()
-        # The teacher's own entropy term of the KL: the same every epoch (every example once).
-        const = float(self.alpha * t * t * (pt * log_pt).sum())
-        grad = a * onehot + (self.alpha * t) * pt
-        if self.soft:
-            return {"grad": grad, "w_p": a * onehot, "w_q": (self.alpha * t * t) * pt}, const
-        return {"grad": grad, "w_p": grad}, const
 
 
 class FusedAdam:
@@ -129,12 +72,6 @@ class FusedAdam:
         self.step_count.add_(1)
         torch._fused_adam_(self.params, grads, self.exp_avg, self.exp_avg_sq, [], self.steps,
                            amsgrad=False, maximize=False, grad_scale=None, found_inf=None, **self.hyper)
-
-
-def objective_fn(objective: str, alpha: float, temperature: float | None) -> Objective:
-    if objective not in ("kd", "logit_mse"):
-        raise ValueError(f"unknown objective {objective!r} (expected kd or logit_mse)")
-    return Objective(objective, float(alpha), None if temperature is None else float(temperature))
 
 
 def train_stacked(model: nn.Module, x: torch.Tensor, y: torch.Tensor, teacher_logits: torch.Tensor,
@@ -252,46 +189,6 @@ class _Batch:
             torch.sum(g, dim=1, keepdim=True, out=b_grad)
             if i > 0:
                 g = torch.bmm(g, w_t, out=self.back[i - 1])
-
-
-def loss_grad(s: torch.Tensor, tb: dict, objective: Objective, acc: dict) -> torch.Tensor:
-    """dL/ds of the batch-mean loss for logits s (M, C, b), targets tb laid out (M, C, b)
-    (from Objective.targets); adds the loss's element-wise terms to `acc` (see
-    epoch_loss_terms), so the loss costs one fused op per term per step."""
-    b = s.shape[2]
-    log_p = torch.log_softmax(s, dim=1)
-    _accumulate(acc, "p", tb["w_p"], log_p)
-    g = log_p.exp_().mul_((1.0 - objective.alpha) / b if objective.kind == "logit_mse" or objective.soft
-                          else 1.0 / b)
-    if objective.kind == "logit_mse":
-        d = s - s.mean(dim=1, keepdim=True)
-        d.sub_(tb["t_c"])
-        _accumulate(acc, "d", d, d)
-        g.add_(d, alpha=objective.alpha / (s.shape[1] * b))
-    elif objective.soft:
-        t = objective.temperature
-        log_q = torch.log_softmax(s * (1.0 / t), dim=1)
-        _accumulate(acc, "q", tb["w_q"], log_q)
-        g.add_(log_q.exp_(), alpha=objective.alpha * t / b)
-    return g.sub_(tb["grad"], alpha=1.0 / b)
-
-
-def _accumulate(acc: dict, key: str, a: torch.Tensor, b: torch.Tensor) -> None:
-    if key in acc:
-        acc[key].addcmul_(a, b)
-    else:
-        acc[key] = a * b
-
-
-def epoch_loss_terms(acc: dict, objective: Objective) -> torch.Tensor:
-    """Each member's loss summed over the examples of `acc`, without the constant term:
-    -sum w_p log p - sum w_q log q + alpha / (2C) sum d^2."""
-    total = -acc["p"].sum(dim=(1, 2))
-    if "q" in acc:
-        total -= acc["q"].sum(dim=(1, 2))
-    if "d" in acc:
-        total += acc["d"].sum(dim=(1, 2)) * (objective.alpha / (2 * acc["d"].shape[1]))
-    return total
 
 
 @torch.no_grad()
