@@ -124,8 +124,8 @@ def add_distill(sub):
     p.add_argument("--variant", default="reference", help="study-design variant (reference: the main grid)")
     p.add_argument("--dataset", required=True)
     p.add_argument("--size", type=positive_int, required=True)
-    p.add_argument("--cell", required=True, help="baseline | control | logit_mse | T<temperature>")
-    p.add_argument("--alpha", type=float, required=True)
+    p.add_argument("--cell", required=True,
+                   help="baseline | control | <objective>[_<setting>]_mix<alpha>, e.g. kd_T4_mix0.9")
     p.add_argument("--seeds", type=positive_int, required=True, help="number of replicates")
     p.add_argument("--seed", type=int, required=True, help="global seed")
     p.add_argument("--epochs", type=positive_int, required=True)
@@ -140,11 +140,9 @@ def add_distill(sub):
 def cmd_distill(a):
     from distillstudy.stages import distill
 
-    if not 0 <= a.alpha <= 1:
-        raise ParamsError(f"distill.alpha: {a.alpha} is outside [0, 1]")
     distill.run(data=a.data, teacher_logits=a.teacher_logits, transfer=a.transfer, variant=a.variant,
                 dataset=a.dataset, size=a.size,
-                cell=a.cell, alpha=a.alpha, n_seeds=a.seeds, global_seed=a.seed, epochs=a.epochs,
+                cell=a.cell, n_seeds=a.seeds, global_seed=a.seed, epochs=a.epochs,
                 batch_size=a.batch_size, lr=a.lr, weight_decay=a.weight_decay,
                 out_model=a.out_model, out_logits=a.out_logits, threads=a.threads)
 

@@ -17,7 +17,7 @@ from pathlib import Path
 import jsonschema
 import yaml
 
-from distillstudy.grid import format_number
+from distillstudy.grid import distill_alphas, distill_objectives, format_number
 from distillstudy.errors import ParamsError
 
 #: Ships inside the package, so validation works outside a checkout too.
@@ -82,6 +82,28 @@ def _csv_errors(i: int, spec: dict, base: Path) -> list[str]:
     return []
 
 
+def _distill_errors(distill: dict) -> list[str]:
+    """distill.objectives or its shorthand (temperatures, logit_mse), never both; no value
+    twice in any swept list (1 and 1.0 would name the same cell)."""
+    messages = []
+    if "objectives" in distill:
+        for key in ("temperatures", "logit_mse"):
+            if key in distill:
+                messages.append(f"distill.{key}: give distill.objectives or the shorthand distill.temperatures "
+                                f"(+ distill.logit_mse), not both")
+        for name, hyper in distill["objectives"].items():
+            for key, values in hyper.items():
+                messages += _duplicate_errors(values, f"distill.objectives.{name}.{key}", format_number)
+    elif "temperatures" not in distill:
+        messages.append("distill: missing distill.objectives (e.g. objectives: {kd: {temperature: [1, 4]}}) "
+                        "or its shorthand distill.temperatures")
+    else:
+        messages += _duplicate_errors(distill["temperatures"], "distill.temperatures", format_number)
+    if isinstance(distill["alpha"], list):
+        messages += _duplicate_errors(distill["alpha"], "distill.alpha", format_number)
+    return messages
+
+
 def _designs_errors(params: dict) -> list[str]:
     """The axes must name datasets and student sizes the main grid has: each axis's
     reference level is read from the main grid's cells."""
@@ -102,6 +124,13 @@ def _designs_errors(params: dict) -> list[str]:
                         "need at least one student size")
     for axis in ("epochs", "teacher_width", "ensemble", "label_fraction"):
         messages += _duplicate_errors(designs[axis], f"designs.{axis}", format_number)
+    alphas = [format_number(a) for a in distill_alphas(params["distill"])]
+    for i, alpha in enumerate(designs.get("alpha", [])):
+        if format_number(alpha) not in alphas:
+            messages.append(f"designs.alpha[{i}]: {alpha} is not one of distill.alpha ({', '.join(alphas)})")
+    if designs["datasets"] and "kd" not in distill_objectives(params["distill"]):
+        messages.append("designs.datasets: the study designs train KD students at each kd temperature, "
+                        "but distill.objectives has no kd entry (add one, or set designs.datasets: [])")
     return messages
 
 
@@ -113,8 +142,7 @@ def check_params(params: dict, base: str | Path = ".") -> None:
     if not messages:
         datasets = params["prepare"]["datasets"]
         messages += _duplicate_errors([d["name"] for d in datasets], "prepare.datasets.name", str)
-        messages += _duplicate_errors(params["distill"]["temperatures"], "distill.temperatures",
-                                      format_number)
+        messages += _distill_errors(params["distill"])
         messages += _duplicate_errors(params["distill"]["sizes"], "distill.sizes", int)
         messages += _duplicate_errors(params["walkthrough"]["n_train"], "walkthrough.n_train", int)
         for i, spec in enumerate(datasets):

@@ -11,16 +11,14 @@ from distillstudy.params import check_params
 sys.path.insert(0, workflow.basedir)
 from codedeps import stage_code
 from distillstudy.grid import (
-    BASELINE,
     CELL_PATTERN,
     FIGURE_TITLES,
-    LOGIT_MSE,
     NEEDS_TRANSFER_SET,
     VARIANT_PATTERN,
-    cell_name,
     dataset_variants,
-    parse_cell,
+    design_temperature_cells,
     parse_variant,
+    study_cells,
     variant_cells,
     variant_epochs,
     variant_settings,
@@ -39,8 +37,10 @@ except ParamsError as exc:
 
 DATASETS = {d["name"]: d for d in config["prepare"]["datasets"]}
 SIZES = [int(s) for s in config["distill"]["sizes"]]
-TEMPERATURE_CELLS = [cell_name(t) for t in config["distill"]["temperatures"]]
-CELLS = [BASELINE] + TEMPERATURE_CELLS + ([LOGIT_MSE] if config["distill"]["logit_mse"] else [])
+# baseline + every objective setting at every alpha (grid.study_cells); the designs'
+# variants train KD at each temperature (grid.design_temperature_cells).
+CELLS = study_cells(config)
+DESIGN_TEMPERATURE_CELLS = design_temperature_cells(config)
 WALKTHROUGH = bool(config["walkthrough"]["enabled"])
 # Study designs: per dataset, its non-reference variants (src/distillstudy/grid.py).
 VARIANTS = {name: dataset_variants(config, spec) for name, spec in DATASETS.items()}
@@ -87,7 +87,7 @@ def design_cells(wildcards=None):
         for dataset, variants in VARIANTS.items()
         for variant in variants
         for size in DESIGN_SIZES
-        for cell in variant_cells(variant, TEMPERATURE_CELLS)
+        for cell in variant_cells(variant, DESIGN_TEMPERATURE_CELLS)
     ]
 
 

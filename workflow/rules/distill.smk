@@ -1,4 +1,5 @@
-# One job per grid cell (dataset x [variant x] size x cell); all seeds of a cell train in
+# One job per grid cell (dataset x [variant x] size x cell, a cell = objective setting x alpha;
+# its name carries both, so adding a setting or an alpha runs only its cells); all seeds of a cell train in
 # one process, stacked (src/distillstudy/engine/train.py). Why this granularity, measured:
 # benchmarks/README.md. {variant} is "" for the reference grid and "<variant>/" for a
 # study-design variant (src/distillstudy/grid.py), whose students learn from its
@@ -14,8 +15,6 @@ rule distill:
     params:
         variant=variant_of,
         targets_flag=distill_targets_flag,
-        # Hard-label cells never read alpha: changing alpha must not re-run them.
-        alpha=lambda w: parse_cell(w.cell, config["distill"]["alpha"])["alpha"],
         seeds=config["distill"]["seeds"],
         seed=config["seed"],
         epochs=distill_epochs,
@@ -41,7 +40,7 @@ rule distill:
         "distillstudy distill --data {input.data} {params.targets_flag} {input.targets}"
         " --variant {params.variant}"
         " --dataset {wildcards.dataset} --size {wildcards.size} --cell {wildcards.cell}"
-        " --alpha {params.alpha} --seeds {params.seeds} --seed {params.seed}"
+        " --seeds {params.seeds} --seed {params.seed}"
         " --epochs {params.epochs} --batch-size {params.batch_size} --lr {params.lr}"
         " --weight-decay {params.weight_decay} --threads {threads}"
         " --out-model {output.model} --out-logits {output.logits} > {log} 2>&1"

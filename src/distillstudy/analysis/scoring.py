@@ -12,21 +12,33 @@ import pandas as pd
 
 from distillstudy.analysis import metrics, stats
 from distillstudy.artifacts import read_record
-from distillstudy.grid import SPLITS, format_number
+from distillstudy.grid import HYPER_COLUMN, OBJECTIVE_MODEL, SPLITS, format_number
 
-COLUMNS = ["dataset", "model", "student_size", "temperature", "alpha", "seed", "split", "metric", "value"]
+#: One cell = (dataset, student_size, model, setting, alpha); `objective` and the
+#: hyper-parameter columns (grid.HYPER_COLUMN) spell out its setting.
+CELL_COLUMNS = ["dataset", "model", "objective", "setting", "student_size", "temperature", "alpha", "beta", "gamma",
+                "dkd_alpha"]
+COLUMNS = [*CELL_COLUMNS, "seed", "split", "metric", "value"]
 #: calibration.csv: one row per (model, seed, bin) on CALIBRATION_SPLIT; empty bins
 #: are kept (count 0, empty mean_confidence and accuracy), so every model has n_bins rows.
-CALIBRATION_COLUMNS = ["dataset", "model", "student_size", "temperature", "alpha", "seed", "split", "bin",
-                       "bin_lower", "bin_upper", "count", "mean_confidence", "accuracy"]
+CALIBRATION_COLUMNS = [*CELL_COLUMNS, "seed", "split", "bin", "bin_lower", "bin_upper", "count", "mean_confidence",
+                       "accuracy"]
 CALIBRATION_SPLIT = "test"
 CALIBRATION_FILE = "calibration.csv"
-MODEL_ORDER = {"teacher": 0, "baseline": 1, "logit_mse": 2, "distilled": 3}
+MODEL_ORDER = {"teacher": 0, "baseline": 1, "control": 2, **{model: 3 + i for i, model in enumerate(OBJECTIVE_MODEL.values())}}
+TEACHER_CELL = {column: "" for column in CELL_COLUMNS}
+
+
+def cell_columns(record: dict) -> dict:
+    """A student cell's identifying columns, from the record its distill job wrote."""
+    return {"dataset": record["dataset"], "model": record["model"], "objective": record["objective"],
+            "setting": record["setting"], "student_size": record["student_size"],
+            **{column: format_number(record.get(column)) for column in HYPER_COLUMN.values()},
+            "alpha": record["alpha"]}
 
 
 def teacher_rows(name: str, data: dict, teacher: dict, record: dict, n_bins: int) -> list[dict]:
-    base = {"dataset": name, "model": "teacher", "student_size": "", "temperature": "", "alpha": "",
-            "seed": record["seed"]}
+    base = {**TEACHER_CELL, "dataset": name, "model": "teacher", "seed": record["seed"]}
     rows = [{**base, "split": "all", "metric": "n_params", "value": record["n_params"]}]
     for s in SPLITS:
         for metric, value in metrics.all_metrics(teacher[f"logits_{s}"], data[f"y_{s}"], None, n_bins).items():
@@ -54,31 +66,25 @@ def reliability_bins(logits, y, n_bins: int) -> list[dict]:
 
 def teacher_calibration_rows(name: str, data: dict, teacher: dict, record: dict, n_bins: int) -> list[dict]:
     s = CALIBRATION_SPLIT
-    base = {"dataset": name, "model": "teacher", "student_size": "", "temperature": "", "alpha": "",
-            "seed": record["seed"], "split": s}
+    base = {**TEACHER_CELL, "dataset": name, "model": "teacher", "seed": record["seed"], "split": s}
     return [{**base, **b} for b in reliability_bins(teacher[f"logits_{s}"], data[f"y_{s}"], n_bins)]
 
 
 def cell_calibration_rows(data: dict, cell: dict, n_bins: int) -> list[dict]:
     record = read_record(cell)
-    temperature = "" if record["temperature"] is None else format_number(record["temperature"])
     s = CALIBRATION_SPLIT
     rows = []
     for member, seed in enumerate(record["seeds"]):
-        base = {"dataset": record["dataset"], "model": record["model"], "student_size": record["student_size"],
-                "temperature": temperature, "alpha": record["alpha"], "seed": seed, "split": s}
+        base = {**cell_columns(record), "seed": seed, "split": s}
         rows += [{**base, **b} for b in reliability_bins(cell[f"logits_{s}"][member], data[f"y_{s}"], n_bins)]
     return rows
 
 
 def cell_rows(data: dict, teacher: dict, cell: dict, n_bins: int) -> list[dict]:
     record = read_record(cell)
-    temperature = "" if record["temperature"] is None else format_number(record["temperature"])
     rows = []
     for member, seed in enumerate(record["seeds"]):
-        base = {"dataset": record["dataset"], "model": record["model"],
-                "student_size": record["student_size"], "temperature": temperature,
-                "alpha": record["alpha"], "seed": seed}
+        base = {**cell_columns(record), "seed": seed}
         rows.append({**base, "split": "all", "metric": "n_params", "value": record["n_params"]})
         for s in SPLITS:
             scores = metrics.all_metrics(cell[f"logits_{s}"][member], data[f"y_{s}"],
@@ -90,8 +96,9 @@ def cell_rows(data: dict, teacher: dict, cell: dict, n_bins: int) -> list[dict]:
 def sort_results(frame: pd.DataFrame, columns: list[str] = COLUMNS, last: str = "metric") -> pd.DataFrame:
     key = frame.assign(_m=frame["model"].map(MODEL_ORDER),
                        _size=pd.to_numeric(frame["student_size"], errors="coerce").fillna(-1),
-                       _t=pd.to_numeric(frame["temperature"], errors="coerce").fillna(-1))
-    key = key.sort_values(["dataset", "_size", "_m", "_t", "seed", "split", last], kind="mergesort")
+                       _t=pd.to_numeric(frame["temperature"], errors="coerce").fillna(-1),
+                       _a=pd.to_numeric(frame["alpha"], errors="coerce").fillna(-1))
+    key = key.sort_values(["dataset", "_size", "_m", "_t", "setting", "_a", "seed", "split", last], kind="mergesort")
     return key[columns].reset_index(drop=True)
 
 

@@ -1,12 +1,13 @@
 """The `distill` stage: one grid cell = one (dataset, student size, cell) with all
 its seeds trained together as a stacked model.
 
-    distillstudy distill --dataset mnist1d --size 64 --cell T4 ...
+    distillstudy distill --dataset mnist1d --size 64 --cell kd_T4_mix0.9 ...
 
-Cells: `baseline` (alpha = 0, hard labels only), `T<temperature>` (the KD loss
-at that temperature), `logit_mse` (logit matching, the high-T limit) and `control`
-(alpha = 0 on an augmented transfer set: the same copies with their source's hard
-label, no teacher). Every cell of a (dataset, size), in every study-design variant,
+Cells (grid.parse_cell): `baseline` (alpha = 0, hard labels only),
+`<objective>[_<setting>]_mix<alpha>` (L = (1 - alpha) CE + alpha term, the term one
+of distillstudy.objectives with that hyper-parameter setting: kd_T4_mix0.9,
+logit_mse_mix0.9, dkd_alpha1_beta8_T4_mix0.5, ...) and `control` (alpha = 0 on an
+augmented transfer set: the same copies with their source's hard label, no teacher). Every cell of a (dataset, size), in every study-design variant,
 uses the same seeds, hence the same initial weights per replicate (and the same batch
 order where the training sets have the same size): comparisons are paired.
 Students are reported at their last epoch (a fixed budget; no test peeking).
@@ -27,8 +28,10 @@ import torch
 from distillstudy.artifacts import load_npz, save_npz
 from distillstudy.engine import runtime, seeds
 from distillstudy.engine.models import StackedMLP, count_student_params, save_state, student_layer_sizes
-from distillstudy.engine.train import objective_fn, stacked_logits, train_stacked
-from distillstudy.grid import REFERENCE, SPLITS, parse_cell
+from distillstudy.engine.cell_loss import objective_fn
+from distillstudy.engine.train import stacked_logits, train_stacked
+from distillstudy.errors import ParamsError
+from distillstudy.grid import HYPER_COLUMN, REFERENCE, SPLITS, parse_cell
 
 # Recorded in every cell's provenance: how the cell was trained (see train.train_stacked).
 ENGINE = "stacked seeds, batched matmuls, closed-form backward, fused Adam"
@@ -46,11 +49,19 @@ def training_set(arrays: dict, teacher_logits: str | None, transfer: str | None)
             {"transfer_set": None, "n_transfer": int(len(arrays["y_train"]))})
 
 
-def run(*, data: str, dataset: str, size: int, cell: str, alpha: float,
+def hyper_columns(hyper: dict) -> dict:
+    """Every hyper-parameter column of results.csv: the setting's values, None elsewhere."""
+    return {column: hyper.get(key) for key, column in HYPER_COLUMN.items()}
+
+
+def run(*, data: str, dataset: str, size: int, cell: str,
         n_seeds: int, global_seed: int, epochs: int, batch_size: int, lr: float,
         weight_decay: float, out_model: str, out_logits: str, teacher_logits: str | None = None,
         transfer: str | None = None, variant: str = REFERENCE, threads: int = 1) -> dict:
-    spec = parse_cell(cell, alpha)
+    try:
+        spec = parse_cell(cell)
+    except ValueError as error:
+        raise ParamsError(str(error)) from None
     settings = runtime.configure(threads)
     device = settings["device"]
     arrays = load_npz(data)
@@ -67,7 +78,7 @@ def run(*, data: str, dataset: str, size: int, cell: str, alpha: float,
     where = "" if variant == REFERENCE else f"{variant}, "
     run_name = f"distill[{dataset}, {where}h{size}, {cell}]"
     started = time.perf_counter()
-    history = train_stacked(model, x, y, t, objective_fn(spec["objective"], spec["alpha"], spec["temperature"]),
+    history = train_stacked(model, x, y, t, objective_fn(spec["objective"], spec["alpha"], spec["hyper"]),
                             epochs=epochs, batch_size=batch_size, lr=lr, weight_decay=weight_decay,
                             run_name=run_name)
     seconds = time.perf_counter() - started
@@ -77,7 +88,8 @@ def run(*, data: str, dataset: str, size: int, cell: str, alpha: float,
     if not all(np.isfinite(v).all() for v in logits.values()):
         raise RuntimeError(f"{run_name}: non-finite logits after training")
     record = {
-        "dataset": dataset, "variant": variant, "student_size": int(size), "cell": cell, **spec, **source,
+        "dataset": dataset, "variant": variant, "student_size": int(size), "cell": cell, **spec,
+        **hyper_columns(spec["hyper"]), **source,
         "seeds": member_seeds, "layer_sizes": sizes, "n_params": count_student_params(sizes),
         "epochs": epochs, "batch_size": batch_size, "lr": lr, "weight_decay": weight_decay,
         "final_train_loss": history[-1], "selection": "last epoch", "runtime": settings,
