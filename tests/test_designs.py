@@ -17,7 +17,7 @@ from distillstudy.artifacts import load_npz, save_npz
 from distillstudy.engine.datasets import prepare
 
 SEED = 11
-COMMON = dict(n_seeds=2, global_seed=SEED, batch_size=64, lr=3e-3, weight_decay=0.0, alpha=0.9)
+COMMON = dict(n_seeds=2, global_seed=SEED, batch_size=64, lr=3e-3, weight_decay=0.0)
 
 
 @pytest.fixture(scope="module")
@@ -47,12 +47,12 @@ def study(tmp_path_factory):
         "fold": np.full(2 * n, -1), "train_mask": np.zeros((0, n), dtype=bool),
         "record": np.array(json.dumps(record, sort_keys=True))})
     cells, design_cells = [], []
-    for cell in ("baseline", "T2"):
+    for cell in ("baseline", "kd_T2_mix0.9"):
         out = d / f"ref_{cell}"
         distill.run(data=str(data), teacher_logits=str(d / "teacher.logits.npz"), dataset="digits", size=4,
                     cell=cell, epochs=2, out_model=f"{out}.pt", out_logits=f"{out}.logits.npz", **COMMON)
         cells.append(f"{out}.logits.npz")
-    for cell in ("control", "T2"):
+    for cell in ("control", "kd_T2_mix0.9"):
         out = d / f"aug_{cell}"
         distill.run(data=str(data), transfer=str(d / "augmented.npz"), variant="transfer-augmented",
                     dataset="digits", size=4, cell=cell, epochs=2, out_model=f"{out}.pt",
@@ -70,7 +70,7 @@ def test_control_and_variant_cells_are_recorded_and_paired(study):
     control = distill.read_record(load_npz(d / "aug_control.logits.npz"))
     assert control["model"] == "control" and control["alpha"] == 0.0 and control["temperature"] is None
     assert control["variant"] == "transfer-augmented" and control["n_transfer"] == len(study["y_transfer"])
-    reference = distill.read_record(load_npz(d / "ref_T2.logits.npz"))
+    reference = distill.read_record(load_npz(d / "ref_kd_T2_mix0.9.logits.npz"))
     assert reference["variant"] == "reference" and reference["transfer_set"] is None
     # the same replicate seeds in every variant: gains are paired
     assert control["seeds"] == reference["seeds"] == seeds.student_seeds(SEED, "digits", 4, 2)

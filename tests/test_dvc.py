@@ -60,7 +60,7 @@ def test_repro_records_every_stage_without_retraining(dvc_study):
         assert f"(Rule: {stage})" in ran[stage] and "(Rule: distill)" not in ran[stage], ran[stage][-3000:]
     lock = yaml.safe_load((ws / "dvc.lock").read_text())
     assert set(lock["stages"]) == set(STAGES)
-    assert lock["stages"]["distill"]["params"]["params.yaml"]["distill"]["temperatures"] == [1, 4]
+    assert lock["stages"]["distill"]["params"]["params.yaml"]["distill"]["objectives"]["kd"]["temperature"] == [1, 4]
     # every study-design axis of the tiny study reached designs.csv and the report
     designs = pd.read_csv(ws / "reports/designs.csv", dtype=str, keep_default_na=False)
     assert set(designs["axis"]) == {"transfer", "epochs", "teacher_width", "ensemble", "label_fraction"}
@@ -149,9 +149,10 @@ def _dataset_sections(html: str) -> list[str]:
 
 
 def test_smaller_grid_leaves_no_stale_results_and_going_back_is_byte_identical(repo):
-    """`dvc exp run` with fewer temperatures and no logit matching: evaluate and report
-    must re-run (their params), and every table, metric and report section shows only
-    T = 1; back to the original params gives the first run's tables, byte for byte.
+    """`dvc exp run` with fewer temperatures, one alpha and no logit matching: evaluate and
+    report must re-run (their params), and every table, metric and report section shows
+    only KD at T = 1 (and the other objectives) at alpha = 0.9; back to the original params
+    gives the first run's tables, byte for byte.
 
     The evaluate stage runs because of its params, and forces its rule: by mtimes alone
     Snakemake has nothing to do (the set of cells shrank; no file is newer), and its own
@@ -162,21 +163,24 @@ def test_smaller_grid_leaves_no_stale_results_and_going_back_is_byte_identical(r
     first = {name: (repo / name).read_bytes() for name in EVALUATE_OUTS}
     before = pd.read_csv(repo / "reports/results.csv", dtype=str, keep_default_na=False)
     assert {"4", "1"} <= set(before["temperature"]) and "logit_mse" in set(before["model"])  # the test can fail
+    assert "0.5" in set(before["alpha"])
 
-    proc = run(["dvc", "exp", "run", "-S", "distill.temperatures=[1]", "-S", "distill.logit_mse=false"], repo)
+    proc = run(["dvc", "exp", "run", "-S", "distill.objectives.kd.temperature=[1]",
+                "-S", "~distill.objectives.logit_mse", "-S", "distill.alpha=[0.9]"], repo)
     out = proc.stdout + proc.stderr
     assert "(Rule: distill)" not in out, "no cell was added: nothing may train"
     for stage in ("evaluate", "report"):
         assert f"Running stage '{stage}'" in out and f"(Rule: {stage})" in out, out[-3000:]
 
     results = pd.read_csv(repo / "reports/results.csv", dtype=str, keep_default_na=False)
-    assert set(results["model"]) == {"teacher", "baseline", "distilled"}
-    assert set(results["temperature"]) == {"", "1"}
+    assert "logit_mse" not in set(results["model"]) and "distilled" in set(results["model"])
     assert set(results.loc[results.model == "distilled", "temperature"]) == {"1"}
+    assert set(results["alpha"]) == {"", "0", "0.9"}
     designs = pd.read_csv(repo / "reports/designs.csv", dtype=str, keep_default_na=False)
     assert set(designs["temperature"]) <= {"", "1"} and "logit_mse" not in set(designs["model"])
     calibration = pd.read_csv(repo / "reports/calibration.csv", dtype=str, keep_default_na=False)
-    assert set(calibration["temperature"]) == {"", "1"} and "logit_mse" not in set(calibration["model"])
+    assert set(calibration.loc[calibration.model == "distilled", "temperature"]) == {"1"}
+    assert "logit_mse" not in set(calibration["model"]) and "0.5" not in set(calibration["alpha"])
 
     metrics = json.loads((repo / "reports/metrics.json").read_text())
     test_acc = results[(results.split == "test") & (results.metric == "accuracy")]
@@ -204,9 +208,10 @@ def test_smaller_grid_leaves_no_stale_results_and_going_back_is_byte_identical(r
         assert {row[header.index("model")] for row in all_cells[1:]} == {"distilled"}
         assert {row[header.index("T")] for row in all_cells[1:]} == {"1"}
     params_shown = html.split('id="parameters"', 1)[1].split("</pre>", 1)[0]
-    assert "logit_mse: false" in params_shown
+    assert "logit_mse" not in params_shown and "ls_kd" in params_shown
 
-    proc = run(["dvc", "exp", "run", "-S", "distill.temperatures=[1,4]", "-S", "distill.logit_mse=true"], repo)
+    proc = run(["dvc", "exp", "run", "-S", "distill.objectives.kd.temperature=[1,4]",
+                "-S", "+distill.objectives.logit_mse={}", "-S", "distill.alpha=[0.5,0.9]"], repo)
     out = proc.stdout + proc.stderr
     assert "(Rule: distill)" not in out, "the T = 4 and logit_mse cells are still there: nothing may train"
     for name in EVALUATE_OUTS:

@@ -8,6 +8,8 @@ import json
 import numpy as np
 import pandas as pd
 import pytest
+from distillstudy.grid import parse_cell
+from distillstudy.stages.distill import hyper_columns
 from distillstudy.analysis import scoring
 from distillstudy.stages import evaluate
 from distillstudy.analysis import metrics
@@ -50,8 +52,9 @@ def _write_study(tmp_path):
                                          for s, k in n.items()})
     (tmp_path / "d.json").write_text(json.dumps({"dataset": "d", "seed": 5, "n_params": 100}))
     cells = []
-    for cell, model, t, alpha in (("baseline", "baseline", None, 0.0), ("T2", "distilled", 2.0, 0.9)):
-        record = {"dataset": "d", "student_size": 8, "model": model, "temperature": t, "alpha": alpha,
+    for cell in ("baseline", "kd_T2_mix0.9"):
+        spec = parse_cell(cell)  # the record's fields as the distill stage writes them
+        record = {"dataset": "d", "student_size": 8, **spec, **hyper_columns(spec["hyper"]),
                   "seeds": [11, 12], "n_params": 50}
         path = tmp_path / f"{cell}.logits.npz"
         save_npz(path, {**{f"logits_{s}": rng.normal(size=(2, k, 3)).astype(np.float32) for s, k in n.items()},

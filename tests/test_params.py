@@ -21,7 +21,7 @@ def test_default_and_tiny_params_are_valid():
 @pytest.mark.parametrize("value, expected", [(1, "1"), (1.0, "1"), ("2.50", "2.5"), (16, "16"), (0.125, "0.125")])
 def test_one_spelling_per_temperature(value, expected):
     assert format_number(value) == expected
-    assert cell_name(value) == "T" + expected
+    assert cell_name("kd", {"temperature": value}, 0.9) == f"kd_T{expected}_mix0.9"
 
 
 def set_key(params, path, value):
@@ -36,15 +36,27 @@ def set_key(params, path, value):
 
 
 DELETE = object()
+KD_T = ["distill", "objectives", "kd", "temperature"]
 BAD = [
     # (what, key path, value, words the message must contain)
     ("typo at top level", ["distil"], {}, ["distil", "unknown key"]),
     ("typo in a stage", ["distill", "temperature"], [1], ["distill.temperature", "unknown key"]),
-    ("negative temperature", ["distill", "temperatures"], [1, -2], ["distill.temperatures[1]", "-2"]),
-    ("zero temperature", ["distill", "temperatures"], [0], ["distill.temperatures[0]", "0"]),
-    ("non-numeric temperature", ["distill", "temperatures"], ["hot"], ["distill.temperatures[0]", "hot"]),
-    ("empty grid", ["distill", "temperatures"], [], ["distill.temperatures", "[]"]),
-    ("duplicate temperatures", ["distill", "temperatures"], [1, 1.0], ["distill.temperatures[1]", "1.0", "duplicates"]),
+    ("negative temperature", KD_T, [1, -2], ["distill.objectives.kd.temperature[1]", "-2"]),
+    ("zero temperature", KD_T, [0], ["distill.objectives.kd.temperature[0]", "0"]),
+    ("non-numeric temperature", KD_T, ["hot"], ["distill.objectives.kd.temperature[0]", "hot"]),
+    ("empty grid", KD_T, [], ["distill.objectives.kd.temperature", "[]"]),
+    ("duplicate temperatures", KD_T, [1, 1.0], ["distill.objectives.kd.temperature[1]", "1.0", "duplicates"]),
+    ("shorthand beside objectives", ["distill", "temperatures"], [1, 4], ["distill.temperatures", "not both"]),
+    ("unknown objective", ["distill", "objectives", "crd"], {}, ["distill.objectives.crd", "unknown key"]),
+    ("unknown hyper-parameter", ["distill", "objectives", "dkd", "tau"], [1], ["distill.objectives.dkd.tau", "unknown key"]),
+    ("missing hyper-parameter", ["distill", "objectives", "dist", "gamma"], DELETE, ["distill.objectives.dist", "gamma"]),
+    ("negative DKD beta", ["distill", "objectives", "dkd", "beta"], [-1], ["distill.objectives.dkd.beta[0]", "-1"]),
+    ("no objective at all", ["distill", "objectives"], {}, ["distill.objectives", "{}"]),
+    ("neither objectives nor shorthand", ["distill", "objectives"], DELETE, ["distill", "distill.objectives"]),
+    ("duplicate alphas", ["distill", "alpha"], [0.5, 0.50], ["distill.alpha[1]", "duplicates"]),
+    ("alpha zero in the sweep", ["distill", "alpha"], [0, 0.5], ["distill.alpha", "0"]),
+    ("designs without kd", ["distill", "objectives", "kd"], DELETE, ["designs.datasets", "no kd"]),
+    ("design alpha not swept", ["designs", "alpha"], [0.7], ["designs.alpha[0]", "0.7", "distill.alpha"]),
     ("alpha above one", ["distill", "alpha"], 1.5, ["distill.alpha", "1.5"]),
     ("alpha below zero", ["distill", "alpha"], -0.1, ["distill.alpha", "-0.1"]),
     ("unknown dataset kind", ["prepare", "datasets"], [{"name": "x", "kind": "cifar"}], ["prepare.datasets[0].kind", "cifar"]),
@@ -97,3 +109,10 @@ def test_cli_validate_exits_nonzero_with_the_message(tmp_path):
                           capture_output=True, text=True)
     assert proc.returncode == 2
     assert "distill.alpha: 2" in proc.stderr
+
+
+def test_shorthand_names_the_same_cells_as_objectives():
+    from distillstudy.grid import study_cells
+    short = {"distill": {"temperatures": [1, 4.0], "logit_mse": True, "alpha": 0.9}}
+    full = {"distill": {"objectives": {"kd": {"temperature": [1, 4]}, "logit_mse": {}}, "alpha": [0.9]}}
+    assert study_cells(short) == study_cells(full) == ["baseline", "kd_T1_mix0.9", "kd_T4_mix0.9", "logit_mse_mix0.9"]

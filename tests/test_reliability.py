@@ -108,7 +108,10 @@ def test_diverging_cell_fails_alone_with_its_name_and_epoch(finished, tmp_path):
     params = tiny_params()
     params["prepare"]["datasets"] = [{"name": "sine", "kind": "sine", "n_train": 120, "n_test": 400}]
     params["distill"]["sizes"] = [8]
-    params["distill"]["temperatures"] = [1, 1e-40]  # float32 logits / T overflow to inf
+    # float32 logits / T overflow to inf
+    params["distill"]["objectives"] = {"kd": {"temperature": [1, 1e-40]}, "logit_mse": {}}
+    params["distill"]["alpha"] = [0.9]
+    params["designs"]["alpha"] = [0.9]
     params["walkthrough"]["enabled"] = False
     params["designs"]["datasets"] = []  # the grid alone
     ws = copy_workspace(finished, tmp_path / "study")
@@ -118,10 +121,10 @@ def test_diverging_cell_fails_alone_with_its_name_and_epoch(finished, tmp_path):
                check=False)
     out = proc.stdout + proc.stderr
     assert proc.returncode != 0
-    assert "distill[sine, h8, T1e-40]: loss is not finite at epoch 1" in out
+    assert "distill[sine, h8, kd_T1e-40_mix0.9]: loss is not finite at epoch 1" in out
     assert out.count("(Rule: distill)") == 3, "the other cells of the grid ran to the end"
     cells = {p.name for p in (ws / "models/students/sine/h8").glob("*.logits.npz")}
-    assert cells == {"baseline.logits.npz", "T1.logits.npz", "logit_mse.logits.npz"}
+    assert cells == {"baseline.logits.npz", "kd_T1_mix0.9.logits.npz", "logit_mse_mix0.9.logits.npz"}
     assert "(Rule: evaluate)" not in out, "no metrics from a failed grid"
     assert (ws / "reports/results.csv").read_bytes() == (finished / "reports/results.csv").read_bytes()
 

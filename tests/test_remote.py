@@ -144,15 +144,15 @@ def test_snakemake_in_the_clone_has_nothing_to_do(shared):
 
 def test_experiment_in_the_clone_trains_only_the_new_cells(shared):
     """The point of sharing: a colleague who pulled the study adds a temperature and
-    trains only the new cells (11: 2 datasets x 2 sizes + 7 design variants), not the whole grid."""
+    trains only the new cells (15: 2 datasets x 2 sizes x 2 alphas + 7 design variants), not the whole grid."""
     clone = shared["clone"]
     assert tracks_benchmarks(clone), ("dvc.yaml does not track logs/benchmarks: the experiment re-runs every job "
                      "(measured: 2 prepare, 2 teacher, 20 distill, walkthrough, evaluate, report)")
-    proc = run(["dvc", "exp", "run", "-S", "distill.temperatures=[1,4,8]"], clone, timeout=900)
+    proc = run(["dvc", "exp", "run", "-S", "distill.objectives.kd.temperature=[1,4,8]"], clone, timeout=900)
     out = proc.stdout + proc.stderr
-    assert out.count("(Rule: distill)") == 11, out[-3000:]
+    assert out.count("(Rule: distill)") == 15, out[-3000:]
     for rule in ("prepare", "teacher", "transfer", "walkthrough"):
         assert f"(Rule: {rule})" not in out, out[-3000:]
-    assert (clone / "models/students/digits/h8/T8.logits.npz").exists()
+    assert (clone / "models/students/digits/h8/kd_T8_mix0.9.logits.npz").exists()
     results = (clone / "reports/results.csv").read_text()
-    assert ",distilled,8,8," in results and ",distilled,16,8," in results  # the new cells were evaluated
+    assert ",distilled,kd,T8,8,8," in results and ",distilled,kd,T8,16,8," in results  # the new cells, evaluated

@@ -40,6 +40,7 @@ def remove(ws: Path, *paths: str) -> dict[str, bytes]:
     return before
 
 
+DKD = "dkd_alpha1_beta8_T4_mix0.5"
 CONTROL = "digits/transfer-augmented/h8/control"
 # name: (rule, targets, what to delete first)
 RUNS = {
@@ -53,8 +54,9 @@ RUNS = {
     "distill_variant": ("distill", [f"models/students/{CONTROL}.logits.npz"],
                         [f"models/students/{CONTROL}.logits.npz", f"models/students/{CONTROL}.pt",
                          f"logs/distill/{CONTROL}.log"]),
-    "distill": ("distill", ["models/students/digits/h8/T4.logits.npz", "models/students/digits/h8/baseline.logits.npz"],
-                [f"models/students/digits/h8/{c}.{ext}" for c in ("T4", "baseline") for ext in ("pt", "logits.npz")]),
+    "distill": ("distill", [f"models/students/digits/h8/{c}.logits.npz" for c in ("kd_T4_mix0.9", "baseline", DKD)],
+                [f"models/students/digits/h8/{c}.{ext}" for c in ("kd_T4_mix0.9", "baseline", DKD)
+                 for ext in ("pt", "logits.npz")]),
     "evaluate": ("evaluate", ["reports/results.csv"],
                  ["reports/results.csv", "reports/metrics.json", "reports/calibration.csv", "reports/designs.csv"]),
     "walkthrough": ("walkthrough", ["reports/walkthrough.csv"], ["reports/walkthrough.csv", "reports/walkthrough"]),
@@ -149,22 +151,28 @@ def test_distill_rule_on_a_design_variant(ran):
 
 def test_distill_rule(ran):
     ws, before = run_rule(ran, "distill")
-    cell = np.load(ws / "models/students/digits/h8/T4.logits.npz")
+    cell = np.load(ws / "models/students/digits/h8/kd_T4_mix0.9.logits.npz")
     record = json.loads(str(cell["record"]))
     assert record["temperature"] == 4.0 and record["alpha"] == 0.9 and len(record["seeds"]) == 2
+    assert record["objective"] == "kd" and record["setting"] == "T4" and record["model"] == "distilled"
+    dkd = json.loads(str(np.load(ws / f"models/students/digits/h8/{DKD}.logits.npz")["record"]))
+    assert (dkd["objective"], dkd["alpha"], dkd["hyper"]) == ("dkd", 0.5, {"alpha": 1.0, "beta": 8.0, "temperature": 4.0})
+    assert (dkd["dkd_alpha"], dkd["beta"], dkd["gamma"]) == (1.0, 8.0, None) and dkd["seeds"] == record["seeds"]
     assert cell["logits_test"].shape[0] == 2
     base = json.loads(str(np.load(ws / "models/students/digits/h8/baseline.logits.npz")["record"]))
     assert base["alpha"] == 0.0 and base["seeds"] == record["seeds"], "baseline must share seeds (pairing)"
-    torch.load(ws / "models/students/digits/h8/T4.pt", weights_only=True)
+    torch.load(ws / "models/students/digits/h8/kd_T4_mix0.9.pt", weights_only=True)
     assert_same_bytes(ws, before)
 
 
 def test_evaluate_rule(ran):
     ws, before = run_rule(ran, "evaluate")
     results = pd.read_csv(ws / "reports/results.csv", dtype=str, keep_default_na=False)
-    assert list(results.columns) == ["dataset", "model", "student_size", "temperature", "alpha", "seed",
-                                     "split", "metric", "value"]
-    assert set(results["model"]) == {"teacher", "baseline", "distilled", "logit_mse"}
+    assert list(results.columns) == ["dataset", "model", "objective", "setting", "student_size", "temperature",
+                                     "alpha", "beta", "gamma", "dkd_alpha", "seed", "split", "metric", "value"]
+    assert set(results["model"]) == {"teacher", "baseline", "distilled", "logit_mse", "dkd", "dist", "ls_kd", "nkd"}
+    dkd = results[results.model == "dkd"]
+    assert set(zip(dkd.setting, dkd.dkd_alpha, dkd.beta, dkd.temperature)) == {("alpha1_beta8_T4", "1", "8", "4")}
     assert set(results.loc[results.model == "distilled", "temperature"]) == {"1", "4"}
     metrics = json.loads((ws / "reports/metrics.json").read_text())
     assert set(metrics) == {"sine", "digits"} and "h8" in metrics["digits"]

@@ -18,9 +18,11 @@ pytestmark = pytest.mark.slow
 
 def test_end_to_end_outputs(finished):
     results = pd.read_csv(finished / "reports/results.csv", dtype=str, keep_default_na=False)
-    # 2 datasets x 2 sizes x (baseline + 2 temperatures + logit_mse) x 2 seeds, + 2 teachers.
+    # 2 datasets x 2 sizes x (baseline + 7 objective settings x 2 alphas) x 2 seeds, + 2 teachers.
     students = results[results.model != "teacher"]
-    assert students.groupby(["dataset", "student_size", "model", "temperature", "seed"]).ngroups == 2 * 2 * 4 * 2
+    assert students.groupby(["dataset", "student_size", "model", "setting", "alpha", "seed"]).ngroups == 2 * 2 * 15 * 2
+    assert set(students.objective) == {"", "kd", "logit_mse", "dkd", "dist", "ls_kd", "nkd"}
+    assert set(students.alpha) == {"0", "0.5", "0.9"}
     assert set(results.dataset) == {"sine", "digits"}, "the tiny datasets list replaces the default one"
     assert pd.to_numeric(results.value).notna().all()
 
@@ -55,18 +57,31 @@ def test_lint_is_clean(finished):
 
 def test_adding_a_temperature_reruns_only_new_cells(finished, tmp_path):
     params = tiny_params()
-    params["distill"]["temperatures"] = [1, 4, 8]
+    params["distill"]["objectives"]["kd"]["temperature"] = [1, 4, 8]
     (tmp_path / "grown.yaml").write_text(yaml.safe_dump(params))
     proc = run(["snakemake", "-n", "-c2", "--configfile", str(tmp_path / "grown.yaml")], finished)
     stats = job_stats(proc.stdout + proc.stderr)
-    # The new T8 cells: 2 datasets x 2 sizes on the grid + 7 study-design variants x 1 size
-    # (digits), then the aggregate steps.
-    assert stats == {"all": 1, "distill": 11, "evaluate": 1, "report": 1, "total": 14}
+    # The new T8 cells: 2 datasets x 2 sizes x 2 alphas on the grid + 7 study-design
+    # variants x 1 size x 1 designs.alpha (digits), then the aggregate steps.
+    assert stats == {"all": 1, "distill": 15, "evaluate": 1, "report": 1, "total": 18}
+
+
+def test_adding_an_objective_setting_reruns_only_its_cells(finished, tmp_path):
+    params = tiny_params()
+    params["distill"]["objectives"]["dkd"]["beta"] = [8, 2]
+    (tmp_path / "grown.yaml").write_text(yaml.safe_dump(params))
+    proc = run(["snakemake", "-n", "-c2", "--configfile", str(tmp_path / "grown.yaml")], finished)
+    out = proc.stdout + proc.stderr
+    # DKD at beta = 2: 2 datasets x 2 sizes x 2 alphas; the designs train KD only.
+    assert job_stats(out) == {"all": 1, "distill": 8, "evaluate": 1, "report": 1, "total": 11}
+    trained = re.findall(r"output: (models/students/\S+?)\.pt", out)
+    assert len(trained) == 8 and all("/dkd_alpha1_beta2_T4_mix" in path for path in trained), trained
 
 
 def test_temperature_spelling_does_not_rerun(finished, tmp_path):
     params = tiny_params()
-    params["distill"]["temperatures"] = [1.0, 4.0]
+    params["distill"]["objectives"]["kd"]["temperature"] = [1.0, 4.0]
+    params["distill"]["alpha"] = [0.50, 0.9]
     (tmp_path / "floats.yaml").write_text(yaml.safe_dump(params))
     proc = run(["snakemake", "-n", "-c2", "--configfile", str(tmp_path / "floats.yaml")], finished)
     stats = job_stats(proc.stdout + proc.stderr)
@@ -77,9 +92,9 @@ def test_temperature_spelling_does_not_rerun(finished, tmp_path):
 
 def test_invalid_params_stop_before_any_job(workspace):
     params = tiny_params()
-    params["distill"]["temperatures"] = [1, -4]
+    params["distill"]["objectives"]["kd"]["temperature"] = [1, -4]
     (workspace / "bad.yaml").write_text(yaml.safe_dump(params))
     proc = run(["snakemake", "-c2", "--configfile", "bad.yaml"], workspace, check=False)
     assert proc.returncode != 0
-    assert "distill.temperatures[1]: -4" in proc.stdout + proc.stderr
+    assert "distill.objectives.kd.temperature[1]: -4" in proc.stdout + proc.stderr
     assert not re.search(r"^localrule", proc.stdout + proc.stderr, flags=re.M)
