@@ -17,9 +17,10 @@ import base64
 import contextlib
 import os
 import shutil
-import subprocess
 import tempfile
 from pathlib import Path
+
+from debian import apt_install
 
 CHROMIUM = Path("/usr/bin/chromium")
 CHROMEDRIVER = Path("/usr/bin/chromedriver")
@@ -36,15 +37,7 @@ def ensure_chromium(timeout: int = 900) -> tuple[Path, Path]:
     Raises RuntimeError with apt's output when that fails (not root, no network, no apt)."""
     if CHROMIUM.exists() and CHROMEDRIVER.exists():
         return CHROMIUM, CHROMEDRIVER
-    apt = shutil.which("apt-get")
-    if apt is None:
-        raise RuntimeError(f"{CHROMIUM} or {CHROMEDRIVER} is missing and apt-get is not available to install them")
-    env = dict(os.environ, DEBIAN_FRONTEND="noninteractive")
-    for cmd in ([apt, "update"], [apt, "install", "-y", "--no-install-recommends", *PACKAGES]):
-        proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=timeout)
-        if proc.returncode != 0:
-            raise RuntimeError(f"{' '.join(cmd)} exited {proc.returncode}:\n{proc.stdout[-2000:]}\n"
-                               f"{proc.stderr[-2000:]}")
+    apt_install(PACKAGES, timeout)
     missing = [str(p) for p in (CHROMIUM, CHROMEDRIVER) if not p.exists()]
     if missing:
         raise RuntimeError(f"apt-get installed {PACKAGES} but {missing} are still missing")

@@ -37,6 +37,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from debian import apt_install
+
 PACKAGES = ["slurmctld", "slurmd", "slurm-client", "munge"]
 BINARIES = {"slurmctld": "/usr/sbin/slurmctld", "slurmd": "/usr/sbin/slurmd", "sbatch": "/usr/bin/sbatch",
             "munged": "/usr/sbin/munged", "mungekey": "/usr/sbin/mungekey"}
@@ -55,15 +57,7 @@ def ensure_slurm(timeout: int = 900) -> None:
     if os.geteuid() != 0:
         raise RuntimeError(f"SLURM is not installed ({', '.join(missing_binaries())} missing) and "
                            "installing it needs root")
-    apt = shutil.which("apt-get")
-    if apt is None:
-        raise RuntimeError("SLURM is not installed and apt-get is not available to install it")
-    env = dict(os.environ, DEBIAN_FRONTEND="noninteractive")
-    for cmd in ([apt, "update"], [apt, "install", "-y", "--no-install-recommends", *PACKAGES]):
-        proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=timeout)
-        if proc.returncode != 0:
-            raise RuntimeError(f"{' '.join(cmd)} exited {proc.returncode}:\n{proc.stdout[-2000:]}\n"
-                               f"{proc.stderr[-2000:]}")
+    apt_install(PACKAGES, timeout)
     if missing_binaries():
         raise RuntimeError(f"apt-get installed {PACKAGES} but {missing_binaries()} are still missing")
 
