@@ -69,11 +69,12 @@ def objective_order(names) -> list[str]:
 
 def p_value(diffs) -> float:
     """Two-sided p-value of the paired t-test that the mean difference is 0
-    (scipy.stats.ttest_1samp). NaN with fewer than two differences or none of them
-    different from the others (sd 0: the t statistic is undefined)."""
+    (scipy.stats.ttest_1samp). NaN with fewer than two differences, or when they are
+    equal to rounding (sd <= 1e-12 max |d|: the t statistic is then undefined, or an
+    artefact of float rounding that scipy warns about)."""
     d = np.asarray(diffs, dtype=float)
     d = d[~np.isnan(d)]
-    if d.size < 2 or not d.std(ddof=1) > 0:
+    if d.size < 2 or not d.std(ddof=1) > 1e-12 * np.abs(d).max():
         return float("nan")
     return float(_st.ttest_1samp(d, 0.0).pvalue)
 
@@ -96,23 +97,21 @@ def holm(diffs: list, p_values, confidence: float = 0.95) -> pd.DataFrame:
     or identical differences) is left out of the family: NaN, not significant.
     """
     p = np.asarray(p_values, dtype=float)
-    out = pd.DataFrame({"p_holm": np.nan, "holm_confidence": np.nan, "holm_lo": np.nan, "holm_hi": np.nan,
-                        "holm_significant": False}, index=range(len(p)))
+    cols = {"p_holm": [np.nan] * len(p), "holm_confidence": [np.nan] * len(p), "holm_lo": [np.nan] * len(p),
+            "holm_hi": [np.nan] * len(p), "holm_significant": [False] * len(p)}
     idx = np.flatnonzero(~np.isnan(p))
-    if idx.size == 0:
-        return out
-    a = 1.0 - confidence
-    reject, p_adj, _, _ = multipletests(p[idx], alpha=a, method="holm")
-    m = idx.size
-    ranked = idx[np.argsort(p[idx], kind="stable")]
-    stop = next((k for k, i in enumerate(ranked, 1) if not reject[np.searchsorted(idx, i)]), m + 1)
-    for k, i in enumerate(ranked, 1):
-        level = 1.0 - a / (m - min(k, stop) + 1)
-        ci = stats.paired_diff_ci(diffs[i], level)
-        j = np.searchsorted(idx, i)
-        out.loc[i] = [float(p_adj[j]), level, ci["lo"], ci["hi"], bool(reject[j])]
-    out["holm_significant"] = out["holm_significant"].astype(bool)
-    return out
+    if idx.size:
+        a = 1.0 - confidence
+        reject, p_adj, _, _ = multipletests(p[idx], alpha=a, method="holm")
+        m = idx.size
+        ranks = np.argsort(p[idx], kind="stable")  # positions in idx, smallest p first
+        stop = next((k for k, j in enumerate(ranks, 1) if not reject[j]), m + 1)
+        for k, j in enumerate(ranks, 1):
+            level = 1.0 - a / (m - min(k, stop) + 1)
+            ci = stats.paired_diff_ci(diffs[idx[j]], level)
+            for c, v in zip(cols, (float(p_adj[j]), level, ci["lo"], ci["hi"], bool(reject[j]))):
+                cols[c][idx[j]] = v
+    return pd.DataFrame(cols, index=range(len(p)))
 
 
 def _with_holm(frame: pd.DataFrame, diffs: list, confidence: float) -> pd.DataFrame:
