@@ -9,13 +9,13 @@ import re
 
 import pandas as pd
 import pytest
+from html_tables import section_text, tables
+from synthetic import EVIL, SIZES, report_inputs, synthetic_results
 
 from distillstudy.analysis import objective_stats, stats
 from distillstudy.render import objectives as render_objectives
 from distillstudy.render import plotting, text
 from distillstudy.stages import report
-from html_tables import section_text, tables
-from synthetic import EVIL, SIZES, report_inputs, synthetic_results
 
 ESC = "&lt;script&gt;alert(1)&lt;/script&gt;"
 
@@ -71,8 +71,8 @@ def test_validation_selection_and_the_interval_shown_are_stated(built):
 def _stars(table_html: str) -> dict:
     """hidden size -> the column indexes (0 = first objective) of the cells marked best."""
     out = {}
-    for tr in re.findall(r"<tr><td class=\"num\">(\d+)</td>(.*?)</tr>", table_html, re.S):
-        cells = re.findall(r"<td class=\"num ([^\"]*)\">(.*?)</td>", tr[1], re.S)
+    for tr in re.findall(r"<tr><td class=\"num\">(\d+)</td>(.*?)</tr>", table_html, re.DOTALL):
+        cells = re.findall(r"<td class=\"num ([^\"]*)\">(.*?)</td>", tr[1], re.DOTALL)
         out[int(tr[0])] = [i for i, (cls, body) in enumerate(cells) if "★" in body]
         for i, (cls, body) in enumerate(cells):
             assert ("best" in cls.split()) == ("★" in body)

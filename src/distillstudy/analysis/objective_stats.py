@@ -169,7 +169,7 @@ def select_objectives(results_df: pd.DataFrame, *, confidence: float = 0.95) -> 
     for (ds, size), g in cand.groupby(GROUP, sort=True):
         for objective in objective_order(g["objective"]):
             c = g[g["objective"] == objective]
-            best = sorted(c.itertuples(index=False), key=_rank_key)[0]
+            best = min(c.itertuples(index=False), key=_rank_key)
             d = diffs[(diffs["dataset"] == ds) & (diffs["student_size"] == size) & (diffs["model"] == best.model)
                       & (diffs["setting"] == best.setting)
                       & ((diffs["alpha"] == best.alpha) | (diffs["alpha"].isna() & math.isnan(best.alpha)))]

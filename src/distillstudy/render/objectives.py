@@ -19,9 +19,9 @@ import pandas as pd
 from matplotlib.lines import Line2D
 
 from distillstudy.analysis import objective_stats
+from distillstudy.analysis.stats import excludes_zero
 from distillstudy.render.captions import figure_entry
 from distillstudy.render.plotting import empty, figure_title, save, size_colours
-from distillstudy.analysis.stats import excludes_zero
 from distillstudy.render.text import css_class, gain_text, missing, signed, slug
 
 FIGURE = "objectives"
@@ -160,7 +160,7 @@ def plot_objectives(selection: pd.DataFrame, dataset: str, path: str | os.PathLi
     ax.set_xlabel("objective (setting and α chosen on validation)")
     ax.set_ylabel("test-accuracy gain over baseline (pp)")
     ax.grid(True, axis="y", alpha=0.3)
-    pct = int(round(confidence * 100))
+    pct = round(confidence * 100)
     handles = [Line2D([], [], color=colours[s], marker="o", label=f"hidden {s}") for s in sizes]
     handles += [Line2D([], [], color="grey", marker="o", linestyle="", label=f"filled: {pct}% CI excludes 0"),
                 Line2D([], [], color="grey", marker="o", markerfacecolor="white", linestyle="",
@@ -177,12 +177,12 @@ def objectives_section(ds: str, selection: pd.DataFrame, comparisons: pd.DataFra
                        conf: float) -> dict:
     """One dataset's objectives table (unadjusted CIs), its Holm-adjusted twin, the
     sentences, and the figure (written to figures_dir/<slug>/objectives.png)."""
-    conf_pct = int(round(conf * 100))
+    conf_pct = round(conf * 100)
     sel = selection[selection["dataset"] == ds]
     cmp = comparisons[comparisons["dataset"] == ds]
     columns = objective_stats.objective_order(sel["objective"])
     best = best_objectives(sel, cmp)
-    n_cand = sorted(set(int(n) for n in sel["n_candidates"]))
+    n_cand = sorted({int(n) for n in sel["n_candidates"]})
     m_gain = int(sel["p_value"].notna().sum())
     m_cmp = int(cmp["p_value"].notna().sum())
     selection_note = (
