@@ -104,6 +104,10 @@ def size_sentences(sel: pd.DataFrame, comparisons: pd.DataFrame, conf_pct: int, 
         head = (f"Hidden size {int(s)}: {best} is best on validation (its test gain over the baseline: "
                 f"{_gain(b['gain_mean'], lo, hi)}).")
         apart, same = c[c[flag]], c[~c[flag]]
+        if (c["n"] < 2).all():
+            out.append(f"{head} The objectives cannot be told apart at this size: with fewer than two paired "
+                       f"seeds there is no confidence interval.")
+            continue
         if apart.empty:
             out.append(f"{head} The objectives cannot be told apart at this size: the {ci} of the paired test "
                        f"difference between {best} and each other objective includes zero ({best} minus "
