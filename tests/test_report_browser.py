@@ -54,6 +54,7 @@ def test_report_renders_in_headless_chromium(chromium, built_report, tmp_path):
         h1 = driver.execute_script("return document.querySelector('h1').textContent")
         sections = driver.execute_script(
             "return Array.from(document.querySelectorAll('section[id]')).map(s => s.id)")
+        first_h2 = driver.execute_script("return document.querySelector('h2').textContent")
         errors = console_errors(driver)
         # and a console error would have been seen: the log check is not blind
         driver.execute_script("console.error('probe ' + 'error')")
@@ -70,7 +71,8 @@ def test_report_renders_in_headless_chromium(chromium, built_report, tmp_path):
     # the hostile dataset name and title are shown as text: no script element, no alert
     assert scripts == 0 and dialog is None
     assert title == h1 == f"browser test {EVIL}"
-    assert {"summary", "walkthrough", "provenance"} <= set(sections)
+    assert {"objectives", "summary", "walkthrough", "provenance"} <= set(sections)
+    assert sections[0] == "objectives" and first_h2 == "Which objective?"  # the report's first screen
     # the screenshot covers the whole page, not only the first viewport
     assert _png_size(shot) == (width, height)
     assert height > 3 * 900

@@ -282,3 +282,93 @@ def test_pooled_reliability_hand_computed():
     ece = (8 * abs(0.5 - 0.46) + 12 * abs(10 / 12 - 0.85)) / 20
     assert p.attrs["ece"] == pytest.approx(ece) and p.attrs["n_seeds"] == 2 and p.attrs["n"] == 20
     assert stats.pooled_reliability(c, "d", "teacher").empty
+
+
+# --------------------------------------------------------------------------- the objectives contract (issue 13)
+
+OLD_COLUMNS = ["dataset", "model", "student_size", "temperature", "alpha", "seed", "split", "metric", "value"]
+
+
+def test_old_tables_are_read_as_the_kd_grid_they_describe(tmp_path):
+    """A results.csv written before the objectives columns: objective from the model,
+    a distilled row's setting "T" + its temperature, beta/gamma/dkd_alpha NaN."""
+    rows = [row("teacher", "", "", "", 0, "test", "accuracy", 0.9), row("baseline", 8, "", 0.0, 0, "test", "accuracy", 0.7),
+            row("distilled", 8, "2.0", 0.5, 0, "test", "accuracy", 0.75),
+            row("logit_mse", 8, "", 0.5, 0, "test", "accuracy", 0.72)]
+    p = tmp_path / "old.csv"
+    pd.DataFrame(rows)[OLD_COLUMNS].to_csv(p, index=False)
+    df = stats.load_results(p)
+    assert list(df.columns) == stats.COLUMNS
+    assert list(df["objective"]) == ["", "", "kd", "logit_mse"]
+    assert list(df["setting"]) == ["", "", "T2", ""]
+    assert df[["beta", "gamma", "dkd_alpha"]].isna().all().all()
+    # the same rows as a frame with the new columns left empty (what tests' `frame` builds)
+    pd.testing.assert_frame_equal(stats.normalise_results(frame(rows)), df)
+    with pytest.raises(ValueError, match="lacks columns"):
+        stats.normalise_results(pd.DataFrame(rows).drop(columns="alpha"))
+
+
+def test_new_columns_are_kept_and_a_cell_is_keyed_by_setting():
+    """Two dkd settings at the same temperature and alpha are two cells, not a duplicate."""
+    rows = []
+    for s in range(3):
+        rows.append(row("baseline", 8, "", 0.0, s, "test", "accuracy", 0.7 + 0.1 * s))
+        for beta, gain in ((2, 0.01), (8, 0.03)):
+            r = row("dkd", 8, "4", 0.5, s, "test", "accuracy", 0.7 + 0.1 * s + gain)
+            rows.append({**r, "objective": "dkd", "setting": f"alpha1_beta{beta}_T4", "beta": beta, "gamma": "",
+                         "dkd_alpha": 1})
+    df = stats.normalise_results(frame(rows))
+    assert set(df.loc[df["model"] == "dkd", "beta"]) == {2.0, 8.0} and df["gamma"].isna().all()
+    g = stats.paired_gains(df, "accuracy", "test")
+    assert list(g["setting"]) == ["alpha1_beta2_T4", "alpha1_beta8_T4"]
+    assert g["mean"].tolist() == pytest.approx([0.01, 0.03])
+    assert set(stats.STUDENT_MODELS) == {"distilled", "logit_mse", "dkd", "dist", "ls_kd", "nkd"}
+
+
+def test_best_temperature_with_several_alphas_and_other_objectives_present():
+    rows = []
+    for s in range(3):
+        e = 0.001 * s
+        for split in ("val", "test"):
+            rows.append(row("baseline", 32, "", 0.0, s, split, "accuracy", 0.7 + e))
+            for T, alpha, val, test in (("1", 0.5, 0.75, 0.80), ("1", 0.9, 0.78, 0.71), ("4", 0.5, 0.77, 0.90),
+                                        ("4", 0.9, 0.74, 0.95)):
+                rows.append(row("distilled", 32, T, alpha, s, split, "accuracy", (val if split == "val" else test) + e))
+            # another objective, better on validation than any kd cell: not kd's business
+            rows.append({**row("nkd", 32, "4", 0.9, s, split, "accuracy", 0.99), "objective": "nkd",
+                         "setting": "gamma1.5_T4", "gamma": 1.5})
+    bt = stats.best_temperature(frame(rows)).iloc[0]
+    assert (bt["temperature"], bt["alpha"], bt["n_candidates"]) == ("1", 0.9, 4)
+    assert bt["gain_mean"] == pytest.approx(0.01)
+
+
+def test_metrics_json_lists_each_objective_chosen_on_validation():
+    rows = _selection_rows(val={"1": 0.80, "4": 0.70}, test={"1": 0.72, "4": 0.90})
+    for s in range(3):
+        for split, acc in (("val", 0.9), ("test", 0.6)):
+            rows.append({**row("logit_mse", 32, "", 0.5, s, split, "accuracy", acc + 0.001 * s), "objective": "logit_mse"})
+    summary = scoring.summarise(frame(rows))["d"]["h32"]["objectives"]
+    assert list(summary) == ["kd", "logit_mse"]
+    assert summary["kd"]["setting"] == "T1" and summary["kd"]["alpha"] == 0.5
+    assert summary["kd"]["test_gain"] == pytest.approx(0.02 + 0.002 / 3)
+    assert summary["logit_mse"] == {"setting": "", "alpha": 0.5, "test_gain": pytest.approx(-0.1),
+                                    "test_gain_ci95": [pytest.approx(-0.1), pytest.approx(-0.1)]}
+
+
+def test_calibration_old_and_new_tables_and_reliability_keyed_by_setting(tmp_path):
+    def cal(model, setting, seed, count, extra=None):
+        return {"dataset": "d", "model": model, "student_size": 8, "temperature": "4", "alpha": 0.5, "seed": seed,
+                "split": "test", "bin": 0, "bin_lower": 0.0, "bin_upper": 1.0, "count": count,
+                "mean_confidence": 0.8, "accuracy": 0.5, "objective": model, "setting": setting, **(extra or {})}
+    new = pd.DataFrame([cal("dkd", "alpha1_beta2_T4", 0, 10), cal("dkd", "alpha1_beta8_T4", 0, 30)],
+                       columns=stats.CALIBRATION_COLUMNS)
+    new.to_csv(tmp_path / "new.csv", index=False)
+    c = stats.load_calibration(tmp_path / "new.csv")
+    assert list(c.columns) == stats.CALIBRATION_COLUMNS
+    assert stats.pooled_reliability(c, "d", "dkd", 8, "4", 0.5).attrs["n"] == 40  # no setting: both pooled
+    assert stats.pooled_reliability(c, "d", "dkd", 8, "4", 0.5, setting="alpha1_beta8_T4").attrs["n"] == 30
+    old = pd.DataFrame([cal("distilled", "", 0, 5)]).drop(columns=["objective", "setting"])
+    old.to_csv(tmp_path / "old.csv", index=False)
+    o = stats.load_calibration(tmp_path / "old.csv")
+    assert (o["objective"].iloc[0], o["setting"].iloc[0]) == ("kd", "T4") and math.isnan(o["beta"].iloc[0])
+    assert stats.pooled_reliability(o, "d", "distilled", 8, "4", 0.5, setting="T4").attrs["n"] == 5

@@ -325,6 +325,7 @@ def variant_dir(variant: str) -> str:
 #: and PNG titles, and the labels of `snakemake --report`. A figure is written to
 #: <figures dir>/<dataset slug>/<key>.png; a study-design axis's key is "design_<axis>".
 FIGURE_TITLES = {
+    "objectives": "objective comparison: validation-selected test gain",
     "gain_heatmap": "test-accuracy gain heatmap",
     "accuracy_vs_t": "test accuracy vs temperature",
     "nll_vs_t": "test NLL vs temperature",

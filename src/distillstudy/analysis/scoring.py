@@ -10,7 +10,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from distillstudy.analysis import metrics, stats
+from distillstudy.analysis import metrics, objective_stats, stats
 from distillstudy.artifacts import read_record
 from distillstudy.grid import HYPER_COLUMN, OBJECTIVE_MODEL, SPLITS, format_number
 
@@ -111,7 +111,9 @@ def _finite(value):
 def summarise(frame: pd.DataFrame) -> dict:
     """metrics.json: per dataset, the teacher, and per size the baseline against the
     temperature chosen on validation (the report's own rule, stats.best_temperature)
-    with its paired test gain and 95% CI."""
+    with its paired test gain and 95% CI, and under "objectives" each objective's
+    setting and alpha chosen on validation with its paired test gain and 95% CI (the
+    report's objectives table, objective_stats.select_objectives)."""
     results = stats.normalise_results(frame)
     summary = {}
     for row in stats.teacher_summary(results).itertuples(index=False):
@@ -128,4 +130,9 @@ def summarise(frame: pd.DataFrame) -> dict:
             "best_gain": _finite(row.gain_mean),
             "best_gain_ci95": [_finite(row.gain_lo), _finite(row.gain_hi)],
         })
+    for row in objective_stats.select_objectives(results).itertuples(index=False):
+        size = summary.setdefault(row.dataset, {}).setdefault(f"h{row.student_size}", {})
+        size.setdefault("objectives", {})[row.objective] = {
+            "setting": row.setting, "alpha": _finite(row.alpha), "test_gain": _finite(row.gain_mean),
+            "test_gain_ci95": [_finite(row.gain_lo), _finite(row.gain_hi)]}
     return summary

@@ -12,7 +12,12 @@ an improvement). The mean difference gets a Student-t confidence interval with
 n - 1 degrees of freedom (or, optionally, a percentile bootstrap when n >= 10).
 
 Model selection never looks at the test split: `best_temperature` picks the
-temperature on the validation split and only then reports its test gain.
+temperature on the validation split and only then reports its test gain
+(analysis.objective_stats does the same for every objective).
+
+A cell is (dataset, student_size, model, setting, temperature, alpha): `setting`
+names an objective's hyper-parameters ("T4" for kd, "alpha1_beta8_T4" for dkd),
+`alpha` is the mixing weight of L = (1 - alpha) CE + alpha term.
 
     >>> df = load_results("reports/results.csv")
     >>> best_temperature(df)
@@ -27,33 +32,54 @@ from typing import Iterable
 import numpy as np
 import pandas as pd
 
-from distillstudy.grid import format_number, number_value
+from distillstudy.grid import TEMPERATURE_PREFIX, format_number, number_value
 from scipy import stats as _st
 
-COLUMNS = ["dataset", "model", "student_size", "temperature", "alpha", "seed", "split", "metric", "value"]
+COLUMNS = ["dataset", "model", "objective", "setting", "student_size", "temperature", "alpha", "beta", "gamma",
+           "dkd_alpha", "seed", "split", "metric", "value"]
+#: Columns that tables written before the objectives comparison lack; `normalise_results`
+#: derives them (objective and setting from model and temperature, the rest NaN).
+DERIVED = ("objective", "setting", "beta", "gamma", "dkd_alpha")
 #: Keys that identify one experimental cell (one row of the grid, all seeds).
-CELL = ["dataset", "student_size", "model", "temperature", "alpha"]
+CELL = ["dataset", "student_size", "model", "setting", "temperature", "alpha"]
 #: Keys that pair a cell with its baseline.
 PAIR = ["dataset", "student_size", "seed"]
-STUDENT_MODELS = ("distilled", "logit_mse")
+#: Student model label -> its objective ("distilled" is kd: the per-temperature code keys on it).
+MODEL_OBJECTIVE = {"distilled": "kd", "logit_mse": "logit_mse", "dkd": "dkd", "dist": "dist", "ls_kd": "ls_kd",
+                   "nkd": "nkd"}
+STUDENT_MODELS = tuple(MODEL_OBJECTIVE)
 
 
 # --------------------------------------------------------------------------- loading
 
 
+def _text(v) -> str:
+    return "" if v is None or v is pd.NA or (isinstance(v, float) and math.isnan(v)) else str(v)
+
+
 def normalise_results(df: pd.DataFrame) -> pd.DataFrame:
     """Return a copy with the column types the statistics rely on.
 
-    dataset/model/split/metric: str; temperature: canonical str ("" when empty);
-    student_size: nullable Int64; alpha, value: float; seed: int.
+    dataset/model/objective/setting/split/metric: str; temperature: canonical str
+    ("" when empty); student_size: nullable Int64; alpha, beta, gamma, dkd_alpha,
+    value: float; seed: int.
+
+    Tables without the DERIVED columns (or with them empty) are read as the kd-only
+    grid they describe: an empty objective becomes MODEL_OBJECTIVE[model] ("" for
+    teacher, baseline, control), an empty setting of a "distilled" row "T" + its
+    temperature, and beta, gamma, dkd_alpha NaN.
     """
-    missing = [c for c in COLUMNS if c not in df.columns]
+    missing = [c for c in COLUMNS if c not in df.columns and c not in DERIVED]
     if missing:
         raise ValueError(f"results table lacks columns {missing}")
-    out = df[COLUMNS].copy()
-    for c in ("dataset", "model", "split", "metric"):
-        out[c] = out[c].astype(object).map(lambda v: "" if v is None or (isinstance(v, float) and math.isnan(v)) else str(v)).astype(object)
+    out = df.reindex(columns=COLUMNS).copy()
+    for c in ("dataset", "model", "objective", "setting", "split", "metric"):
+        out[c] = out[c].astype(object).map(_text).astype(object)
     out["temperature"] = out["temperature"].astype(object).map(format_number).astype(object)
+    blank = out["objective"] == ""
+    out.loc[blank, "objective"] = out.loc[blank, "model"].map(lambda m: MODEL_OBJECTIVE.get(m, ""))
+    kd = (out["setting"] == "") & (out["model"] == "distilled") & (out["temperature"] != "")
+    out.loc[kd, "setting"] = TEMPERATURE_PREFIX + out.loc[kd, "temperature"]
 
     def _num(col):
         s = out[col]
@@ -62,7 +88,8 @@ def normalise_results(df: pd.DataFrame) -> pd.DataFrame:
         return pd.to_numeric(s, errors="raise")
 
     out["student_size"] = _num("student_size").astype("Float64").round().astype("Int64")
-    out["alpha"] = _num("alpha").astype(float)
+    for c in ("alpha", "beta", "gamma", "dkd_alpha"):
+        out[c] = _num(c).astype(float)
     out["seed"] = _num("seed").astype("Int64")
     out["value"] = _num("value").astype(float)
     return out
@@ -133,7 +160,7 @@ def _sort_cells(df: pd.DataFrame, extra: list[str] | None = None) -> pd.DataFram
     if df.empty:
         return df.reset_index(drop=True)
     key = df.assign(_t=df["temperature"].map(number_value))
-    order = ["dataset", "student_size", "model", "_t", "alpha"] + (extra or [])
+    order = ["dataset", "student_size", "model", "_t", "setting", "alpha"] + (extra or [])
     order = [c for c in order if c in key.columns]
     return key.sort_values(order, kind="mergesort", na_position="first").drop(columns="_t").reset_index(drop=True)
 
@@ -292,40 +319,50 @@ def teacher_summary(results_df: pd.DataFrame) -> pd.DataFrame:
 
 # --------------------------------------------------------------------------- calibration
 
-CALIBRATION_COLUMNS = ["dataset", "model", "student_size", "temperature", "alpha", "seed", "split", "bin",
-                       "bin_lower", "bin_upper", "count", "mean_confidence", "accuracy"]
+CALIBRATION_COLUMNS = ["dataset", "model", "objective", "setting", "student_size", "temperature", "alpha", "beta",
+                       "gamma", "dkd_alpha", "seed", "split", "bin", "bin_lower", "bin_upper", "count",
+                       "mean_confidence", "accuracy"]
 
 
 def load_calibration(path: str | os.PathLike) -> pd.DataFrame:
     """Read calibration.csv (written by the evaluate stage) with the same typing
-    rules as `load_results`: temperature a canonical string, student_size Int64."""
+    rules as `load_results`: temperature a canonical string, student_size Int64;
+    a table without the DERIVED columns gets them as `normalise_results` derives them."""
     raw = pd.read_csv(path, dtype=str, keep_default_na=False, na_filter=False)
-    missing = [c for c in CALIBRATION_COLUMNS if c not in raw.columns]
+    missing = [c for c in CALIBRATION_COLUMNS if c not in raw.columns and c not in DERIVED]
     if missing:
         raise ValueError(f"{path}: calibration table lacks columns {missing}")
-    out = raw[CALIBRATION_COLUMNS].copy()
+    out = raw.reindex(columns=CALIBRATION_COLUMNS, fill_value="")
     out["temperature"] = out["temperature"].map(format_number).astype(object)
     blank = lambda s: pd.to_numeric(s.map(lambda v: np.nan if v.strip() == "" else v))  # noqa: E731
+    out.loc[out["objective"] == "", "objective"] = out["model"].map(lambda m: MODEL_OBJECTIVE.get(m, ""))
+    kd = (out["setting"] == "") & (out["model"] == "distilled") & (out["temperature"] != "")
+    out.loc[kd, "setting"] = TEMPERATURE_PREFIX + out.loc[kd, "temperature"]
     out["student_size"] = blank(out["student_size"]).astype("Float64").round().astype("Int64")
     out["seed"] = blank(out["seed"]).astype("Int64")
     out["bin"] = blank(out["bin"]).astype(int)
     out["count"] = blank(out["count"]).astype(int)
-    for c in ("alpha", "bin_lower", "bin_upper", "mean_confidence", "accuracy"):
+    for c in ("alpha", "beta", "gamma", "dkd_alpha", "bin_lower", "bin_upper", "mean_confidence", "accuracy"):
         out[c] = blank(out[c]).astype(float)
     return out
 
 
 def pooled_reliability(calibration_df: pd.DataFrame, dataset: str, model: str, student_size=None,
-                       temperature: str = "", alpha=None, split: str = "test") -> pd.DataFrame:
+                       temperature: str = "", alpha=None, split: str = "test", setting: str | None = None
+                       ) -> pd.DataFrame:
     """Reliability bins of one cell pooled over its seeds: per bin the summed
     count and the count-weighted mean confidence and accuracy (nan for empty
     bins). Columns: bin, bin_lower, bin_upper, count, mean_confidence, accuracy;
     `attrs` carries n_seeds and ece (the expected calibration error of the pooled
-    bins). Empty frame when the cell is absent."""
+    bins). Empty frame when the cell is absent. `setting` None matches any setting
+    (enough for kd, whose setting is its temperature; name it for dkd, dist, nkd,
+    whose settings can share a temperature)."""
     c = calibration_df
     m = (c["dataset"] == dataset) & (c["model"] == model) & (c["split"] == split)
     m &= c["student_size"].isna() if student_size is None or _isnan(student_size) else c["student_size"] == student_size
     m &= c["temperature"] == (temperature or "")
+    if setting is not None and "setting" in c.columns:
+        m &= c["setting"] == setting
     if alpha is not None and not _isnan(alpha):
         m &= np.isclose(c["alpha"].astype(float), float(alpha))
     sub = c[m]

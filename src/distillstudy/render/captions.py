@@ -12,6 +12,13 @@ from distillstudy import grid
 
 #: Study figure key (`plotting.STUDY_FIGURES`) -> caption ({conf}: the CI level in percent).
 STUDY_CAPTIONS = {
+    "objectives": (
+        "The objectives table as a figure: for each objective (x) and student size (colour), the test-accuracy "
+        "gain over the hard-label baseline of the setting and α chosen on validation, in percentage points, "
+        "with its unadjusted {conf}% CI over seeds (paired by seed). Filled markers: the CI excludes zero; "
+        "★: the size's best objective on validation, marked only where its CI lies above zero. Overlapping "
+        "intervals of two objectives do not settle whether they differ: their paired difference does (see the "
+        "sentences under the table)."),
     "gain_heatmap": (
         "Mean paired difference (distilled minus baseline, same seed) in percentage points of test "
         "accuracy, for every temperature (columns) and student size (rows). Blue cells: distillation "

@@ -284,7 +284,8 @@ def plot_reliability(calibration_df: pd.DataFrame, dataset: str, panels: list[di
     Bottom: share of test predictions per bin (log scale)."""
     title = figure_title(dataset, "reliability", "test, pooled over seeds")
     pooled = [(p, stats.pooled_reliability(calibration_df, dataset, p["model"], p.get("student_size"),
-                                           p.get("temperature", ""), p.get("alpha")))
+                                           p.get("temperature", ""), p.get("alpha"),
+                                           setting=p.get("setting")))
               for p in panels]
     pooled = [(p, r) for p, r in pooled if len(r) and r["count"].sum() > 0]
     if not pooled:

@@ -2,7 +2,9 @@
 
 `render_page` takes what the report stage has read (results, calibration bins,
 designs, walkthrough table, datasets' metadata, provenance, wall times), writes
-the figures into `figures_dir`, and returns the HTML text. Every image is
+the figures into `figures_dir`, and returns the HTML text. Its first screen is
+"Which objective?" (render.objectives), one table and figure per dataset; the
+per-temperature detail follows. Every image is
 embedded as a base64 data URI, styles are inline, and nothing is fetched from the
 network, so the page opens anywhere. Every user-provided string goes through
 Jinja2 autoescaping. Nothing time-dependent is generated here: the same inputs
@@ -19,7 +21,7 @@ import pandas as pd
 import yaml
 
 from distillstudy.render import designs as design_sections
-from distillstudy.render import tables
+from distillstudy.render import objectives, tables
 
 TEMPLATE = "index.html.j2"
 
@@ -48,7 +50,8 @@ def _method_note(conf_pct: int) -> str:
         f"choice. Every difference is distilled minus hard-label baseline, paired by seed (same initialisation and "
         f"data order), with a Student-t {conf_pct}% confidence interval over seeds (n − 1 degrees of freedom); for "
         f"NLL and ECE a negative difference is an improvement. Intervals are per cell and not adjusted for multiple "
-        f"comparisons: across many cells about {100 - conf_pct}% would exclude zero by chance alone.")
+        f"comparisons: across many cells about {100 - conf_pct}% would exclude zero by chance alone (the objectives "
+        f"tables also offer Holm-adjusted intervals).")
 
 
 def render_page(results: pd.DataFrame, *, figures_dir: Path, params: dict, datasets_meta: list[dict],
@@ -69,8 +72,11 @@ def render_page(results: pd.DataFrame, *, figures_dir: Path, params: dict, datas
     figures_dir.mkdir(parents=True, exist_ok=True)
     summaries = tables.summary_tables(results, confidence)
     students = results[results["model"] != "teacher"]
+    names = sorted(students["dataset"].unique())
+    objective_sections = [objectives.objectives_section(ds, summaries["objectives"], summaries["objective_cmp"],
+                                                        figures_dir, confidence) for ds in names]
     datasets = [tables.dataset_section(ds, results, summaries, figures_dir, confidence, calibration)
-                for ds in sorted(students["dataset"].unique())]
+                for ds in names]
     design_section = design_sections.designs_section(designs, params, figures_dir, confidence)
     conf_pct = int(round(confidence * 100))
     meta_columns, meta_rows, meta_details = tables.meta_table(datasets_meta)
@@ -78,6 +84,7 @@ def render_page(results: pd.DataFrame, *, figures_dir: Path, params: dict, datas
     return _environment().get_template(TEMPLATE).render(
         title=title,
         datasets=datasets,
+        objectives=objective_sections,
         method_note=_method_note(conf_pct),
         conf_pct=conf_pct,
         walkthrough=tables.walkthrough_section(walkthrough, walkthrough_pngs),

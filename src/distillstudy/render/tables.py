@@ -14,7 +14,8 @@ from typing import Iterable
 import numpy as np
 import pandas as pd
 
-from distillstudy.analysis import stats
+from distillstudy.analysis import objective_stats, stats
+from distillstudy.grid import cell_name
 from distillstudy.render import figures
 from distillstudy.render.captions import data_uri, figure_entry
 from distillstudy.render.plotting import STUDY_FIGURES
@@ -28,7 +29,10 @@ META_COLUMNS = ["name", "kind", "n_train", "n_val", "n_test", "n_features", "n_c
 
 def summary_tables(df: pd.DataFrame, confidence: float) -> dict:
     """The statistics behind every dataset section, over all datasets at once."""
+    selection = objective_stats.select_objectives(df, confidence=confidence)
     return {
+        "objectives": selection,
+        "objective_cmp": objective_stats.compare_objectives(df, selection, confidence=confidence),
         "teacher": stats.teacher_summary(df),
         "best_t": stats.best_temperature(df, confidence=confidence),
         "best_cfg": stats.best_configuration(df, confidence=confidence),
@@ -60,7 +64,8 @@ def reliability_panels(best) -> list[dict]:
         panels.append({"label": f"hard-label baseline, hidden {size}", "model": "baseline", "student_size": size,
                        "temperature": "", "alpha": None})
         panels.append({"label": f"best distilled: hidden {size}, T = {best['temperature']}", "model": "distilled",
-                       "student_size": size, "temperature": best["temperature"], "alpha": best["alpha"]})
+                       "student_size": size, "temperature": best["temperature"], "alpha": best["alpha"],
+                       "setting": cell_name(best["temperature"])})
     return panels
 
 
@@ -114,6 +119,9 @@ def dataset_section(ds: str, df: pd.DataFrame, summaries: dict, figures_dir: Pat
     sizes = sorted(set(int(s) for s in acc_g["student_size"].dropna())
                    | set(int(s) for s in base["student_size"].dropna()))
     has_lmse = bool((acc_g["model"] == "logit_mse").any())
+    # The alpha of a row's best T (and logit matching's alpha) are chosen on validation; say which when several.
+    multi_alpha = acc_g.loc[acc_g["model"] == "distilled", "alpha"].nunique() > 1
+    chosen = summaries["objectives"][summaries["objectives"]["dataset"] == ds]
     size_rows = []
     for s in sizes:
         b = _lookup(base, student_size=s)
@@ -123,24 +131,26 @@ def dataset_section(ds: str, df: pd.DataFrame, summaries: dict, figures_dir: Pat
                "nll_sig": "nsig", "lmse_gain": "n/a", "lmse_sig": "nsig",
                "n": int(b["n"]) if b is not None else 0}
         if r is not None:
-            row.update(best_t=r["temperature"], val_acc=pct(r["val_accuracy"]),
+            row.update(best_t=r["temperature"] + (f", α = {r['alpha']:g}" if multi_alpha else ""),
+                       val_acc=pct(r["val_accuracy"]),
                        gain=gain_text(r["gain_mean"], r["gain_lo"], r["gain_hi"]),
                        gain_sig=css_class(r["significant"], r["gain_mean"]))
             nl = _lookup(nll_g, student_size=s, model="distilled", temperature=r["temperature"], alpha=r["alpha"])
             if nl is not None:
                 row.update(nll_gain=gain_text(nl["mean"], nl["lo"], nl["hi"], scale=1.0, digits=3, unit=""),
                            nll_sig=css_class(nl["significant"], nl["mean"], False))
-        lm = acc_g[(acc_g["student_size"] == s) & (acc_g["model"] == "logit_mse")]
-        if len(lm):
-            lm = lm.iloc[0]
-            row.update(lmse_gain=gain_text(lm["mean"], lm["lo"], lm["hi"]),
-                       lmse_sig=css_class(lm["significant"], lm["mean"]))
+        lm = _lookup(chosen, student_size=s, objective="logit_mse")
+        if lm is not None:
+            row.update(lmse_gain=gain_text(lm["gain_mean"], lm["gain_lo"], lm["gain_hi"]),
+                       lmse_sig=css_class(lm["significant"], lm["gain_mean"]))
         size_rows.append(row)
 
     cells = []
     for c in acc_g.itertuples(index=False):
         key = dict(student_size=c.student_size, model=c.model, temperature=c.temperature, alpha=c.alpha)
-        out = {"size": int(c.student_size), "model": c.model, "t": c.temperature or "—",
+        key["setting"] = c.setting
+        model = c.model if c.model == "distilled" or not c.setting else f"{c.model} ({c.setting})"
+        out = {"size": int(c.student_size), "model": model, "t": c.temperature or "—",
                "alpha": "—" if missing(c.alpha) else f"{c.alpha:g}", "n": int(c.n),
                "acc": gain_text(c.mean, c.lo, c.hi), "acc_sig": css_class(c.significant, c.mean)}
         for name, tab, scale, digits, unit, up in (("nll", nll_g, 1.0, 3, "", False), ("ece", ece_g, 1.0, 3, "", False),
@@ -162,8 +172,8 @@ def dataset_section(ds: str, df: pd.DataFrame, summaries: dict, figures_dir: Pat
     }
     figs = []
     for key in STUDY_FIGURES:
-        if key == "reliability" and calibration is None:
-            continue
+        if key == "objectives" or (key == "reliability" and calibration is None):
+            continue  # the objectives figure is drawn with its table (render.objectives)
         draw[key](folder / f"{key}.png")
         figs.append(figure_entry(key, ds, folder / f"{key}.png", conf_pct))
 
