@@ -32,7 +32,7 @@ from typing import Iterable
 import numpy as np
 import pandas as pd
 
-from distillstudy.grid import TEMPERATURE_PREFIX, format_number, number_value
+from distillstudy.grid import HYPER_ABBREV, format_number, number_value
 from scipy import stats as _st
 
 COLUMNS = ["dataset", "model", "objective", "setting", "student_size", "temperature", "alpha", "beta", "gamma",
@@ -79,7 +79,7 @@ def normalise_results(df: pd.DataFrame) -> pd.DataFrame:
     blank = out["objective"] == ""
     out.loc[blank, "objective"] = out.loc[blank, "model"].map(lambda m: MODEL_OBJECTIVE.get(m, ""))
     kd = (out["setting"] == "") & (out["model"] == "distilled") & (out["temperature"] != "")
-    out.loc[kd, "setting"] = TEMPERATURE_PREFIX + out.loc[kd, "temperature"]
+    out.loc[kd, "setting"] = HYPER_ABBREV["temperature"] + out.loc[kd, "temperature"]
 
     def _num(col):
         s = out[col]
@@ -337,7 +337,7 @@ def load_calibration(path: str | os.PathLike) -> pd.DataFrame:
     blank = lambda s: pd.to_numeric(s.map(lambda v: np.nan if v.strip() == "" else v))  # noqa: E731
     out.loc[out["objective"] == "", "objective"] = out["model"].map(lambda m: MODEL_OBJECTIVE.get(m, ""))
     kd = (out["setting"] == "") & (out["model"] == "distilled") & (out["temperature"] != "")
-    out.loc[kd, "setting"] = TEMPERATURE_PREFIX + out.loc[kd, "temperature"]
+    out.loc[kd, "setting"] = HYPER_ABBREV["temperature"] + out.loc[kd, "temperature"]
     out["student_size"] = blank(out["student_size"]).astype("Float64").round().astype("Int64")
     out["seed"] = blank(out["seed"]).astype("Int64")
     out["bin"] = blank(out["bin"]).astype(int)

@@ -15,7 +15,7 @@ import numpy as np
 import pandas as pd
 
 from distillstudy.analysis import objective_stats, stats
-from distillstudy.grid import cell_name
+from distillstudy.grid import setting_name
 from distillstudy.render import figures
 from distillstudy.render.captions import data_uri, figure_entry
 from distillstudy.render.plotting import STUDY_FIGURES
@@ -65,7 +65,7 @@ def reliability_panels(best) -> list[dict]:
                        "temperature": "", "alpha": None})
         panels.append({"label": f"best distilled: hidden {size}, T = {best['temperature']}", "model": "distilled",
                        "student_size": size, "temperature": best["temperature"], "alpha": best["alpha"],
-                       "setting": cell_name(best["temperature"])})
+                       "setting": setting_name("kd", {"temperature": best["temperature"]})})
     return panels
 
 
