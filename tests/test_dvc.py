@@ -189,7 +189,8 @@ def test_smaller_grid_leaves_no_stale_results_and_going_back_is_byte_identical(r
         for size in (8, 16):
             m = metrics[dataset][f"h{size}"]
             assert set(m) == {"baseline_test_accuracy", "best_gain", "best_gain_ci95", "best_temperature_on_val",
-                              "best_test_accuracy"}
+                              "best_test_accuracy", "objectives"}
+            assert "logit_mse" not in m["objectives"] and m["objectives"]["kd"]["setting"] == "T1"
             assert m["best_temperature_on_val"] == "1"
             cell = test_acc[(test_acc.dataset == dataset) & (test_acc.student_size == str(size))]
             distilled = pd.to_numeric(cell[cell.model == "distilled"].value).mean()
@@ -205,8 +206,11 @@ def test_smaller_grid_leaves_no_stale_results_and_going_back_is_byte_identical(r
         assert not any("logit matching" in h for h in per_size[0]), per_size[0]
         assert {row[per_size[0].index("best T on val")] for row in per_size[1:]} == {"1"}
         header = all_cells[0]
-        assert {row[header.index("model")] for row in all_cells[1:]} == {"distilled"}
-        assert {row[header.index("T")] for row in all_cells[1:]} == {"1"}
+        models = {row[header.index("model")].split(" ")[0] for row in all_cells[1:]}
+        assert "logit_mse" not in models and "distilled" in models, models
+        kd_rows = [row for row in all_cells[1:] if row[header.index("model")].startswith("distilled")]
+        assert {row[header.index("T")] for row in kd_rows} == {"1"}
+        assert {row[header.index("α")] for row in all_cells[1:]} == {"0.9"}
     params_shown = html.split('id="parameters"', 1)[1].split("</pre>", 1)[0]
     assert "logit_mse" not in params_shown and "ls_kd" in params_shown
 

@@ -179,7 +179,7 @@ def test_evaluate_rule(ran):
     # reliability bins of every model and seed on test (15 bins, as ece_bins)
     cal = pd.read_csv(ws / "reports/calibration.csv", dtype={"temperature": str}, keep_default_na=False)
     assert set(cal["split"]) == {"test"} and set(cal["model"]) == set(results["model"])
-    per_model = cal.groupby(["dataset", "model", "student_size", "temperature", "seed"])
+    per_model = cal.groupby(["dataset", "model", "student_size", "setting", "alpha", "seed"])
     assert (per_model.size() == 15).all()
     assert per_model["count"].sum().groupby("dataset").nunique().eq(1).all()  # every model: the whole test split
     designs = pd.read_csv(ws / "reports/designs.csv", dtype=str, keep_default_na=False)
@@ -209,7 +209,7 @@ def test_report_rule(ran):
     assert (ws / "reports/plots/acc_vs_temperature.csv").exists()
     figures = sorted(p.relative_to(ws / "reports/figures").as_posix()
                      for p in (ws / "reports/figures").glob("*/*.png"))
-    assert len(figures) == 2 * 6 + 5 and any(f.endswith("/reliability.png") for f in figures)
+    assert len(figures) == 2 * 7 + 5 and any(f.endswith("/reliability.png") for f in figures)
     # one figure per study-design axis, for the dataset the axes ran on (digits)
     assert sorted(f.split("/")[1] for f in figures if "/design_" in f) == [
         "design_ensemble.png", "design_epochs.png", "design_label_fraction.png", "design_teacher_width.png",

@@ -34,7 +34,7 @@ def cell_columns(record: dict) -> dict:
     return {"dataset": record["dataset"], "model": record["model"], "objective": record["objective"],
             "setting": record["setting"], "student_size": record["student_size"],
             **{column: format_number(record.get(column)) for column in HYPER_COLUMN.values()},
-            "alpha": record["alpha"]}
+            "alpha": format_number(record["alpha"])}
 
 
 def teacher_rows(name: str, data: dict, teacher: dict, record: dict, n_bins: int) -> list[dict]:
