@@ -39,19 +39,17 @@ from scipy import stats as _st
 from statsmodels.stats.multitest import multipletests
 
 from distillstudy.analysis import stats
-from distillstudy.grid import number_value
+from distillstudy.grid import HYPER_ABBREV, HYPER_COLUMN, OBJECTIVES, number_value
 
-#: The objectives in the report's column order: distillstudy.objectives.NAMES (a test pins
-#: the equality). Not imported from there: that module imports torch, which would cost the
-#: report stage seconds and make the report a code dependent of the loss functions.
-ORDER = ("kd", "logit_mse", "dkd", "dist", "ls_kd", "nkd")
+#: The objectives in the report's column order (the vocabulary's, as distillstudy.objectives.NAMES).
+ORDER = OBJECTIVES
 #: One row of the objectives table. A student `family` column, once the grid has one,
 #: goes here before student_size (and into stats.PAIR).
 GROUP = ["dataset", "student_size"]
 #: A Holm family: every claim of one dataset's table.
 HOLM_FAMILY = ["dataset"]
 #: The numbers a setting is made of, in the order its name spells them.
-SETTING_NUMBERS = ["dkd_alpha", "beta", "gamma", "temperature"]
+SETTING_NUMBERS = [HYPER_COLUMN[key] for key in HYPER_ABBREV]
 HOLM_COLUMNS = ["p_holm", "holm_confidence", "holm_lo", "holm_hi", "holm_significant"]
 SELECTION_COLUMNS = GROUP + [
     "objective", "model", "setting", "temperature", "alpha", "n_candidates", "val_accuracy", "val_nll",

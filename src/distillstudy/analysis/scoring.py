@@ -14,15 +14,14 @@ from distillstudy.analysis import metrics, objective_stats, stats
 from distillstudy.artifacts import read_record
 from distillstudy.grid import HYPER_COLUMN, OBJECTIVE_MODEL, SPLITS, format_number
 
-#: One cell = (dataset, student_size, model, setting, alpha); `objective` and the
-#: hyper-parameter columns (grid.HYPER_COLUMN) spell out its setting.
-CELL_COLUMNS = ["dataset", "model", "objective", "setting", "student_size", "temperature", "alpha", "beta", "gamma",
-                "dkd_alpha"]
-COLUMNS = [*CELL_COLUMNS, "seed", "split", "metric", "value"]
+#: results.csv's columns (stats.COLUMNS, what the report reads); a cell's identifying
+#: columns are those before `seed`: one cell = (dataset, student_size, model, setting, alpha),
+#: `objective` and the hyper-parameter columns (grid.HYPER_COLUMN) spell out its setting.
+COLUMNS = stats.COLUMNS
+CELL_COLUMNS = COLUMNS[:COLUMNS.index("seed")]
 #: calibration.csv: one row per (model, seed, bin) on CALIBRATION_SPLIT; empty bins
 #: are kept (count 0, empty mean_confidence and accuracy), so every model has n_bins rows.
-CALIBRATION_COLUMNS = [*CELL_COLUMNS, "seed", "split", "bin", "bin_lower", "bin_upper", "count", "mean_confidence",
-                       "accuracy"]
+CALIBRATION_COLUMNS = stats.CALIBRATION_COLUMNS
 CALIBRATION_SPLIT = "test"
 CALIBRATION_FILE = "calibration.csv"
 MODEL_ORDER = {"teacher": 0, "baseline": 1, "control": 2, **{model: 3 + i for i, model in enumerate(OBJECTIVE_MODEL.values())}}

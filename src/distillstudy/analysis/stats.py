@@ -32,7 +32,7 @@ from typing import Iterable
 import numpy as np
 import pandas as pd
 
-from distillstudy.grid import HYPER_ABBREV, format_number, number_value
+from distillstudy.grid import HYPER_ABBREV, OBJECTIVE_MODEL, format_number, number_value
 from scipy import stats as _st
 
 COLUMNS = ["dataset", "model", "objective", "setting", "student_size", "temperature", "alpha", "beta", "gamma",
@@ -45,8 +45,7 @@ CELL = ["dataset", "student_size", "model", "setting", "temperature", "alpha"]
 #: Keys that pair a cell with its baseline.
 PAIR = ["dataset", "student_size", "seed"]
 #: Student model label -> its objective ("distilled" is kd: the per-temperature code keys on it).
-MODEL_OBJECTIVE = {"distilled": "kd", "logit_mse": "logit_mse", "dkd": "dkd", "dist": "dist", "ls_kd": "ls_kd",
-                   "nkd": "nkd"}
+MODEL_OBJECTIVE = {model: objective for objective, model in OBJECTIVE_MODEL.items()}
 STUDENT_MODELS = tuple(MODEL_OBJECTIVE)
 
 
@@ -319,8 +318,7 @@ def teacher_summary(results_df: pd.DataFrame) -> pd.DataFrame:
 
 # --------------------------------------------------------------------------- calibration
 
-CALIBRATION_COLUMNS = ["dataset", "model", "objective", "setting", "student_size", "temperature", "alpha", "beta",
-                       "gamma", "dkd_alpha", "seed", "split", "bin", "bin_lower", "bin_upper", "count",
+CALIBRATION_COLUMNS = [*COLUMNS[:COLUMNS.index("split")], "split", "bin", "bin_lower", "bin_upper", "count",
                        "mean_confidence", "accuracy"]
 
 

@@ -19,6 +19,9 @@ The students learn from the reference teacher's logits on the training split
 
 from __future__ import annotations
 
+# First: imports torch with the garbage collector off (engine/runtime.py; 0.5 s a job).
+from distillstudy.engine import runtime  # noqa: I001
+
 import json
 import time
 
@@ -26,7 +29,7 @@ import numpy as np
 import torch
 
 from distillstudy.artifacts import load_npz, save_npz
-from distillstudy.engine import runtime, seeds
+from distillstudy.engine import seeds
 from distillstudy.engine.models import StackedMLP, count_student_params, save_state, student_layer_sizes
 from distillstudy.engine.cell_loss import objective_fn
 from distillstudy.engine.train import stacked_logits, train_stacked

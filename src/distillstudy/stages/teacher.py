@@ -6,6 +6,9 @@ logits on every split, so no student ever recomputes it.
 
 from __future__ import annotations
 
+# First: imports torch with the garbage collector off (engine/runtime.py; 0.5 s a job).
+from distillstudy.engine import runtime  # noqa: I001
+
 import json
 import time
 from pathlib import Path
@@ -14,7 +17,7 @@ import numpy as np
 import torch
 
 from distillstudy.analysis import metrics
-from distillstudy.engine import runtime, seeds
+from distillstudy.engine import seeds
 from distillstudy.artifacts import write_json
 from distillstudy.grid import SPLITS
 from distillstudy.artifacts import load_npz, save_npz

@@ -47,6 +47,9 @@ same machine):
 
 from __future__ import annotations
 
+# First: imports torch with the garbage collector off (engine/runtime.py; 0.5 s a job).
+from distillstudy.engine import runtime  # noqa: I001
+
 import copy
 import hashlib
 import json
@@ -54,7 +57,7 @@ import time
 from pathlib import Path
 
 import numpy as np
-from distillstudy.engine import augment, runtime, seeds
+from distillstudy.engine import augment, seeds
 from distillstudy.analysis import metrics
 from distillstudy import grid
 from distillstudy.artifacts import load_npz, save_npz, write_json
