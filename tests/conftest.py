@@ -1,13 +1,17 @@
 """Shared fixtures: throw-away copies of the workflow to run real Snakemake/DVC in.
 
-The tiny study (tests/params.tiny.yaml) is trained ONCE per session, by Snakemake
-(`finished`), and recorded ONCE by DVC (`dvc_study`, no retraining). Tests only read
-those two folders; a test that changes anything works on `copy_workspace(...)` of one
-(copy2 keeps the mtimes, so Snakemake and DVC see a finished study there too).
+The tiny study (tests/params.tiny.yaml) is trained ONCE per test run, by Snakemake
+(`finished`), and recorded ONCE by DVC (`dvc_study`, no retraining), even with several
+pytest-xdist workers: the first worker that needs one builds it under a file lock in the
+folder the workers share, the others wait for it and then read the same folder
+(`built_once`). Tests only read those two folders; a test that changes anything works on
+`copy_workspace(...)` of one (copy2 keeps the mtimes, so Snakemake and DVC see a finished
+study there too).
 """
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import subprocess
@@ -18,6 +22,7 @@ from pathlib import Path
 
 import pytest
 import yaml
+from filelock import FileLock
 
 ROOT = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
@@ -85,14 +90,35 @@ def workspace(tmp_path) -> Path:
     return make_workspace(tmp_path / "study")
 
 
+def built_once(tmp_path_factory, name: str, build) -> dict:
+    """`build(folder)` run once per test run, whatever the number of xdist workers: the
+    first caller builds into <shared>/<name> under a file lock and stores what `build`
+    returns (JSON); later callers, in any worker, wait for the lock and get the same.
+    A build that fails stores nothing: the next caller tries again (and fails alike)."""
+    base = tmp_path_factory.getbasetemp()
+    shared = base.parent if os.environ.get("PYTEST_XDIST_WORKER") else base  # the workers' common folder
+    record = shared / f"{name}.json"
+    with FileLock(str(shared / f"{name}.lock")):
+        if not record.exists():
+            folder = shared / name
+            shutil.rmtree(folder, ignore_errors=True)  # a failed earlier attempt
+            folder.mkdir()
+            record.write_text(json.dumps(build(folder)))
+        return json.loads(record.read_text())
+
+
 @pytest.fixture(scope="session")
 def finished(tmp_path_factory) -> Path:
     """The tiny study run once, end to end, exactly as the README says:
     `snakemake -c2 --configfile tests/params.tiny.yaml` beside the default params.yaml.
     Read-only: copy it (copy_workspace) to change anything."""
-    ws = make_workspace(tmp_path_factory.mktemp("e2e") / "study", ROOT / "params.yaml")
-    run(["snakemake", "-c2", "--configfile", "tests/params.tiny.yaml"], ws)
-    return ws
+
+    def build(folder: Path) -> dict:
+        ws = make_workspace(folder / "study", ROOT / "params.yaml")
+        run(["snakemake", "-c2", "--configfile", "tests/params.tiny.yaml"], ws)
+        return {"ws": str(ws)}
+
+    return Path(built_once(tmp_path_factory, "finished", build)["ws"])
 
 
 @pytest.fixture(scope="session")
@@ -107,12 +133,16 @@ def dvc_study(finished, tmp_path_factory) -> dict:
     exit status, output and duration are kept.
 
     Without .snakemake/ a smaller grid leaves stale results: `dvc exp run -S
-    'distill.temperatures=[1]'` runs the evaluate stage, but its `snakemake --until
-    evaluate` has no record of evaluate's former inputs and, by mtimes, nothing to do
-    (measured: results.csv kept its T = 4 rows; see tests/test_dvc.py).
+    'distill.objectives.kd.temperature=[1]'` runs the evaluate stage, but its `snakemake
+    --until evaluate` has no record of evaluate's former inputs and, by mtimes, nothing to
+    do (measured: results.csv kept its T = 4 rows; see tests/test_dvc.py).
 
     Read-only: tests/test_dvc.py and tests/test_remote.py work on copies."""
-    repo = tmp_path_factory.mktemp("dvc") / "study"
+    built = built_once(tmp_path_factory, "dvc_study", lambda folder: _record_with_dvc(finished, folder / "study"))
+    return {**built, "repo": Path(built["repo"])}
+
+
+def _record_with_dvc(finished: Path, repo: Path) -> dict:
     for name in WORKFLOW_FILES:
         copy(finished / name, repo / name)
     shutil.copy2(finished / "tests/params.tiny.yaml", repo / "params.yaml")  # what the run used
@@ -150,7 +180,7 @@ def dvc_study(finished, tmp_path_factory) -> dict:
     assert first.returncode == 0, out[-4000:]
     run(["git", "add", "-A"], repo)
     run(["git", "commit", "-qm", "tiny study results"], repo)
-    return {"repo": repo, "repro": out, "concurrent": concurrent}
+    return {"repo": str(repo), "repro": out, "concurrent": concurrent}
 
 
 def job_stats(text: str) -> dict[str, int]:
@@ -169,13 +199,31 @@ def job_stats(text: str) -> dict[str, int]:
     return stats
 
 
-#: The session fixtures that run the tiny study. `make test` runs two pytest-xdist
-#: workers (one per core): every test that reads the study goes to the same worker, so
-#: the study is trained once, while the other worker runs everything else beside it.
+#: The session fixtures that run the tiny study (once per test run: `built_once`).
 STUDY_FIXTURES = {"finished", "dvc_study"}
+#: Session fixtures that must not run in two workers at once (one SLURM cluster, one
+#: apt-get): their tests go to one xdist worker (`make test`: --dist loadgroup).
+ONE_WORKER = {"cluster": "slurm", "chromium": "chromium"}
 
 
 def pytest_collection_modifyitems(config, items):
+    """Order for two xdist workers (`load` hands out tests in this order): one test of the
+    tiny study first, so that one worker trains it while the other runs the unit tests;
+    the study's other tests last, those of the DVC recording first among them (its
+    `dvc repro` then runs beside the other tests of the study)."""
     for item in items:
-        if STUDY_FIXTURES & set(getattr(item, "fixturenames", ())):
-            item.add_marker(pytest.mark.xdist_group("tiny_study"))
+        for fixture, group in ONE_WORKER.items():
+            if fixture in getattr(item, "fixturenames", ()):
+                item.add_marker(pytest.mark.xdist_group(group))
+
+    def uses(item, names) -> bool:
+        return bool(set(names) & set(getattr(item, "fixturenames", ())))
+
+    study = [i for i in items if uses(i, STUDY_FIXTURES) and not uses(i, ONE_WORKER)]
+    if not study:
+        return
+    first = next((i for i in study if not uses(i, {"dvc_study"})), study[0])
+    rest = [i for i in study if i is not first]
+    rest.sort(key=lambda i: not uses(i, {"dvc_study"}))  # stable: DVC's first
+    ordered = [first, *[i for i in items if i is not first and i not in rest], *rest]
+    items[:] = ordered
