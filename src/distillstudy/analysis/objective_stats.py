@@ -181,10 +181,15 @@ def select_objectives(results_df: pd.DataFrame, *, confidence: float = 0.95) -> 
                          "gain_hi": ci["hi"], "significant": stats.excludes_zero(ci["lo"], ci["hi"]),
                          "p_value": p_value(d["diff"])})
             row_diffs.append(d["diff"].to_numpy())
-    out = pd.DataFrame(rows, columns=SELECTION_COLUMNS[:-len(HOLM_COLUMNS)])
-    out = _with_holm(out, row_diffs, confidence)[SELECTION_COLUMNS]
+    return _table(rows, row_diffs, SELECTION_COLUMNS, "significant", confidence)
+
+
+def _table(rows: list[dict], row_diffs: list, columns: list[str], flag: str, confidence: float) -> pd.DataFrame:
+    """The rows as a frame of `columns`, Holm's columns computed from their differences."""
+    out = pd.DataFrame(rows, columns=columns[:-len(HOLM_COLUMNS)])
+    out = _with_holm(out, row_diffs, confidence)[columns]
     out["student_size"] = out["student_size"].astype("Int64")
-    out["significant"] = out["significant"].astype(bool)
+    out[flag] = out[flag].astype(bool)
     out["n"] = out["n"].astype(int)
     return out
 
@@ -221,12 +226,7 @@ def compare_objectives(results_df: pd.DataFrame, selection: pd.DataFrame | None 
                          "diff_hi": ci["hi"], "told_apart": stats.excludes_zero(ci["lo"], ci["hi"]),
                          "p_value": p_value(d)})
             row_diffs.append(d.to_numpy())
-    out = pd.DataFrame(rows, columns=COMPARISON_COLUMNS[:-len(HOLM_COLUMNS)])
-    out = _with_holm(out, row_diffs, confidence)[COMPARISON_COLUMNS]
-    out["student_size"] = out["student_size"].astype("Int64")
-    out["told_apart"] = out["told_apart"].astype(bool)
-    out["n"] = out["n"].astype(int)
-    return out
+    return _table(rows, row_diffs, COMPARISON_COLUMNS, "told_apart", confidence)
 
 
 def separability(comparisons: pd.DataFrame, *, adjusted: bool = False) -> pd.DataFrame:
