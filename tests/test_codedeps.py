@@ -32,8 +32,9 @@ def package_files() -> set[str]:
 
 
 def imported_at_run_time(stage: str) -> set[str]:
-    """The package modules a `distillstudy <stage>` process has loaded once its stage is imported."""
-    code = ("import sys, distillstudy.cli, distillstudy.stages.{0}; "
+    """The package modules a `distillstudy <stage>` job has loaded once its stage is imported
+    (the warm worker's module included: a job may run in it, launch.py)."""
+    code = ("import sys, distillstudy.worker, distillstudy.cli, distillstudy.stages.{0}; "
             "print('\\n'.join(m for m in sys.modules if m == 'distillstudy' or m.startswith('distillstudy.')))")
     out = subprocess.run([sys.executable, "-c", code.format(stage)], capture_output=True, text=True,
                          check=True, cwd=ROOT).stdout.split()

@@ -11,6 +11,7 @@ import argparse
 import json
 import sys
 
+from distillstudy import launch
 from distillstudy.errors import DataError, ParamsError, TrainingDiverged
 
 
@@ -259,5 +260,13 @@ def main(argv=None) -> int:
     return 0
 
 
+def entry() -> int:
+    """The `distillstudy` console script: a stage command runs in the warm worker when one
+    serves this code (launch.py), else here."""
+    argv = sys.argv[1:]
+    code = launch.run(argv)
+    return main(argv) if code is None else code
+
+
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(entry())

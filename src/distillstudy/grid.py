@@ -25,6 +25,9 @@ import math
 import re
 
 #: The prepared splits, in this order everywhere (files, tables, reports).
+#: The stages, in DAG order: each is a module of distillstudy.stages, a CLI subcommand, a
+#: Snakemake rule and a DVC stage of the same name.
+STAGES = ("prepare", "teacher", "transfer", "distill", "evaluate", "walkthrough", "report")
 SPLITS = ("train", "val", "test")
 REFERENCE = "reference"
 PROTOCOLS = ("early_stopped", "in_sample", "cross_fitted", "augmented")
@@ -139,7 +142,6 @@ def setting_name(objective: str, hyper: dict) -> str:
 
 BASELINE = "baseline"    # hard labels only (alpha = 0), the pairing reference of every cell
 CONTROL = "control"      # hard labels on a transfer set's inputs (the augmented variant's control)
-LOGIT_MSE = "logit_mse"  # logit matching, the T -> infinity limit of KD
 #: A distillation cell is "<objective>[_<setting>]_mix<alpha>": kd_T4_mix0.9,
 #: logit_mse_mix0.9, dkd_alpha1_beta8_T4_mix0.5 (alpha: the mixing weight).
 MIX = "mix"
