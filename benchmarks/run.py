@@ -18,6 +18,9 @@ H in {32, 128, 512}, T in {1, 2, 4, 8} at alpha = 0.9 plus a hard-label baseline
               runs the `distill` rule, one `distillstudy distill` process per
               (dataset, size, cell), process start and Snakemake included
 
+  (d) job     the per-job overhead of a 1-epoch distill job, through the warm worker
+              and in a fresh process (benchmarks/job_overhead.py)
+
 (c) runs three times, interleaved with the others (other work on the machine comes and
 goes): speedups use the two (c) runs around (a) and (b), growth the two around the
 doubled grids.
@@ -47,13 +50,16 @@ import yaml
 
 from distillstudy import grid
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import job_overhead  # noqa: E402  (benchmarks/ is not a package)
+
 ROOT = Path(__file__).resolve().parents[1]
 BENCH = ROOT / "benchmarks"
 BIN = Path(sys.executable).parent
 GRID = {"sizes": [32, 128, 512], "temperatures": [1, 2, 4, 8], "seeds": 3, "alpha": 0.9,
         "batch_size": 128, "lr": 0.001, "n_in": 40, "n_classes": 10}
-TARGETS = {"speedup_vs_naive": 7, "speedup_vs_cached_loop": 1.5, "fraction_of_matmul_limit": 0.6,
-           "noop_snakemake_s": 3, "noop_dvc_repro_s": 5}
+TARGETS = {"speedup_vs_naive": 7, "speedup_vs_cached_loop": 1.5, "fraction_of_matmul_limit": 0.75,
+           "noop_snakemake_s": 3, "noop_dvc_repro_s": 5, "job_overhead_s": 0.6}
 WORKFLOW_FILES = ["workflow", "src", "dvc.yaml", "data/raw", ".gitignore"]
 
 
@@ -311,6 +317,8 @@ def table(result: dict) -> str:
         ("    grid x2 seeds", f"{r['growth']['seeds_x2_s']:.1f} s", f"{r['growth']['seeds_x2_ratio']:.2f}x time"),
         ("    grid x2 temperatures", f"{r['growth']['temperatures_x2_s']:.1f} s",
          f"{r['growth']['temperatures_x2_ratio']:.2f}x time"),
+        ("1-epoch distill job, overhead (warm worker)", f"{r['job_overhead_s']:.2f} s",
+         f"fresh process: {r['job_overhead']['job_overhead_fresh_process_s']:.2f} s"),
         ("no-op snakemake (finished study)", f"{r['noop_snakemake_s']:.2f} s", ""),
         ("no-op dvc repro (finished study)", f"{r['noop_dvc_repro_s']:.2f} s", ""),
     ]
@@ -369,6 +377,8 @@ def main() -> None:
     say("(c) engine, run 3")
     engine.append(run_engine(work, "engine3", data, epochs))
     limit_s += seconds_of(matmul_limit(work, limit_seconds), data, epochs)
+    say("per-job overhead, warm worker vs a fresh process")
+    overhead = job_overhead.measure(data["data"], data["logits"], repeats=4 if args.quick else 12)
     say("no-op snakemake and dvc repro on a finished study")
     noop = noop_study(work, args.quick)
 
@@ -398,6 +408,7 @@ def main() -> None:
                    "temperatures_x2_ratio": temps_x2["seconds"] / c_growth,
                    "detail": {"seeds_x2": seeds_x2, "temperatures_x2": temps_x2}},
         "noop": noop, "noop_snakemake_s": noop["noop_snakemake_s"], "noop_dvc_repro_s": noop["noop_dvc_repro_s"],
+        "job_overhead": overhead, "job_overhead_s": overhead["job_overhead_s"],
         "bench_seconds": time.perf_counter() - started,
     })
     result["machine"]["load_avg_at_end"] = os.getloadavg()
