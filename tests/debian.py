@@ -15,7 +15,10 @@ def apt_install(packages: list[str], timeout: int = 900) -> None:
     if apt is None:
         raise RuntimeError(f"apt-get is not available to install {', '.join(packages)}")
     env = dict(os.environ, DEBIAN_FRONTEND="noninteractive")
-    for cmd in ([apt, "update"], [apt, "install", "-y", "--no-install-recommends", *packages]):
+    # Two test workers may install at once (Chromium on one, SLURM on the other): wait for
+    # the other's dpkg lock instead of failing at once.
+    wait = ["-o", "DPkg::Lock::Timeout=600"]
+    for cmd in ([apt, *wait, "update"], [apt, *wait, "install", "-y", "--no-install-recommends", *packages]):
         proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=timeout, check=False)
         if proc.returncode != 0:
             raise RuntimeError(f"{' '.join(cmd)} exited {proc.returncode}:\n{proc.stdout[-2000:]}\n"

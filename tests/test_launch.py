@@ -5,9 +5,11 @@ client, and a worker never serves code other than the code it imported."""
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -20,9 +22,27 @@ BIN = Path(sys.executable).parent
 
 def env_for(tmp_path: Path, **extra) -> dict:
     env = {**os.environ, "PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}",
-           launch.FOLDER: str(tmp_path / "w"), launch.IDLE: "20", **extra}
+           launch.FOLDER: str(short(tmp_path)), launch.IDLE: "20", **extra}
     env.pop(launch.SWITCH, None)
     return env
+
+
+def short(tmp_path: Path) -> Path:
+    """This test's worker folder: a socket path must stay under 108 bytes, and pytest's
+    temp paths under xdist are long; a link in /tmp points at it."""
+    link = tmp_path / "w"
+    if not link.exists():
+        target = Path(tempfile.mkdtemp(prefix="dsw"))
+        link.symlink_to(target)
+    return Path(os.readlink(link))
+
+
+@pytest.fixture(autouse=True)
+def remove_the_worker_folder(tmp_path):
+    yield
+    link = tmp_path / "w"
+    if link.is_symlink():
+        shutil.rmtree(os.readlink(link), ignore_errors=True)
 
 
 def distillstudy(args, cwd, env, **kw):
@@ -31,7 +51,7 @@ def distillstudy(args, cwd, env, **kw):
 
 
 def worker_log(tmp_path: Path) -> str:
-    logs = list((tmp_path / "w").glob("distillstudy-*/*.log"))
+    logs = list(short(tmp_path).glob("distillstudy-*/*.log"))
     return "".join(p.read_text() for p in logs)
 
 
@@ -44,14 +64,14 @@ def wait_for(predicate, seconds: float = 60.0) -> None:
 
 
 def sockets(tmp_path: Path) -> list[Path]:
-    return list((tmp_path / "w").glob("distillstudy-*/*.sock"))
+    return list(short(tmp_path).glob("distillstudy-*/*.sock"))
 
 
 @pytest.fixture(scope="module")
 def sine(tmp_path_factory):
     """The sine dataset and its (convex, instant) teacher, made by the CLI in fresh processes."""
     root = tmp_path_factory.mktemp("warm")
-    env = env_for(root, **{launch.SWITCH: "0"})
+    env = {**os.environ, "PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}", launch.SWITCH: "0"}
     steps = [["prepare", "--name", "sine", "--kind", "sine", "--seed", 3, "--val-fraction", 0.2,
               "--test-fraction", 0.25, "--n-train", 200, "--n-test", 300, "--out-data", "d.npz",
               "--out-meta", "d.json"],
@@ -148,12 +168,18 @@ def test_the_key_follows_the_code_and_the_import_time_environment(tmp_path, monk
     assert launch.code_key({"OMP_NUM_THREADS": "2"}) != launch.code_key({})
 
 
-def test_where_the_worker_is_off():
+def test_where_the_worker_is_off(monkeypatch, tmp_path):
     assert launch.enabled({}) == sys.platform.startswith("linux")
     assert not launch.enabled({"SLURM_JOB_ID": "7"})
     assert not launch.enabled({launch.SWITCH: "0"})
     assert launch.run(["validate", "params.yaml"]) is None  # not a stage: always here
     assert launch.run(["distill", "--help"]) is None
+    # A socket path the kernel would refuse: the command runs here, no worker is started.
+    deep = tmp_path / ("d" * 100)
+    monkeypatch.setenv(launch.FOLDER, str(deep))
+    monkeypatch.delenv(launch.SWITCH, raising=False)
+    assert launch.run(["distill", "--data", "x.npz"]) is None
+    assert not list(deep.glob("*/*.log"))
 
 
 def test_the_stage_commands_are_the_vocabulary_s():

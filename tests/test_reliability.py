@@ -64,7 +64,11 @@ def test_kill_minus_nine_then_resume_is_byte_identical(finished, tmp_path):
         return sum((ws / c).exists() for c in cells)
 
     assert len(cells) == 15 and done() == 0
-    proc = subprocess.Popen(["snakemake", *PROFILE], cwd=ws, env=tool_env(), stdout=subprocess.DEVNULL,
+    # Each job in its own process (no warm worker): a warm job of this tiny grid takes
+    # ~0.1 s, and all 15 would finish before the kill. The resumed run is warm, so the
+    # comparison below also checks that both ways write the same bytes.
+    proc = subprocess.Popen(["snakemake", *PROFILE], cwd=ws, env={**tool_env(), "DISTILLSTUDY_WARM": "0"},
+                            stdout=subprocess.DEVNULL,
                             stderr=subprocess.DEVNULL, start_new_session=True)
     try:
         deadline = time.monotonic() + 300

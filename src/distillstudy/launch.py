@@ -47,6 +47,8 @@ FOLDER = "DISTILLSTUDY_WARM_DIR"
 #: Seconds a worker waits for work before it exits (default IDLE_SECONDS).
 IDLE = "DISTILLSTUDY_WARM_IDLE"
 IDLE_SECONDS = 60.0
+#: Longest socket path Linux accepts (sockaddr_un.sun_path, 108 bytes with the final NUL).
+MAX_SOCKET_PATH = 107
 #: Read when torch is imported (thread pools, devices, hashing): part of the worker's key.
 IMPORT_TIME_ENV = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS", "CUDA_VISIBLE_DEVICES",
                    "CUBLAS_WORKSPACE_CONFIG", "PYTHONHASHSEED", "LD_LIBRARY_PATH", "LD_PRELOAD",
@@ -123,6 +125,8 @@ def run(argv: list[str]) -> int | None:
     except OSError:
         return None
     path = str(where / f"{key}.sock")
+    if len(os.fsencode(path)) > MAX_SOCKET_PATH:
+        return None  # the kernel refuses longer socket paths: set DISTILLSTUDY_WARM_DIR shorter
     conn = socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET)
     try:
         conn.connect(path)
