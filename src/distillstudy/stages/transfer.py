@@ -111,17 +111,20 @@ class _Stage:
         return {s: {"accuracy": metrics.accuracy(logits[s], self.arrays[f"y_{s}"]),
                     "nll": metrics.nll(logits[s], self.arrays[f"y_{s}"])} for s in ("val", "test")}
 
-    def train(self, name: str, seed: int, **how):
-        """factory.train (points, width, select), its weights kept and its record scored."""
-        started = time.perf_counter()
-        model, logits, record = self.factory.train(name, seed, **how)
-        seconds = time.perf_counter() - started
+    def _keep(self, name: str, seed: int, model, logits: dict, record: dict, took: str) -> None:
+        """A trained teacher's weights kept, its record scored, one line printed."""
         self.states[name] = copy.deepcopy(model.state_dict())
         self.teachers.append({**record, "metrics": self.member_metrics(logits)})
         fit = record["fit"]
         print(f"transfer[{self.name}]: teacher {name} (seed {seed}): {fit['selection']}, epoch "
               f"{fit['best_epoch']} of {fit['epochs_run']}, test accuracy "
-              f"{self.teachers[-1]['metrics']['test']['accuracy']:.4f}, {seconds:.1f} s")
+              f"{self.teachers[-1]['metrics']['test']['accuracy']:.4f}, {took}")
+
+    def train(self, name: str, seed: int, **how):
+        """factory.train (points, width, select), its weights kept and its record scored."""
+        started = time.perf_counter()
+        model, logits, record = self.factory.train(name, seed, **how)
+        self._keep(name, seed, model, logits, record, f"{time.perf_counter() - started:.1f} s")
         return model, logits
 
     def train_stack(self, names: list[str], teacher_seeds: list[int], points_list: list) -> list[dict[str, np.ndarray]]:
@@ -129,18 +132,10 @@ class _Stage:
         kept and its record scored; returns each one's logits on every split, in order."""
         started = time.perf_counter()
         trained = self.factory.train_stack(names, teacher_seeds, points_list)
-        seconds = time.perf_counter() - started
-        out = []
+        took = f"{time.perf_counter() - started:.1f} s for all {len(names)}"
         for name, seed, (model, logits, record) in zip(names, teacher_seeds, trained):
-            self.states[name] = copy.deepcopy(model.state_dict())
-            self.teachers.append({**record, "metrics": self.member_metrics(logits)})
-            fit = record["fit"]
-            print(f"transfer[{self.name}]: teacher {name} (seed {seed}): {fit['selection']}, epoch "
-                  f"{fit['best_epoch']} of {fit['epochs_run']}, test accuracy "
-                  f"{self.teachers[-1]['metrics']['test']['accuracy']:.4f}")
-            out.append(logits)
-        print(f"transfer[{self.name}]: teachers {', '.join(names)} trained together in {seconds:.1f} s")
-        return out
+            self._keep(name, seed, model, logits, record, took)
+        return [logits for _, logits, _ in trained]
 
     def load_reference(self):
         """The reference teacher (its seed, its weights), checked against its cached logits."""
