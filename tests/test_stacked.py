@@ -10,9 +10,16 @@ import pytest
 import torch
 from torch import nn
 
-from distillstudy.engine import models, stacked
+from distillstudy.engine import models, runtime, stacked
 
 N_FEATURES, N_CLASSES = 12, 3
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    """As the stages run (runtime.configure): two threads stall when the other core is busy
+    (measured here: a 0.1 s test took 12 s) and would change the bits between runs."""
+    runtime.configure(1)
 
 
 def problem(n, seed, dtype=torch.float64):
@@ -131,3 +138,25 @@ def test_a_module_that_updates_buffers_in_training_is_refused():
         return nn.Sequential(nn.Linear(N_FEATURES, 4), nn.BatchNorm1d(4), nn.Linear(4, N_CLASSES)).double()
     with pytest.raises(ValueError, match="BatchNorm1d updates its buffers"):
         train(with_batchnorm, [1], [problem(20, 1)], problem(20, 3))
+
+
+def test_the_stacking_benchmark_measures_both_ways_on_tiny_data():
+    import sys
+    from conftest import ROOT
+
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    import teacher_stacking
+
+    x, y = problem(60, 1, torch.float32)
+    x_val, y_val = problem(30, 2, torch.float32)
+    arrays = {"x_train": x.numpy(), "y_train": y.numpy(), "x_val": x_val.numpy(), "y_val": y_val.numpy(),
+              "mean": np.zeros(N_FEATURES, np.float32), "std": np.ones(N_FEATURES, np.float32)}
+    settings = {"global_seed": 1, "folds": 3, "ensemble": 3,
+                "teacher": {"cnn_channels": 2, "mlp_width": 8, "dropout": 0.3, "batch_size": 16, "lr": 0.01,
+                            "weight_decay": 0.0}}
+    result = teacher_stacking.measure(epochs=1, rounds=1, settings=settings, arrays=arrays)
+    assert result["teacher_stacking_speedup"] == pytest.approx(result["one_at_a_time_s"] / result["stacked_s"])
+    work = result["workloads"]
+    assert (work["cross_fitted"]["members"], work["cross_fitted"]["n_train_per_member"]) == (3, 40)
+    assert (work["ensemble"]["members"], work["ensemble"]["n_train_per_member"]) == (2, 60)
+    assert work["ensemble"]["steps_per_member"] == 4 and result["threads"] == 1
