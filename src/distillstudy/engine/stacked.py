@@ -161,7 +161,7 @@ def _forward(template: nn.Module, name: str, member_inputs: bool):
         try:
             return batched(params, buffers, x)
         except RuntimeError as exc:
-            if "random" not in str(exc):
+            if "randomness" not in str(exc):  # vmap: "called random operation while in randomness error mode"
                 raise
             raise ValueError(f"{name}: the model {type(template).__name__} draws random numbers in its forward "
                              "pass outside nn.Dropout; stacked members cannot have their own stream for it "
@@ -217,7 +217,9 @@ def _train_group(factory, seeds, xs, ys, x_val, y_val, *, max_epochs, batch_size
     uniforms = {s: torch.empty((m, rows_per_batch, *shape)) for s, (_, shape) in sites.items()}
     masks = {s: torch.empty((m, rows_per_batch, *shape), dtype=dtype, device=device) for s, (_, shape) in sites.items()}
     history: list[list[float]] = [[] for _ in seeds]
-    best = [{"val_nll": float("inf"), "epoch": 0, "state": {k: p[i].detach().clone() for k, p in params.items()}}
+    # select="best" starts from the initial weights, as train_teacher (epoch 0 if none is better).
+    best = [{"val_nll": float("inf"), "epoch": 0,
+             "state": {k: p[i].detach().clone() for k, p in params.items()} if select == "best" else None}
             for i in range(m)]
     final: dict[int, dict] = {}
     for epoch in range(1, max_epochs + 1):
