@@ -149,7 +149,7 @@ class _Stack:
         self.generators = [self.generators[r] for r in rows]
 
 
-def _forward(template: nn.Module, name: str, member_inputs: bool):
+def stacked_forward(template: nn.Module, name: str, member_inputs: bool):
     """vmap over members of functional_call(template): params and buffers stacked on dim 0,
     inputs per member (training batches) or shared (validation)."""
     def call(params, buffers, x):
@@ -169,7 +169,7 @@ def _forward(template: nn.Module, name: str, member_inputs: bool):
     return run
 
 
-def _fill_masks(masks: dict, uniforms: dict, sites: dict, generators: list, rows: int) -> dict:
+def fill_masks(masks: dict, uniforms: dict, sites: dict, generators: list, rows: int) -> dict:
     """This step's masks {site.mask: (M, rows, *features)}: member by member, site by site."""
     out = {}
     for site, (p, shape) in sites.items():
@@ -209,8 +209,8 @@ def _train_group(factory, seeds, xs, ys, x_val, y_val, *, max_epochs, batch_size
     stack = _Stack(list(range(len(seeds))), params, buffers,
                    FusedAdam([p.detach() for p in params.values()], lr=lr, weight_decay=weight_decay),
                    torch.stack(xs), torch.stack(ys), member_orders(seeds), [dropout_generator(s) for s in seeds])
-    train_forward = _forward(template, run_name, member_inputs=True)
-    val_forward = _forward(template, run_name, member_inputs=False)
+    train_forward = stacked_forward(template, run_name, member_inputs=True)
+    val_forward = stacked_forward(template, run_name, member_inputs=False)
     m, n, dtype, device = len(seeds), len(ys[0]), params[next(iter(params))].dtype, xs[0].device
     rows_per_batch = min(batch_size, n)
     # Dropout draws in float32 whatever the model's dtype, so float32 and float64 runs share masks.
@@ -230,7 +230,7 @@ def _train_group(factory, seeds, xs, ys, x_val, y_val, *, max_epochs, batch_size
         for start in range(0, n, batch_size):
             xb, yb = x_epoch[:, start:start + batch_size], y_epoch[:, start:start + batch_size]
             rows = yb.shape[1]
-            step_buffers = {**stack.buffers, **_fill_masks(masks, uniforms, sites, stack.generators, rows)}
+            step_buffers = {**stack.buffers, **fill_masks(masks, uniforms, sites, stack.generators, rows)}
             logits = train_forward(stack.params, step_buffers, xb)  # (M, rows, C)
             losses = F.cross_entropy(logits.flatten(0, 1), yb.flatten(), reduction="none").view(-1, rows).mean(1)
             if not bool(torch.isfinite(losses).all()):
