@@ -10,11 +10,11 @@ import numpy as np
 import pytest
 import torch
 from distillstudy import artifacts
-from distillstudy.engine import datasets, runtime, seeds
+from distillstudy.engine import datasets, runtime, seeds, stacked
 from distillstudy.analysis import metrics
 from distillstudy.stages import teacher, transfer
 from distillstudy.engine.models import make_teacher
-from distillstudy.engine.train import predict, train_teacher
+from distillstudy.engine.train import predict
 
 SEED = 11
 TEACHER = {"max_epochs": 10, "patience": 1, "batch_size": 32, "lr": 0.01, "weight_decay": 0.0,
@@ -140,23 +140,32 @@ def test_cross_fitted_target_never_comes_from_a_teacher_that_saw_the_point(digit
     for j in range(k):
         others = fold != j
         assert np.abs(out["logits"][others] - preds[j][others]).max() > 1e-3
-    # Fold teacher 0 IS a teacher trained on exactly the points of its mask (same seed -> same weights).
-    seed0 = seeds.derive_seed(SEED, digits["dataset"], "cross_fitted", 0)
-    assert stored["teachers"][0]["seed"] == seed0 and stored["teachers"][0]["n_train_points"] == mask[0].sum()
-    torch.manual_seed(seed0)
+    # The fold teachers ARE the stacked engine's teachers of their seeds on exactly the points of
+    # their masks (seed -> init, batch order and dropout masks). Not train_teacher's: the stacked
+    # engine draws dropout masks from each teacher's own generator (tests/test_stacked.py proves
+    # a member equals itself trained alone by that engine).
+    fold_seeds = [seeds.derive_seed(SEED, digits["dataset"], "cross_fitted", j) for j in range(k)]
+    assert [t["seed"] for t in stored["teachers"]] == fold_seeds
+    assert [t["n_train_points"] for t in stored["teachers"]] == mask.sum(axis=1).tolist()
+    assert stored["teachers"][0]["training"]["stacked_with"] == ["fold1", "fold2"]
     info = json.loads(open(digits["meta"]).read())
-    model = make_teacher("digits", 64, info["n_classes"], arrays["mean"], arrays["std"], TEACHER["cnn_channels"],
-                         TEACHER["mlp_width"], TEACHER["dropout"])
-    idx = np.flatnonzero(mask[0])
     device = runtime.configure()["device"]  # the stage's device: on CUDA the bits differ from CPU
-    model.to(device)
-    tensors = {"x_train": arrays["x_train"][idx], "y_train": arrays["y_train"][idx],
-               "x_val": arrays["x_val"], "y_val": arrays["y_val"]}
-    tensors = {k: torch.from_numpy(v).to(device) for k, v in tensors.items()}
-    train_teacher(model, tensors, seed=seed0, max_epochs=TEACHER["max_epochs"], patience=TEACHER["patience"],
-                  batch_size=TEACHER["batch_size"], lr=TEACHER["lr"], weight_decay=0.0, run_name="check")
-    for key, value in model.state_dict().items():
-        assert torch.equal(value.cpu(), states["fold0"][key]), key
+
+    def factory():
+        return make_teacher("digits", 64, info["n_classes"], arrays["mean"], arrays["std"], TEACHER["cnn_channels"],
+                            TEACHER["mlp_width"], TEACHER["dropout"]).to(device)
+
+    def tensor(a):
+        return torch.from_numpy(a).to(device)
+
+    sets = [(tensor(arrays["x_train"][m]), tensor(arrays["y_train"][m])) for m in mask]
+    fits = stacked.train_stack(factory, fold_seeds, sets, (tensor(arrays["x_val"]), tensor(arrays["y_val"])),
+                               max_epochs=TEACHER["max_epochs"], patience=TEACHER["patience"],
+                               batch_size=TEACHER["batch_size"], lr=TEACHER["lr"], weight_decay=0.0, run_name="check")
+    for j, member in enumerate(fits):
+        assert member.fit == stored["teachers"][j]["fit"]
+        for key, value in member.model.state_dict().items():
+            assert torch.equal(value.cpu(), states[f"fold{j}"][key]), (j, key)
     # Test-time teacher: log mean probability of the fold teachers.
     val = [forward(rebuild(digits, states[f"fold{j}"]), arrays["x_val"]) for j in range(k)]
     np.testing.assert_allclose(out["logits_val"], transfer.log_mean_prob(val), rtol=0, atol=1e-5)
@@ -219,6 +228,7 @@ def test_ensemble_member0_is_the_reference_and_targets_are_log_mean_probs(digits
     record, out, states, _ = build(digits, "ensemble-3", tmp_path)
     arrays, stored = check_common(out, record, digits, "ensemble-3")
     assert sorted(states) == ["member0", "member1", "member2"]
+    assert [t["training"]["stacked_with"] for t in stored["teachers"][1:]] == [["member2"], ["member1"]]
     reference = torch.load(digits["teacher_model"], weights_only=True)
     assert all(torch.equal(reference[k], states["member0"][k]) for k in reference)
     assert not torch.equal(reference["head.weight"], states["member1"]["head.weight"])

@@ -5,7 +5,10 @@ variants (stages/transfer.py) are made of.
 A `TeacherFactory` builds every teacher the way the teacher stage builds the reference:
 torch.manual_seed(seed), then make_teacher, so the initial weights come from the seed; it
 trains it with train.train_teacher (or train.fit_convex for a convex teacher) on all of
-x_train or on some of its points, validated on x_val. Which seed, which points, which
+x_train or on some of its points, validated on x_val. Several teachers of the reference
+architecture (fold teachers, ensemble members) train together with `train_stack`: one
+stacked model (engine/stacked.py), each member equal to itself trained alone by that
+engine, its dropout masks drawn from its own generator. Which seed, which points, which
 width, and how the logits are combined are the stage's choices.
 """
 
@@ -18,6 +21,7 @@ from torch import nn
 
 from distillstudy import grid
 from distillstudy.engine.models import SinLogistic, make_teacher, teacher_architecture
+from distillstudy.engine.stacked import train_stack
 from distillstudy.engine.train import fit_convex, predict, train_teacher
 
 #: Largest |difference| allowed between the loaded reference teacher's forward pass and
@@ -103,6 +107,11 @@ class TeacherFactory:
     def build(self, seed: int, width: float = 1.0) -> tuple[nn.Module, dict]:
         """A freshly initialised teacher, `width` times the reference's size knob (at least 1),
         and its {"cnn_channels", "mlp_width"} (None where the kind has no such knob)."""
+        torch.manual_seed(seed)  # as the teacher stage: the initial weights come from the seed
+        return self._make(width)
+
+    def _make(self, width: float = 1.0) -> tuple[nn.Module, dict]:
+        """build() without the seeding: the factory the stacked trainer calls after seeding."""
         if self.kind in CNN_KINDS:
             self.require(["cnn_channels", "dropout"], f"the {self.kind} teacher's architecture")
         elif self.kind not in grid.FIXED_TEACHER_KINDS:
@@ -110,7 +119,6 @@ class TeacherFactory:
         c, w = self.hyper["cnn_channels"], self.hyper["mlp_width"]
         cnn = None if c is None else max(1, round(c * width))
         mlp = None if w is None else max(1, round(w * width))
-        torch.manual_seed(seed)  # as the teacher stage: the initial weights come from the seed
         model = make_teacher(self.kind, self.n_features, self.n_classes, self.mean, self.std, cnn, mlp,
                              self.hyper["dropout"]).to(self.device)
         return model, {"cnn_channels": cnn if self.kind in CNN_KINDS else None,
@@ -142,11 +150,7 @@ class TeacherFactory:
         Returns the model, its logits on every split, and its record."""
         model, widths = self.build(seed, width)
         data = {"x_val": self.tensors["x_val"], "y_val": self.tensors["y_val"]}
-        if points is None:
-            data["x_train"], data["y_train"] = self.tensors["x_train"], self.tensors["y_train"]
-        else:
-            idx = torch.from_numpy(points).to(self.device)
-            data["x_train"], data["y_train"] = self.tensors["x_train"][idx], self.tensors["y_train"][idx]
+        data["x_train"], data["y_train"] = self._points(points)
         run_name = f"{self.label} teacher {name}"
         h = self.hyper
         if isinstance(model, SinLogistic):
@@ -160,6 +164,41 @@ class TeacherFactory:
         record = {**self._record(name, seed, model, widths, width), "fit": fit,
                   "n_train_points": int(len(data["y_train"])), "trained_here": True}
         return model, self.split_logits(model), record
+
+    def _points(self, points: np.ndarray | None) -> tuple[torch.Tensor, torch.Tensor]:
+        if points is None:
+            return self.tensors["x_train"], self.tensors["y_train"]
+        idx = torch.from_numpy(points).to(self.device)
+        return self.tensors["x_train"][idx], self.tensors["y_train"][idx]
+
+    def train_stack(self, names: list[str], seeds: list[int], points_list: list[np.ndarray | None], *,
+                    select: str = "best") -> list[tuple[nn.Module, dict[str, np.ndarray], dict]]:
+        """Teachers of the reference architecture, teacher `names[m]` seeded `seeds[m]` and trained
+        on x_train[points_list[m]] (all when None), trained together: one stacked model per
+        training-set size (engine/stacked.py), early-stopped per member (select="best") or
+        `max_epochs` epochs, last kept (select="last"). A convex teacher is fitted alone
+        (`train`): there is nothing to stack. Returns what `train` returns, for each teacher,
+        in order; each record says which teachers it was stacked with."""
+        if self.kind in grid.FIXED_TEACHER_KINDS:
+            return [self.train(n, s, points=p, select=select) for n, s, p in zip(names, seeds, points_list)]
+        self.require(["max_epochs", "batch_size", "lr", "weight_decay"] + (["patience"] if select == "best" else []),
+                     f"training teachers {', '.join(names)}")
+        h = self.hyper
+        train_sets = [self._points(p) for p in points_list]
+        fits = train_stack(lambda: self._make()[0], seeds, train_sets, (self.tensors["x_val"], self.tensors["y_val"]),
+                           max_epochs=h["max_epochs"], patience=h["patience"], batch_size=h["batch_size"], lr=h["lr"],
+                           weight_decay=h["weight_decay"], run_name=f"{self.label} teachers {', '.join(names)}",
+                           select=select)
+        _, widths = self._make()  # the same for every member (width 1)
+        out = []
+        for name, seed, (_, y), member in zip(names, seeds, train_sets, fits):
+            partners = [n for n, (_, other) in zip(names, train_sets) if n != name and len(other) == len(y)]
+            record = {**self._record(name, seed, member.model, widths, 1.0), "fit": member.fit,
+                      "n_train_points": int(len(y)), "trained_here": True,
+                      "training": {"engine": "stacked (engine/stacked.py)", "stacked_with": partners,
+                                   "dropout_masks": "drawn from the member's own torch.Generator"}}
+            out.append((member.model, self.split_logits(member.model), record))
+        return out
 
     def load_reference(self, path: str, seed: int, logits_val: np.ndarray) -> tuple[nn.Module, dict]:
         """The reference teacher, rebuilt from its seed and saved weights; checked against its

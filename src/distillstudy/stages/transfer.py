@@ -18,6 +18,15 @@ combines and scores them, and writes the outputs.
     labels-<f>            a class-stratified share f of    the reference teacher's logits_train rows
                           the training points              (copied from its logits file)
 
+The K fold teachers (cross_fitted) and the M-1 new ensemble members train together, as one
+stacked model per training-set size (TeacherFactory.train_stack, engine/stacked.py), each
+early-stopped on its own validation NLL and equal to itself trained alone by that engine.
+Their dropout masks come from each teacher's own torch.Generator, seeded
+derive_seed(teacher seed, "dropout"), not from torch's global stream as in
+train.train_teacher, and Adam runs through its fused kernel: their weights are therefore
+not those train_teacher would give from the same seed. The in_sample and width teachers train alone with train_teacher (in_sample
+must follow the reference teacher's trajectory); a convex (sine) teacher is fitted alone.
+
 `logits_val` / `logits_test` hold the variant's TEST-TIME teacher: the mean probability
 of the fold teachers (cross_fitted) or of the members (ensemble), the new teacher
 (in_sample, width), the reference teacher's cached logits (augmented, labels).
@@ -30,6 +39,7 @@ Every seed is derived with seeds.derive_seed from named coordinates and recorded
     width teacher    (global_seed, dataset, "width", level)
     ensemble member m(global_seed, dataset, "ensemble", m), m >= 1 (member 0 = the reference)
     label subset     (global_seed, dataset, "labels", level)
+    dropout masks    (teacher seed, "dropout") of a fold teacher or new ensemble member
     in_sample        seeds.teacher_seed(global_seed, dataset): the reference teacher's own seed,
                      so its first epochs ARE the reference teacher's trajectory.
 Levels are spelled by grid.format_number ("0.50" and "0.5" are one level).
@@ -101,18 +111,31 @@ class _Stage:
         return {s: {"accuracy": metrics.accuracy(logits[s], self.arrays[f"y_{s}"]),
                     "nll": metrics.nll(logits[s], self.arrays[f"y_{s}"])} for s in ("val", "test")}
 
-    def train(self, name: str, seed: int, **how):
-        """factory.train (points, width, select), its weights kept and its record scored."""
-        started = time.perf_counter()
-        model, logits, record = self.factory.train(name, seed, **how)
-        seconds = time.perf_counter() - started
+    def _keep(self, name: str, seed: int, model, logits: dict, record: dict, took: str) -> None:
+        """A trained teacher's weights kept, its record scored, one line printed."""
         self.states[name] = copy.deepcopy(model.state_dict())
         self.teachers.append({**record, "metrics": self.member_metrics(logits)})
         fit = record["fit"]
         print(f"transfer[{self.name}]: teacher {name} (seed {seed}): {fit['selection']}, epoch "
               f"{fit['best_epoch']} of {fit['epochs_run']}, test accuracy "
-              f"{self.teachers[-1]['metrics']['test']['accuracy']:.4f}, {seconds:.1f} s")
+              f"{self.teachers[-1]['metrics']['test']['accuracy']:.4f}, {took}")
+
+    def train(self, name: str, seed: int, **how):
+        """factory.train (points, width, select), its weights kept and its record scored."""
+        started = time.perf_counter()
+        model, logits, record = self.factory.train(name, seed, **how)
+        self._keep(name, seed, model, logits, record, f"{time.perf_counter() - started:.1f} s")
         return model, logits
+
+    def train_stack(self, names: list[str], teacher_seeds: list[int], points_list: list) -> list[dict[str, np.ndarray]]:
+        """factory.train_stack (one stacked model per training-set size), every teacher's weights
+        kept and its record scored; returns each one's logits on every split, in order."""
+        started = time.perf_counter()
+        trained = self.factory.train_stack(names, teacher_seeds, points_list)
+        took = f"{time.perf_counter() - started:.1f} s for all {len(names)}"
+        for name, seed, (model, logits, record) in zip(names, teacher_seeds, trained):
+            self._keep(name, seed, model, logits, record, took)
+        return [logits for _, logits, _ in trained]
 
     def load_reference(self):
         """The reference teacher (its seed, its weights), checked against its cached logits."""
@@ -168,13 +191,15 @@ def _cross_fitted(stage: _Stage, parsed, params) -> dict:
     train_mask = np.stack([fold != j for j in range(k)])
     logits = np.empty((stage.n_train, stage.info["n_classes"]), dtype=np.float32)
     val, test = [], []
-    for j in range(k):
-        seed = seeds.derive_seed(stage.global_seed, stage.name, "cross_fitted", j)
-        _, out = stage.train(f"fold{j}", seed, points=np.flatnonzero(train_mask[j]))
+    fold_seeds = [seeds.derive_seed(stage.global_seed, stage.name, "cross_fitted", j) for j in range(k)]
+    first = len(stage.teachers)
+    trained = stage.train_stack([f"fold{j}" for j in range(k)], fold_seeds,
+                                [np.flatnonzero(train_mask[j]) for j in range(k)])
+    for j, out in enumerate(trained):
         held_out = fold == j
         logits[held_out] = out["train"][held_out]  # predicted on all of x_train, rows of fold j kept
-        stage.teachers[-1]["fold"] = j
-        stage.teachers[-1]["held_out_accuracy"] = metrics.accuracy(out["train"][held_out], y[held_out])
+        stage.teachers[first + j]["fold"] = j
+        stage.teachers[first + j]["held_out_accuracy"] = metrics.accuracy(out["train"][held_out], y[held_out])
         val.append(out["val"])
         test.append(out["test"])
     what = "convex teachers" if stage.kind in grid.FIXED_TEACHER_KINDS else "early-stopped teachers"
@@ -237,11 +262,11 @@ def _ensemble(stage: _Stage, parsed, params) -> dict:
     stage.teachers[-1]["name"] = "member0"
     stage.states["member0"] = copy.deepcopy(reference.state_dict())
     per_split = {s: [stage.cached[f"logits_{s}"]] for s in ("train", "val", "test")}
-    for j in range(1, m):
-        seed = seeds.derive_seed(stage.global_seed, stage.name, "ensemble", j)
-        _, out = stage.train(f"member{j}", seed)
-        for s in per_split:
-            per_split[s].append(out[s])
+    if m > 1:
+        member_seeds = [seeds.derive_seed(stage.global_seed, stage.name, "ensemble", j) for j in range(1, m)]
+        for out in stage.train_stack([f"member{j}" for j in range(1, m)], member_seeds, [None] * (m - 1)):
+            for s in per_split:
+                per_split[s].append(out[s])
     combined = {s: log_mean_prob(per_split[s]) for s in per_split}
     return {**_whole_train(stage), "logits": combined["train"], "logits_val": combined["val"],
             "logits_test": combined["test"],
