@@ -10,7 +10,12 @@ not the rest of the study's dependencies. Checks, on scikit-learn's 8x8 digits
      with `train.train_stacked`: finite losses, bit-identical weights and losses;
   3. the same cell on CPU (1 thread) agrees with CUDA to float32 tolerance;
   4. `train.FusedAdam` equals torch.optim.Adam(fused=True) bit for bit on the device;
-  5. timings per training step, CUDA against CPU, H = 64 and H = 512.
+  5. timings per training step, CUDA against CPU, H = 64 and H = 512;
+  6. stacked teachers (engine/stacked.py: 3 CNN2D members with dropout, early stopping
+     per member) train on the device twice: bit-identical, and each member's validation
+     NLL agrees with the same stack on CPU to float32 tolerance;
+  7. the generic student path (engine/generic.py: the cnn family, 3 seeds, KD) on the
+     device twice: bit-identical, and agreeing with CPU to float32 tolerance.
 Without CUDA it runs every CPU part and says what it skipped. Exit status 1 if a
 check fails.
 """
@@ -22,7 +27,10 @@ import time
 
 import numpy as np
 from distillstudy.engine import cell_loss, runtime, train  # runtime first: it imports torch (see runtime._import_torch)
+from distillstudy.engine.families import cnn
+from distillstudy.engine.generic import GenericStack, train_generic
 from distillstudy.engine.models import StackedMLP, make_teacher
+from distillstudy.engine.stacked import train_stack
 import torch  # noqa: E402  (already imported by runtime)
 
 FAILURES: list[str] = []
@@ -63,6 +71,28 @@ def train_cell(device, x, y, t, mean, std, hidden, epochs, seeds=(11, 22, 33)):
     seconds = time.perf_counter() - started
     steps = epochs * -(-x.shape[0] // 128)
     return history, [p.detach().cpu().clone() for p in model.parameters()], seconds / steps
+
+
+def teacher_stack(device, data, mean, std):
+    """Per-member validation NLL histories and final weights of 3 stacked CNN2D teachers."""
+    def factory():
+        return make_teacher("digits", 64, 10, mean, std, cnn_channels=8, mlp_width=64, dropout=0.3)
+
+    d = {k: v.to(device) for k, v in data.items()}
+    fits = train_stack(factory, [1, 2, 3], [(d["x_train"], d["y_train"])] * 3, (d["x_val"], d["y_val"]),
+                       max_epochs=3, patience=1, batch_size=128, lr=3e-3, weight_decay=0.0,
+                       run_name=f"check stack[{device}]")
+    return ([f.val_nll for f in fits],
+            [p.detach().cpu().clone() for f in fits for p in f.model.parameters()])
+
+
+def generic_cell(device, x, y, t, mean, std):
+    """Loss history and weights of a cnn-family cell (digits as 8x8 images) on `device`."""
+    images = ((x - torch.from_numpy(mean)) / torch.from_numpy(std)).view(-1, 8, 8).to(device)
+    stack = GenericStack(lambda: cnn((8, 8), 10, 4), [11, 22, 33], images, f"check generic[{device}]")
+    history = train_generic(stack, images, y.to(device), t.to(device), cell_loss.objective_fn("kd", 0.9, {"temperature": 4}),
+                            epochs=2, batch_size=128, lr=1e-3, weight_decay=0.0, run_name=f"check generic[{device}]")
+    return history, [p.detach().cpu().clone() for p in stack.params.values()]
 
 
 def main() -> int:
@@ -137,6 +167,27 @@ def main() -> int:
             train_cell(device, x, y, t, mean, std, hidden, 1)  # warm-up
             line += f", cuda {train_cell(device, x, y, t, mean, std, hidden, epochs_gpu)[2] * 1e3:.3f} ms"
         print(line)
+    print(f"6. stacked teachers (3 x CNN2D, 8 channels, dropout 0.3, 3 epochs, patience 1) on {device}, twice")
+    runs = [teacher_stack(device, data, mean, std) for _ in range(2)]
+    check(all(np.isfinite(v).all() for v in runs[0][0]), "stacked teachers: finite validation NLL")
+    check(runs[0][0] == runs[1][0] and all(torch.equal(a, b) for a, b in zip(runs[0][1], runs[1][1])),
+          f"{device}: stacked teachers bit-identical run to run")
+    if device == "cuda":
+        cpu = teacher_stack("cpu", data, mean, std)
+        gap = max(abs(a - b) for ra, rb in zip(runs[0][0], cpu[0]) for a, b in zip(ra, rb))
+        print(f"  largest validation-NLL difference CUDA vs CPU {gap:.2e}")
+        check(gap < 1e-3, "stacked teachers: CUDA agrees with CPU to float32 tolerance")
+
+    print(f"7. generic student path (cnn family, size 4, 3 seeds, KD T = 4, 2 epochs) on {device}, twice")
+    runs = [generic_cell(device, x, y, t, mean, std) for _ in range(2)]
+    check(all(np.isfinite(runs[0][0])), f"generic path: finite losses {[round(v, 4) for v in runs[0][0]]}")
+    check(runs[0][0] == runs[1][0] and all(torch.equal(a, b) for a, b in zip(runs[0][1], runs[1][1])),
+          f"{device}: generic path bit-identical run to run")
+    if device == "cuda":
+        cpu = generic_cell("cpu", x, y, t, mean, std)
+        loss_diff = max(abs(a - b) / abs(b) for a, b in zip(runs[0][0], cpu[0]))
+        print(f"  largest relative loss difference CUDA vs CPU {loss_diff:.2e}")
+        check(loss_diff < 1e-4, "generic path: CUDA agrees with CPU to float32 tolerance")
     print("all checks passed" if not FAILURES else f"FAILED: {FAILURES}")
     return 1 if FAILURES else 0
 

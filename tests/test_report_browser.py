@@ -81,12 +81,13 @@ def test_report_renders_in_headless_chromium(chromium, built_report, tmp_path):
 
 def test_ensure_chromium_installs_with_apt_when_missing(tmp_path, monkeypatch):
     """On a fresh machine: `apt-get update`, then `apt-get install -y
-    --no-install-recommends chromium chromium-driver` (a fake apt-get records the calls)."""
+    --no-install-recommends chromium chromium-driver`, each waiting for another install's
+    dpkg lock (a fake apt-get records the calls)."""
     chromium, chromedriver = tmp_path / "usr-bin-chromium", tmp_path / "usr-bin-chromedriver"
     calls = tmp_path / "calls.txt"
     fake_apt = tmp_path / "apt-get"
     fake_apt.write_text(f'#!/bin/sh\necho "$@ [$DEBIAN_FRONTEND]" >> {calls}\n'
-                        f'if [ "$1" = install ]; then touch {chromium} {chromedriver}; fi\n')
+                        f'if [ "$3" = install ]; then touch {chromium} {chromedriver}; fi\n')
     fake_apt.chmod(0o755)
     chromium.touch()  # the browser alone is not enough: the driver is missing
     monkeypatch.setattr(browser_mod, "CHROMIUM", chromium)
@@ -94,6 +95,7 @@ def test_ensure_chromium_installs_with_apt_when_missing(tmp_path, monkeypatch):
     monkeypatch.setattr(browser_mod.shutil, "which", lambda name: str(fake_apt) if name == "apt-get" else None)
     assert browser_mod.ensure_chromium() == (chromium, chromedriver)
     assert calls.read_text().splitlines() == [
-        "update [noninteractive]", "install -y --no-install-recommends chromium chromium-driver [noninteractive]"]
+        "-o DPkg::Lock::Timeout=600 update [noninteractive]",
+        "-o DPkg::Lock::Timeout=600 install -y --no-install-recommends chromium chromium-driver [noninteractive]"]
     browser_mod.ensure_chromium()  # present now: apt is not called again
     assert len(calls.read_text().splitlines()) == 2
