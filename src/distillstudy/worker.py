@@ -40,7 +40,9 @@ PR_SET_PDEATHSIG = 1
 #: What every child would import: loaded once, after the lock is won (a worker that loses
 #: it exits having imported only the standard library and cli). runtime first: it imports
 #: torch with the garbage collector off.
-PRELOAD = ("distillstudy.engine.runtime", *(f"distillstudy.stages.{stage}" for stage in STAGES))
+PRELOAD = ("distillstudy.engine.runtime", *(f"distillstudy.stages.{stage}" for stage in STAGES),
+           # What a process's first vmap (engine/stacked.py) imports: ~0.2 s per job otherwise.
+           "sympy", "torch.fx.experimental.symbolic_shapes")
 
 
 def _die_with_parent(parent: int) -> None:
