@@ -212,8 +212,10 @@ def engine_workspace(work: Path, name: str, data: dict, epochs: int, seeds: int,
             shutil.copy2(src, ws / item)
     params = yaml.safe_load((ROOT / "params.yaml").read_text())
     params["prepare"]["datasets"] = [{"name": "mnist1d", "kind": "mnist1d"}]
-    params["distill"].update({"sizes": GRID["sizes"], "temperatures": temperatures, "alpha": GRID["alpha"],
-                              "logit_mse": False, "seeds": seeds, "epochs": epochs,
+    for shorthand in ("temperatures", "logit_mse"):
+        params["distill"].pop(shorthand, None)
+    params["distill"].update({"sizes": GRID["sizes"], "objectives": {"kd": {"temperature": temperatures}},
+                              "alpha": [GRID["alpha"]], "seeds": seeds, "epochs": epochs,
                               "batch_size": GRID["batch_size"], "lr": GRID["lr"], "weight_decay": 0.0})
     if "designs" in params:  # the grid alone: no study-design axes (their sizes must be grid sizes)
         params["designs"].update({"datasets": [], "sizes": GRID["sizes"][:1]})
@@ -230,7 +232,7 @@ def run_engine(work: Path, name: str, data: dict, epochs: int, seeds: int | None
     seeds = GRID["seeds"] if seeds is None else seeds
     temperatures = GRID["temperatures"] if temperatures is None else temperatures
     ws = engine_workspace(work, name, data, epochs, seeds, temperatures)
-    cells = [grid.BASELINE] + [grid.cell_name(t) for t in temperatures]
+    cells = [grid.BASELINE] + [grid.cell_name("kd", {"temperature": t}, GRID["alpha"]) for t in temperatures]
     targets = [f"models/students/mnist1d/h{h}/{c}.logits.npz" for h in GRID["sizes"] for c in cells]
     seconds = sh(["snakemake", *targets,
                   "--allowed-rules", "distill"], cwd=ws, log=work / f"{name}.log")
