@@ -7,6 +7,7 @@ name that Snakemake or DVC would mistake for a finished output.
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import io
 import json
 import os
@@ -80,3 +81,12 @@ def load_npz(path: str | Path) -> dict[str, np.ndarray]:
 def read_record(logits_npz: dict) -> dict:
     """The JSON record a stage stored inside its npz (key `record`)."""
     return json.loads(str(logits_npz["record"]))
+
+
+def file_sha256(path: str | os.PathLike) -> str:
+    """sha256 of a file's bytes (a user's data or teacher file, recorded in provenance)."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for chunk in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()

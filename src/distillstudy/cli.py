@@ -25,14 +25,15 @@ def positive_int(text: str) -> int:
 def add_prepare(sub):
     p = sub.add_parser("prepare", help="make, split and hash one dataset")
     p.add_argument("--name", required=True)
-    p.add_argument("--kind", required=True, choices=["sine", "digits", "mnist1d", "csv"])
+    p.add_argument("--kind", required=True, choices=["sine", "digits", "mnist1d", "csv", "npz"])
     p.add_argument("--seed", type=int, required=True, help="global seed")
     p.add_argument("--val-fraction", type=float, required=True)
     p.add_argument("--test-fraction", type=float, required=True)
     p.add_argument("--n-train", type=positive_int, help="sine: training pool size")
     p.add_argument("--n-test", type=positive_int, help="sine: test size")
-    p.add_argument("--path", help="csv: the table")
+    p.add_argument("--path", help="csv: the table; npz: the arrays")
     p.add_argument("--label", help="csv: the label column")
+    p.add_argument("--teacher-logits", help="csv, npz: an offline teacher's logits (npz), rows aligned with the data")
     p.add_argument("--out-data", required=True)
     p.add_argument("--out-meta", required=True)
 
@@ -42,7 +43,7 @@ def cmd_prepare(a):
 
     meta = prepare.run(name=a.name, kind=a.kind, global_seed=a.seed, val_fraction=a.val_fraction,
                        test_fraction=a.test_fraction, n_train=a.n_train, n_test=a.n_test, path=a.path,
-                       label=a.label, out_data=a.out_data, out_meta=a.out_meta)
+                       label=a.label, teacher_logits=a.teacher_logits, out_data=a.out_data, out_meta=a.out_meta)
     print(f"prepare[{a.name}]: {meta['n_train']}/{meta['n_val']}/{meta['n_test']} train/val/test, "
           f"{meta['n_features']} features, {meta['n_classes']} classes, sha256 {meta['sha256'][:12]}")
 

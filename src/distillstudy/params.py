@@ -5,16 +5,19 @@
 The same JSON schema (src/distillstudy/params.schema.yaml) is used by the
 Snakefile's validate(); `check_params` adds the cross-field rules (duplicate
 grid values after canonical formatting, CSV files that exist and hold the
-label column). Every error names the key path and the offending value.
+label column, npz files and offline teacher logits whose arrays exist with matching
+row counts). Every error names the key path and the offending value.
 """
 
 from __future__ import annotations
 
 import csv
 import json
+import zipfile
 from pathlib import Path
 
 import jsonschema
+import numpy as np
 import yaml
 
 from distillstudy.grid import distill_alphas, distill_objectives, format_number
@@ -82,6 +85,63 @@ def _csv_errors(i: int, spec: dict, base: Path) -> list[str]:
     return []
 
 
+def _npz_keys(path: Path) -> dict[str, tuple]:
+    """{array name: shape} of an npz, read from the arrays' headers only (no data)."""
+    read_header = {(1, 0): np.lib.format.read_array_header_1_0, (2, 0): np.lib.format.read_array_header_2_0}
+    shapes = {}
+    with zipfile.ZipFile(path) as archive:
+        for member in archive.namelist():
+            with archive.open(member) as handle:
+                version = np.lib.format.read_magic(handle)
+                if version not in read_header:
+                    raise ValueError(f"array {member}: npy format version {version} is not supported")
+                shape, _, _ = read_header[version](handle)
+            shapes[member.removesuffix(".npy")] = shape
+    return shapes
+
+
+def _rows(shape: tuple) -> int:
+    return int(shape[0]) if shape else 0
+
+
+def _user_file_errors(i: int, spec: dict, base: Path) -> list[str]:
+    """An npz dataset's arrays and an offline teacher's logits, by name and shape (their
+    values are checked when the prepare stage reads them, naming the row)."""
+    where = f"prepare.datasets[{i}]"
+    messages, shapes = [], {}
+    files = ([("path", spec["path"])] if spec["kind"] == "npz" else []) + (
+        [("teacher.logits", spec["teacher"]["logits"])] if "teacher" in spec else [])
+    for key, name in files:
+        path = base / name
+        if not path.is_file():
+            messages.append(f"{where}.{key}: {name!r} does not exist (relative to {base})")
+            continue
+        try:
+            shapes[key] = _npz_keys(path)
+        except (OSError, ValueError, zipfile.BadZipFile) as exc:
+            messages.append(f"{where}.{key}: {name!r} is not a readable npz file ({exc})")
+    data = shapes.get("path")
+    if data is not None:
+        missing = [k for k in ("x", "y") if k not in data]
+        if missing:
+            messages.append(f"{where}.path: {spec['path']!r} needs arrays x and y; missing {', '.join(missing)}")
+        elif _rows(data["y"]) != _rows(data["x"]):
+            messages.append(f"{where}.path: {spec['path']!r}: y has {_rows(data['y'])} rows, x {_rows(data['x'])}")
+        if ("x_test" in data) != ("y_test" in data):
+            messages.append(f"{where}.path: {spec['path']!r}: x_test and y_test go together")
+    logits = shapes.get("teacher.logits")
+    if logits is not None:
+        wanted = ["logits"] + (["logits_test"] if data is not None and "x_test" in data else [])
+        for key in wanted:
+            if key not in logits:
+                messages.append(f"{where}.teacher.logits: {spec['teacher']['logits']!r} needs an array {key!r}"
+                                f" (found {', '.join(sorted(logits)) or 'none'})")
+        if data is not None and "logits" in logits and "x" in data and _rows(logits["logits"]) != _rows(data["x"]):
+            messages.append(f"{where}.teacher.logits: `logits` has {_rows(logits['logits'])} rows, the data "
+                            f"{_rows(data['x'])}: one row per example, in the data's order")
+    return messages
+
+
 def _distill_errors(distill: dict) -> list[str]:
     """distill.objectives or its shorthand (temperatures, logit_mse), never both; no value
     twice in any swept list (1 and 1.0 would name the same cell)."""
@@ -115,6 +175,12 @@ def _designs_errors(params: dict) -> list[str]:
         if name not in names:
             messages.append(f"designs.datasets[{i}]: {name!r} is not a dataset of prepare.datasets "
                             f"(names: {', '.join(names)})")
+    offline = {d["name"]: i for i, d in enumerate(params["prepare"]["datasets"]) if "teacher" in d}
+    for i, name in enumerate(designs["datasets"]):
+        if name in offline:
+            messages.append(f"designs.datasets[{i}]: {name!r} has an offline teacher (prepare.datasets"
+                            f"[{offline[name]}].teacher.logits); the study designs retrain or re-run the teacher, "
+                            "so they do not apply to it")
     for i, size in enumerate(designs["sizes"]):
         if int(size) not in sizes:
             messages.append(f"designs.sizes[{i}]: {size} is not one of distill.sizes "
@@ -148,6 +214,8 @@ def check_params(params: dict, base: str | Path = ".") -> None:
         for i, spec in enumerate(datasets):
             if spec["kind"] == "csv":
                 messages += _csv_errors(i, spec, Path(base))
+            if spec["kind"] == "npz" or "teacher" in spec:
+                messages += _user_file_errors(i, spec, Path(base))
         messages += _designs_errors(params)
     if messages:
         raise ParamsError("invalid params:\n  " + "\n  ".join(messages))

@@ -56,19 +56,26 @@ wildcard_constraints:
     design=VARIANT_PATTERN,
 
 
-def csv_inputs(wildcards):
+def user_files(wildcards):
+    """A dataset's own files: its table or arrays, and an offline teacher's logits."""
     spec = DATASETS[wildcards.dataset]
-    return [spec["path"]] if spec["kind"] == "csv" else []
+    files = [spec["path"]] if spec["kind"] in ("csv", "npz") else []
+    return files + ([spec["teacher"]["logits"]] if "teacher" in spec else [])
 
 
 def dataset_args(wildcards):
     """The kind-specific options of one dataset, exactly as params.yaml gives them."""
     spec = DATASETS[wildcards.dataset]
+    args = ""
     if spec["kind"] == "sine":
-        return f"--n-train {spec['n_train']} --n-test {spec['n_test']}"
+        args = f"--n-train {spec['n_train']} --n-test {spec['n_test']}"
     if spec["kind"] == "csv":
-        return f"--path {shlex.quote(spec['path'])} --label {shlex.quote(spec['label'])}"
-    return ""
+        args = f"--path {shlex.quote(spec['path'])} --label {shlex.quote(spec['label'])}"
+    if spec["kind"] == "npz":
+        args = f"--path {shlex.quote(spec['path'])}"
+    if "teacher" in spec:
+        args += f" --teacher-logits {shlex.quote(spec['teacher']['logits'])}"
+    return args
 
 
 def student_cells(wildcards=None):

@@ -1,6 +1,6 @@
 rule prepare:
     input:
-        table=csv_inputs,
+        user=user_files,
         code=stage_code("prepare"),
     output:
         data="data/prepared/{dataset}.npz",

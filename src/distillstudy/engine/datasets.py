@@ -15,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
-from distillstudy.artifacts import save_npz, write_json
+from distillstudy.artifacts import file_sha256, save_npz, write_json
 
 from distillstudy.grid import SPLITS  # noqa: F401
 from distillstudy.errors import DataError
@@ -27,20 +27,33 @@ class Splits:
     y: dict[str, np.ndarray]  # split -> (n,) int64 class index
     feature_names: list[str]
     class_names: list[str]
+    #: split -> (n, classes) logits of an offline teacher, rows aligned with x (or None)
+    teacher_logits: dict[str, np.ndarray] | None = None
+    #: one example's shape before flattening into features (npz data)
+    input_shape: tuple[int, ...] | None = None
+
+
+def _split_rows(y, val_fraction, test_fraction, seed, n_fixed_test=None) -> dict[str, np.ndarray]:
+    """Row indices of each split, stratified by y. With `n_fixed_test` the dataset keeps its
+    own test split (rows of that array) and only validation is held out of the pool.
+    Splitting indices chooses exactly the rows that splitting the arrays themselves would."""
+    from sklearn.model_selection import train_test_split  # lazy: training stages skip sklearn
+
+    pool = np.arange(len(y))
+    if n_fixed_test is None:
+        pool, test = train_test_split(pool, test_size=test_fraction, random_state=seed, stratify=y)
+    else:
+        test = np.arange(n_fixed_test)
+    train, val = train_test_split(pool, test_size=val_fraction, random_state=seed, stratify=y[pool])
+    return {"train": train, "val": val, "test": test}
 
 
 def _split_pool(x, y, val_fraction, test_fraction, seed, fixed_test=None):
     """Stratified splits; `fixed_test` keeps a dataset's own published test split."""
-    from sklearn.model_selection import train_test_split  # lazy: training stages skip sklearn
-
-    if fixed_test is None:
-        x, x_test, y, y_test = train_test_split(x, y, test_size=test_fraction,
-                                                random_state=seed, stratify=y)
-    else:
-        x_test, y_test = fixed_test
-    x_tr, x_val, y_tr, y_val = train_test_split(x, y, test_size=val_fraction,
-                                                random_state=seed, stratify=y)
-    return {"train": x_tr, "val": x_val, "test": x_test}, {"train": y_tr, "val": y_val, "test": y_test}
+    rows = _split_rows(y, val_fraction, test_fraction, seed, None if fixed_test is None else len(fixed_test[1]))
+    xs = {s: (fixed_test[0] if s == "test" and fixed_test is not None else x)[r] for s, r in rows.items()}
+    ys = {s: (fixed_test[1] if s == "test" and fixed_test is not None else y)[r] for s, r in rows.items()}
+    return xs, ys
 
 
 def make_sine(n_train: int, n_test: int, val_fraction: float, seed: int) -> Splits:
@@ -126,15 +139,144 @@ def read_label_table(path: str | Path, label: str) -> tuple[np.ndarray, np.ndarr
     return x, y, features, class_names
 
 
-def make_csv(path: str, label: str, val_fraction: float, test_fraction: float, seed: int) -> Splits:
+def make_csv(path: str, label: str, val_fraction: float, test_fraction: float, seed: int,
+             teacher_logits: str | None = None) -> Splits:
     x, y, features, class_names = read_label_table(path, label)
     counts = np.bincount(y)
     if counts.min() < 3:
         rare = class_names[int(counts.argmin())]
         raise DataError(f"{path}: class {rare!r} of column {label!r} has {counts.min()} rows; "
                         "each class needs at least 3 to be split train/val/test")
-    xs, ys = _split_pool(x, y, val_fraction, test_fraction, seed)
-    return Splits(xs, ys, features, class_names)
+    rows = _split_rows(y, val_fraction, test_fraction, seed)
+    teacher = None
+    if teacher_logits is not None:  # aligned with the CSV's data rows
+        logits = read_teacher_logits(teacher_logits, len(y), len(class_names), None)["logits"]
+        teacher = {s: logits[r] for s, r in rows.items()}
+    return Splits({s: x[r] for s, r in rows.items()}, {s: y[r] for s, r in rows.items()}, features, class_names,
+                  teacher)
+
+
+def _labels(values: np.ndarray, path, key: str) -> tuple[np.ndarray, list[str]]:
+    """Integer or string labels -> (class index per row, sorted class names)."""
+    if values.ndim != 1:
+        raise DataError(f"{path}: `{key}` must be one label per row, shaped (n,), got {values.shape}")
+    if values.dtype.kind not in "iuUS":
+        raise DataError(f"{path}: `{key}` must hold integer or string labels, got dtype {values.dtype}")
+    if values.dtype.kind == "S":
+        values = values.astype(str)
+    classes = np.unique(values)
+    return np.searchsorted(classes, values).astype(np.int64), [str(c) for c in classes]
+
+
+def _features(values: np.ndarray, path, key: str) -> np.ndarray:
+    if values.ndim < 2 or values.shape[0] == 0:
+        raise DataError(f"{path}: `{key}` must be shaped (n, ...) with n >= 1, got {values.shape}")
+    if values.dtype.kind not in "iufb":
+        raise DataError(f"{path}: `{key}` must be numeric, got dtype {values.dtype}")
+    bad = np.flatnonzero(~np.isfinite(values.reshape(len(values), -1)).all(axis=1))
+    if bad.size:
+        raise DataError(f"{path}: `{key}` row {bad[0]} holds a non-finite value ({bad.size} such rows)")
+    return values.reshape(len(values), -1).astype(np.float64)
+
+
+def read_npz(path: str | Path) -> dict:
+    """A user's npz: `x` (n, ...) numeric and `y` (n,) integer or string labels, optionally
+    `x_test`, `y_test` (a fixed test split). Rows are examples; x is flattened to features,
+    its per-example shape kept as `input_shape`. Raises DataError naming the file and key."""
+    path = Path(path)
+    if not path.is_file():
+        raise DataError(f"{path}: file does not exist")
+    try:
+        with np.load(path, allow_pickle=False) as npz:
+            raw = {k: npz[k] for k in npz.files}
+    except (OSError, ValueError) as exc:
+        raise DataError(f"{path}: not a readable npz file without pickled objects ({exc})") from None
+    missing = [k for k in ("x", "y") if k not in raw]
+    if missing:
+        raise DataError(f"{path}: needs arrays `x` and `y`; missing {', '.join(missing)} (found {sorted(raw)})")
+    if ("x_test" in raw) != ("y_test" in raw):
+        raise DataError(f"{path}: `x_test` and `y_test` go together (found only one of them)")
+    x = _features(raw["x"], path, "x")
+    y, class_names = _labels(raw["y"], path, "y")
+    if len(y) != len(x):
+        raise DataError(f"{path}: `y` has {len(y)} labels for {len(x)} rows of `x`")
+    out = {"x": x, "y": y, "class_names": class_names, "input_shape": tuple(int(d) for d in raw["x"].shape[1:])}
+    if "x_test" in raw:
+        if raw["x_test"].shape[1:] != raw["x"].shape[1:]:
+            raise DataError(f"{path}: `x_test` examples are shaped {raw['x_test'].shape[1:]}, `x`'s "
+                            f"{raw['x'].shape[1:]}")
+        x_test = _features(raw["x_test"], path, "x_test")
+        train_labels, test_labels = (raw[k].astype(str) if raw[k].dtype.kind == "S" else raw[k] for k in ("y", "y_test"))
+        if test_labels.ndim != 1 or (test_labels.dtype.kind in "US") != (train_labels.dtype.kind in "US"):
+            raise DataError(f"{path}: `y_test` must hold labels of `y`'s kind, one per row "
+                            f"(got dtype {test_labels.dtype}, shape {test_labels.shape})")
+        classes = np.unique(train_labels)
+        unknown = np.setdiff1d(np.unique(test_labels), classes)
+        if unknown.size:
+            raise DataError(f"{path}: `y_test` has labels that `y` never uses: {', '.join(map(str, unknown[:5]))}")
+        y_test = np.searchsorted(classes, test_labels).astype(np.int64)
+        if len(y_test) != len(x_test):
+            raise DataError(f"{path}: `y_test` has {len(y_test)} labels for {len(x_test)} rows of `x_test`")
+        out.update(x_test=x_test, y_test=y_test)
+    return out
+
+
+def read_teacher_logits(path: str | Path, n: int, n_classes: int, n_test: int | None) -> dict[str, np.ndarray]:
+    """An offline teacher's logits: `logits` (n, classes) aligned with the data's rows, and
+    `logits_test` aligned with its fixed test split when it has one. Raises DataError
+    naming the file, the array and what is wrong."""
+    path = Path(path)
+    if not path.is_file():
+        raise DataError(f"{path}: teacher logits file does not exist")
+    try:
+        with np.load(path, allow_pickle=False) as npz:
+            raw = {k: npz[k] for k in npz.files}
+    except (OSError, ValueError) as exc:
+        raise DataError(f"{path}: not a readable npz file without pickled objects ({exc})") from None
+    wanted = {"logits": n, **({} if n_test is None else {"logits_test": n_test})}
+    out = {}
+    for key, rows in wanted.items():
+        if key not in raw:
+            raise DataError(f"{path}: needs `{key}` ({rows} rows x {n_classes} classes); found {sorted(raw)}")
+        a = raw[key]
+        if a.ndim != 2 or a.shape != (rows, n_classes):
+            raise DataError(f"{path}: `{key}` must be shaped ({rows}, {n_classes}) (one row per example, one "
+                            f"column per class), got {a.shape}")
+        if a.dtype.kind not in "iuf":
+            raise DataError(f"{path}: `{key}` must be numeric, got dtype {a.dtype}")
+        bad = np.flatnonzero(~np.isfinite(a).all(axis=1))
+        if bad.size:
+            raise DataError(f"{path}: `{key}` row {bad[0]} holds a non-finite value ({bad.size} such rows)")
+        out[key] = a.astype(np.float32)
+    return out
+
+
+def _check_class_sizes(y: np.ndarray, class_names: list[str], path) -> None:
+    counts = np.bincount(y, minlength=len(class_names))
+    if len(class_names) < 2:
+        raise DataError(f"{path}: a single class ({class_names[0]!r}); distillation needs at least two")
+    if counts.min() < 3:
+        raise DataError(f"{path}: class {class_names[int(counts.argmin())]!r} has {counts.min()} rows; "
+                        "each class needs at least 3 to be split train/val/test")
+
+
+def make_npz(path: str, val_fraction: float, test_fraction: float, seed: int,
+             teacher_logits: str | None = None) -> Splits:
+    data = read_npz(path)
+    x, y, class_names = data["x"], data["y"], data["class_names"]
+    _check_class_sizes(y, class_names, path)
+    fixed = "x_test" in data
+    logits = None if teacher_logits is None else read_teacher_logits(
+        teacher_logits, len(y), len(class_names), len(data["y_test"]) if fixed else None)
+    rows = _split_rows(y, val_fraction, test_fraction, seed, len(data["y_test"]) if fixed else None)
+    pick = {s: (data["x_test"], data["y_test"], "logits_test") if s == "test" and fixed else (x, y, "logits")
+            for s in rows}
+    xs = {s: pick[s][0][r] for s, r in rows.items()}
+    ys = {s: pick[s][1][r] for s, r in rows.items()}
+    teacher = None if logits is None else {s: logits[pick[s][2]][r] for s, r in rows.items()}
+    shape = data["input_shape"]
+    names = [f"f{i}" for i in range(x.shape[1])]
+    return Splits(xs, ys, names, class_names, teacher, shape)
 
 
 def to_arrays(splits: Splits) -> dict[str, np.ndarray]:
@@ -146,6 +288,9 @@ def to_arrays(splits: Splits) -> dict[str, np.ndarray]:
     # A constant feature would divide by zero; leave it unscaled instead.
     std = arrays["x_train"].std(axis=0, dtype=np.float64)
     arrays["std"] = np.where(std > 0, std, 1.0).astype(np.float32)
+    if splits.teacher_logits is not None:  # an offline teacher: its logits follow the rows
+        for s in SPLITS:
+            arrays[f"teacher_logits_{s}"] = np.ascontiguousarray(splits.teacher_logits[s], dtype=np.float32)
     return arrays
 
 
@@ -161,7 +306,9 @@ def content_hash(arrays: dict[str, np.ndarray]) -> str:
 
 def build(kind: str, *, seed: int, val_fraction: float, test_fraction: float,
           n_train: int | None = None, n_test: int | None = None, path: str | None = None,
-          label: str | None = None) -> Splits:
+          label: str | None = None, teacher_logits: str | None = None) -> Splits:
+    if teacher_logits is not None and kind not in ("csv", "npz"):
+        raise DataError(f"an offline teacher's logits need rows to align with: a csv or npz dataset, not {kind!r}")
     if kind == "sine":
         if n_train is None or n_test is None:
             raise DataError("a sine dataset needs n_train and n_test (prepare.datasets[*])")
@@ -171,8 +318,10 @@ def build(kind: str, *, seed: int, val_fraction: float, test_fraction: float,
     if kind == "mnist1d":
         return make_mnist1d(val_fraction, seed)
     if kind == "csv":
-        return make_csv(path, label, val_fraction, test_fraction, seed)
-    raise DataError(f"unknown dataset kind {kind!r} (expected sine, digits, mnist1d or csv)")
+        return make_csv(path, label, val_fraction, test_fraction, seed, teacher_logits)
+    if kind == "npz":
+        return make_npz(path, val_fraction, test_fraction, seed, teacher_logits)
+    raise DataError(f"unknown dataset kind {kind!r} (expected sine, digits, mnist1d, csv or npz)")
 
 
 def prepare(name: str, kind: str, out_data: str | Path, out_meta: str | Path, **options) -> dict:
@@ -190,8 +339,12 @@ def prepare(name: str, kind: str, out_data: str | Path, out_meta: str | Path, **
         "n_classes": len(splits.class_names),
         "feature_names": splits.feature_names,
         "class_names": splits.class_names,
+        "input_shape": list(splits.input_shape or (int(arrays["x_train"].shape[1]),)),
         "options": {k: v for k, v in options.items() if v is not None},
     }
+    if splits.teacher_logits is not None:
+        meta["teacher"] = {"kind": "offline logits", "path": str(options["teacher_logits"]),
+                           "sha256": file_sha256(options["teacher_logits"])}
     for s in SPLITS:
         present = np.unique(arrays[f"y_{s}"])
         if len(present) < 2:

@@ -1,5 +1,6 @@
 """The `teacher` stage: train one teacher per dataset and save its weights AND its
-logits on every split, so no student ever recomputes it.
+logits on every split, so no student ever recomputes it; or, for a dataset with an
+offline teacher (logits computed elsewhere, in any framework), write those logits.
 
     distillstudy teacher --data data/prepared/mnist1d.npz --meta data/prepared/mnist1d.json ...
 """
@@ -29,12 +30,40 @@ def to_tensors(arrays: dict[str, np.ndarray], device: str) -> dict[str, torch.Te
     return {k: torch.from_numpy(v).to(device) for k, v in arrays.items() if k.startswith(("x_", "y_"))}
 
 
+def offline(arrays: dict[str, np.ndarray], info: dict, settings: dict, *, out_model: str, out_logits: str,
+            out_meta: str) -> dict:
+    """An offline teacher (prepare.datasets[*].teacher.logits): its logits, split by the
+    prepare stage with their rows, become the teacher's logits file; nothing is trained,
+    and the model file holds no weights."""
+    logits = {f"logits_{s}": arrays[f"teacher_logits_{s}"] for s in SPLITS}
+    scores = {s: metrics.all_metrics(logits[f"logits_{s}"], arrays[f"y_{s}"]) for s in SPLITS}
+    record = {
+        "dataset": info["name"],
+        "architecture": "offline logits",
+        "n_params": None,
+        "seed": None,
+        "data_sha256": info["sha256"],
+        "source": info["teacher"],
+        "metrics": scores,
+        "fit": {"selection": f"offline logits from {info['teacher']['path']}, not trained here"},
+        "runtime": settings,
+    }
+    save_state(out_model, {})
+    save_npz(out_logits, logits)
+    write_json(out_meta, record)
+    print(f"teacher[{info['name']}]: offline logits ({info['teacher']['path']}), test accuracy "
+          f"{scores['test']['accuracy']:.4f}, train mean max-prob {scores['train']['mean_max_prob']:.4f}")
+    return record
+
+
 def run(*, data: str, meta: str, global_seed: int, max_epochs: int, patience: int, batch_size: int,
         lr: float, weight_decay: float, cnn_channels: int, mlp_width: int, dropout: float,
         out_model: str, out_logits: str, out_meta: str, threads: int = 1) -> dict:
     settings = runtime.configure(threads)
     arrays = load_npz(data)
     info = json.loads(Path(meta).read_text())
+    if "teacher" in info:
+        return offline(arrays, info, settings, out_model=out_model, out_logits=out_logits, out_meta=out_meta)
     seed = seeds.teacher_seed(global_seed, info["name"])
     torch.manual_seed(seed)
     model = make_teacher(info["kind"], info["n_features"], info["n_classes"], arrays["mean"],

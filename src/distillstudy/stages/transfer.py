@@ -61,7 +61,6 @@ from __future__ import annotations
 from distillstudy.engine import runtime  # noqa: I001
 
 import copy
-import hashlib
 import json
 import time
 from pathlib import Path
@@ -70,17 +69,9 @@ import numpy as np
 from distillstudy.engine import augment, seeds
 from distillstudy.analysis import metrics
 from distillstudy import grid
-from distillstudy.artifacts import load_npz, save_npz, write_json
+from distillstudy.artifacts import file_sha256, load_npz, save_npz, write_json
 from distillstudy.engine.models import save_states
 from distillstudy.engine.teachers import TeacherFactory, stratified_folds, stratified_subset
-
-
-def file_sha256(path: str | Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for chunk in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def log_mean_prob(logits: list[np.ndarray]) -> np.ndarray:
