@@ -79,7 +79,7 @@ def test_dvc_yaml_blocks_are_current():
     blocks = codedeps.dvc_yaml_blocks(text)
     assert set(blocks) == set(codedeps.STAGES)
     for stage, files in blocks.items():
-        assert files == list(codedeps.stage_code(stage)), stage
+        assert files == list(codedeps.dvc_deps(stage)), stage
     assert codedeps.rewrite_dvc_yaml(text) == text
 
 
@@ -111,3 +111,13 @@ def test_snakemake_rules_list_exactly_the_stage_code(finished: Path):
     assert set(seen) == set(codedeps.STAGES)
     for rule, input_sets in seen.items():
         assert input_sets == {frozenset(codedeps.stage_code(rule))}, rule
+
+
+def test_your_files_outside_data_raw_join_the_dvc_stages_that_read_them():
+    params = {"prepare": {"datasets": [
+        {"name": "a", "kind": "npz", "path": "data/raw/a.npz", "teacher": {"logits": "elsewhere/a_logits.npz"}},
+        {"name": "b", "kind": "mnist1d", "teacher": {"factory": "zoo/nets.py:big", "weights": "zoo/big.pt"}},
+        {"name": "c", "kind": "csv", "path": "tables/c.csv", "label": "y"}]}}
+    assert codedeps.user_files("prepare", params) == ("elsewhere/a_logits.npz", "tables/c.csv")
+    assert codedeps.user_files("teacher", params) == ("zoo/big.pt", "zoo/nets.py")
+    assert codedeps.user_files("distill", params) == ()

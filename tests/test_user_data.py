@@ -154,7 +154,9 @@ PARAM_ERRORS = [
     ({"teacher": {"logits": "data/raw/t.npz"}}, "rows", "`logits` has 58 rows, the data 60"),
     ({"teacher": {"logits": "data/raw/t.npz"}}, "designs",
      "designs.datasets[0]: 'imgs' has an offline teacher (prepare.datasets[0].teacher.logits)"),
-    ({"teacher": {"logits": "data/raw/t.npz", "factory": "zoo.py:f"}}, "", "teacher.factory: unknown key"),
+    ({"teacher": {"logits": "data/raw/t.npz", "factory": "zoo.py:f"}}, "",
+     "teacher: give either logits (an offline teacher) or factory"),
+    ({"teacher": {"logits": "data/raw/t.npz", "cache": True}}, "", "teacher.cache: unknown key"),
     ({}, "no x", "needs arrays x and y; missing x"),
 ]
 
@@ -204,10 +206,10 @@ def test_a_study_of_npz_images_with_an_offline_teacher_runs_through_snakemake(tm
     assert "(Rule: prepare)" in out.stdout + out.stderr
 
 
-def test_the_schema_refuses_a_teacher_on_a_built_in_dataset():
+def test_offline_logits_need_rows_to_align_with():
     params = tiny_params()
     params["prepare"]["datasets"][0]["teacher"] = {"logits": "x.npz"}
-    with pytest.raises(ParamsError, match="teacher: unknown key"):
+    with pytest.raises(ParamsError, match=r"teacher.logits: .* only csv and npz datasets take them, not kind 'sine'"):
         check_params(params)
 
 

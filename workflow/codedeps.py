@@ -28,6 +28,7 @@ import sys
 from pathlib import Path
 
 import grimp
+import yaml
 
 from distillstudy.grid import STAGES
 
@@ -115,6 +116,30 @@ def dependent_stages(path: str) -> list[str]:
     return [s for s in STAGES if path in stage_code(s)]
 
 
+# ---- your files: factories, weights, data outside data/raw (params.yaml) --------------
+
+def user_files(stage: str, params: dict | None = None) -> tuple[str, ...]:
+    """Files params.yaml names that a stage reads: an offline teacher's logits and data
+    outside data/raw/ (prepare; data/raw/ is a dependency already), a teacher factory's
+    file and weights (teacher). Snakemake's rules take them as inputs; DVC needs them
+    listed, so dvc.yaml's generated block carries them after the stage's code."""
+    if params is None:
+        params = yaml.safe_load((ROOT / "params.yaml").read_text(encoding="utf-8"))
+    files = []
+    for spec in params["prepare"]["datasets"]:
+        teacher = spec.get("teacher", {})
+        if stage == "prepare":
+            files += [f for f in (spec.get("path"), teacher.get("logits")) if f]
+        if stage == "teacher":
+            files += [f for f in (teacher.get("factory", "").rsplit(":", 1)[0], teacher.get("weights")) if f]
+    return tuple(sorted({f for f in files if not f.startswith("data/raw/")}))
+
+
+def dvc_deps(stage: str) -> tuple[str, ...]:
+    """A DVC stage's generated dependencies: its code, then your files."""
+    return stage_code(stage) + user_files(stage)
+
+
 # ---- dvc.yaml's generated copy -------------------------------------------------------
 
 _STAGE_LINE = re.compile(r"^  (\w+):\s*$")
@@ -138,7 +163,7 @@ def rewrite_dvc_yaml(text: str) -> str:
             if stage not in STAGES:
                 raise ValueError(f"dvc.yaml: code block in unknown stage {stage!r}")
             indent = line[: len(line) - len(line.lstrip())]
-            out += [f"{indent}- {path}\n" for path in stage_code(stage)]
+            out += [f"{indent}- {path}\n" for path in dvc_deps(stage)]
             skipping = True
     return "".join(out)
 

@@ -66,6 +66,8 @@ def add_teacher(sub):
     p.add_argument("--meta", required=True)
     p.add_argument("--seed", type=int, required=True, help="global seed")
     add_teacher_knobs(p)
+    p.add_argument("--factory", help="your teacher: '<file>.py:<function>' (input_shape, n_classes) -> nn.Module")
+    p.add_argument("--weights", help="with --factory: a state_dict trained elsewhere, loaded, not retrained")
     p.add_argument("--threads", type=positive_int, default=1)
     p.add_argument("--out-model", required=True)
     p.add_argument("--out-logits", required=True)
@@ -78,7 +80,7 @@ def cmd_teacher(a):
     teacher.run(data=a.data, meta=a.meta, global_seed=a.seed, max_epochs=a.max_epochs,
                 patience=a.patience, batch_size=a.batch_size, lr=a.lr, weight_decay=a.weight_decay,
                 cnn_channels=a.cnn_channels, mlp_width=a.mlp_width, dropout=a.dropout,
-                out_model=a.out_model,
+                factory=a.factory, weights=a.weights, out_model=a.out_model,
                 out_logits=a.out_logits, out_meta=a.out_meta, threads=a.threads)
 
 

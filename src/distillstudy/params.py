@@ -109,8 +109,23 @@ def _user_file_errors(i: int, spec: dict, base: Path) -> list[str]:
     values are checked when the prepare stage reads them, naming the row)."""
     where = f"prepare.datasets[{i}]"
     messages, shapes = [], {}
+    teacher = spec.get("teacher", {})
+    if "logits" in teacher and ("factory" in teacher or "weights" in teacher):
+        messages.append(f"{where}.teacher: give either logits (an offline teacher) or factory (your module, "
+                        "with or without weights), not both")
+    if "weights" in teacher and "factory" not in teacher:
+        messages.append(f"{where}.teacher.weights: weights need the factory that builds their module "
+                        f"({where}.teacher.factory)")
+    if "logits" in teacher and spec["kind"] not in ("csv", "npz"):
+        messages.append(f"{where}.teacher.logits: an offline teacher's logits need rows to align with; only csv "
+                        f"and npz datasets take them, not kind {spec['kind']!r}")
+    for key in ("factory", "weights"):  # your teacher's code and weights: loaded by the teacher stage
+        if key in teacher:
+            name = teacher[key].rsplit(":", 1)[0] if key == "factory" else teacher[key]
+            if not (base / name).is_file():
+                messages.append(f"{where}.teacher.{key}: {name!r} does not exist (relative to {base})")
     files = ([("path", spec["path"])] if spec["kind"] == "npz" else []) + (
-        [("teacher.logits", spec["teacher"]["logits"])] if "teacher" in spec else [])
+        [("teacher.logits", teacher["logits"])] if "logits" in teacher else [])
     for key, name in files:
         path = base / name
         if not path.is_file():
@@ -175,12 +190,16 @@ def _designs_errors(params: dict) -> list[str]:
         if name not in names:
             messages.append(f"designs.datasets[{i}]: {name!r} is not a dataset of prepare.datasets "
                             f"(names: {', '.join(names)})")
-    offline = {d["name"]: i for i, d in enumerate(params["prepare"]["datasets"]) if "teacher" in d}
+    own = {d["name"]: (i, next(iter(d["teacher"]))) for i, d in enumerate(params["prepare"]["datasets"])
+           if "teacher" in d}
     for i, name in enumerate(designs["datasets"]):
-        if name in offline:
-            messages.append(f"designs.datasets[{i}]: {name!r} has an offline teacher (prepare.datasets"
-                            f"[{offline[name]}].teacher.logits); the study designs retrain or re-run the teacher, "
-                            "so they do not apply to it")
+        if name in own:
+            j, key = own[name]
+            what = ("an offline teacher" if key == "logits" else "a factory teacher") + \
+                f" (prepare.datasets[{j}].teacher.{key})"
+            why = ("the study designs retrain or re-run the teacher, so they do not apply to it" if key == "logits"
+                   else "the study designs do not build factory teachers yet")
+            messages.append(f"designs.datasets[{i}]: {name!r} has {what}; {why}")
     for i, size in enumerate(designs["sizes"]):
         if int(size) not in sizes:
             messages.append(f"designs.sizes[{i}]: {size} is not one of distill.sizes "
@@ -214,7 +233,7 @@ def check_params(params: dict, base: str | Path = ".") -> None:
         for i, spec in enumerate(datasets):
             if spec["kind"] == "csv":
                 messages += _csv_errors(i, spec, Path(base))
-            if spec["kind"] == "npz" or "teacher" in spec:
+            if spec["kind"] == "npz" or "teacher" in spec:  # files named in the dataset's entry
                 messages += _user_file_errors(i, spec, Path(base))
         messages += _designs_errors(params)
     if messages:

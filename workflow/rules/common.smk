@@ -57,10 +57,24 @@ wildcard_constraints:
 
 
 def user_files(wildcards):
-    """A dataset's own files: its table or arrays, and an offline teacher's logits."""
+    """A dataset's own files the prepare stage reads: its table or arrays, an offline teacher's logits."""
     spec = DATASETS[wildcards.dataset]
     files = [spec["path"]] if spec["kind"] in ("csv", "npz") else []
-    return files + ([spec["teacher"]["logits"]] if "teacher" in spec else [])
+    logits = spec.get("teacher", {}).get("logits")
+    return files + ([logits] if logits else [])
+
+
+def teacher_files(wildcards):
+    """Your teacher's code and weights (prepare.datasets[*].teacher.factory / .weights)."""
+    teacher = DATASETS[wildcards.dataset].get("teacher", {})
+    files = [teacher["factory"].rsplit(":", 1)[0]] if "factory" in teacher else []
+    return files + ([teacher["weights"]] if "weights" in teacher else [])
+
+
+def teacher_args(wildcards):
+    teacher = DATASETS[wildcards.dataset].get("teacher", {})
+    args = f"--factory {shlex.quote(teacher['factory'])}" if "factory" in teacher else ""
+    return args + (f" --weights {shlex.quote(teacher['weights'])}" if "weights" in teacher else "")
 
 
 def dataset_args(wildcards):
@@ -73,7 +87,7 @@ def dataset_args(wildcards):
         args = f"--path {shlex.quote(spec['path'])} --label {shlex.quote(spec['label'])}"
     if spec["kind"] == "npz":
         args = f"--path {shlex.quote(spec['path'])}"
-    if "teacher" in spec:
+    if "logits" in spec.get("teacher", {}):
         args += f" --teacher-logits {shlex.quote(spec['teacher']['logits'])}"
     return args
 

@@ -2,6 +2,7 @@ rule teacher:
     input:
         data="data/prepared/{dataset}.npz",
         meta="data/prepared/{dataset}.json",
+        user=teacher_files,
         code=stage_code("teacher"),
     output:
         model="models/teachers/{dataset}.pt",
@@ -17,6 +18,7 @@ rule teacher:
         cnn_channels=config["teacher"]["cnn_channels"],
         mlp_width=config["teacher"]["mlp_width"],
         dropout=config["teacher"]["dropout"],
+        factory=teacher_args,
     conda:
         "../envs/distillstudy.yaml"
     log:
@@ -34,6 +36,6 @@ rule teacher:
         " --max-epochs {params.max_epochs} --patience {params.patience}"
         " --batch-size {params.batch_size} --lr {params.lr} --weight-decay {params.weight_decay}"
         " --cnn-channels {params.cnn_channels} --mlp-width {params.mlp_width}"
-        " --dropout {params.dropout} --threads {threads}"
+        " --dropout {params.dropout} {params.factory} --threads {threads}"
         " --out-model {output.model} --out-logits {output.logits} --out-meta {output.meta}"
         " > {log} 2>&1"

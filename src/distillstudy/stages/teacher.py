@@ -18,8 +18,8 @@ import numpy as np
 import torch
 
 from distillstudy.analysis import metrics
-from distillstudy.engine import seeds
-from distillstudy.artifacts import write_json
+from distillstudy.engine import factories, seeds
+from distillstudy.artifacts import file_sha256, write_json
 from distillstudy.grid import SPLITS
 from distillstudy.artifacts import load_npz, save_npz
 from distillstudy.engine.models import save_state, SinLogistic, make_teacher, teacher_architecture
@@ -56,33 +56,60 @@ def offline(arrays: dict[str, np.ndarray], info: dict, settings: dict, *, out_mo
     return record
 
 
+def from_factory(spec: str, weights: str | None, info: dict, arrays: dict, seed: int, where: str):
+    """Your teacher: the factory's module on standardised inputs shaped like the data's
+    examples, or, with `weights`, on the raw inputs it was trained on elsewhere (loaded,
+    not retrained). Returns the model (OnFeatures) and the record's provenance."""
+    shape = tuple(info["input_shape"])
+    fn = factories.load_factory(spec, ".", "teacher", where)
+    net = factories.build(fn, (shape, info["n_classes"]), seed, where)
+    factories.check_output(net, shape, info["n_classes"], where)
+    if weights is not None:
+        factories.load_weights(net, weights, where)
+    model = factories.OnFeatures(net, shape, arrays["mean"], arrays["std"], standardize=weights is None)
+    source = {"factory": spec, "factory_sha256": file_sha256(spec.rsplit(":", 1)[0]),
+              "inputs": "raw" if weights else "standardised with the training split's mean and std"}
+    if weights is not None:
+        source.update(weights=weights, weights_sha256=file_sha256(weights))
+    return model, source
+
+
 def run(*, data: str, meta: str, global_seed: int, max_epochs: int, patience: int, batch_size: int,
         lr: float, weight_decay: float, cnn_channels: int, mlp_width: int, dropout: float,
-        out_model: str, out_logits: str, out_meta: str, threads: int = 1) -> dict:
+        out_model: str, out_logits: str, out_meta: str, threads: int = 1, factory: str | None = None,
+        weights: str | None = None) -> dict:
     settings = runtime.configure(threads)
     arrays = load_npz(data)
     info = json.loads(Path(meta).read_text())
     if "teacher" in info:
         return offline(arrays, info, settings, out_model=out_model, out_logits=out_logits, out_meta=out_meta)
     seed = seeds.teacher_seed(global_seed, info["name"])
-    torch.manual_seed(seed)
-    model = make_teacher(info["kind"], info["n_features"], info["n_classes"], arrays["mean"],
-                         arrays["std"], cnn_channels, mlp_width, dropout).to(settings["device"])
+    source = None
+    if factory is not None:
+        model, source = from_factory(factory, weights, info, arrays, seed, f"teacher[{info['name']}] {factory}")
+    else:
+        torch.manual_seed(seed)
+        model = make_teacher(info["kind"], info["n_features"], info["n_classes"], arrays["mean"],
+                             arrays["std"], cnn_channels, mlp_width, dropout)
+    model = model.to(settings["device"])
     tensors = to_tensors(arrays, settings["device"])
     started = time.perf_counter()
     run_name = f"teacher[{info['name']}]"
-    if isinstance(model, SinLogistic):
+    if weights is not None:
+        fit = {"selection": f"weights {weights} trained elsewhere, loaded, not retrained"}
+    elif isinstance(model, SinLogistic):
         fit = fit_convex(model, tensors, run_name)
     else:
         fit = train_teacher(model, tensors, seed=seed, max_epochs=max_epochs, patience=patience,
                             batch_size=batch_size, lr=lr, weight_decay=weight_decay, run_name=run_name)
+    model.eval()
     seconds = time.perf_counter() - started
     logits = {f"logits_{s}": predict(model, tensors[f"x_{s}"]).cpu().numpy().astype(np.float32)
               for s in SPLITS}
     scores = {s: metrics.all_metrics(logits[f"logits_{s}"], arrays[f"y_{s}"]) for s in SPLITS}
     record = {
         "dataset": info["name"],
-        "architecture": teacher_architecture(info["kind"]),
+        "architecture": factory or teacher_architecture(info["kind"]),
         "n_params": int(sum(p.numel() for p in model.parameters())),
         "seed": seed,
         "data_sha256": info["sha256"],
@@ -90,10 +117,12 @@ def run(*, data: str, meta: str, global_seed: int, max_epochs: int, patience: in
         "fit": fit,
         "runtime": settings,
     }
+    if source is not None:
+        record["source"] = source
     save_state(out_model, model.state_dict())
     save_npz(out_logits, logits)
     write_json(out_meta, record)
-    print(f"teacher[{info['name']}]: {record['architecture']}, best epoch {fit['best_epoch']} of "
-          f"{fit['epochs_run']}, test accuracy {scores['test']['accuracy']:.4f}, train mean max-prob "
+    trained = f"best epoch {fit['best_epoch']} of {fit['epochs_run']}" if "best_epoch" in fit else fit["selection"]
+    print(f"teacher[{info['name']}]: {record['architecture']}, {trained}, test accuracy {scores['test']['accuracy']:.4f}, train mean max-prob "
           f"{scores['train']['mean_max_prob']:.4f}, {seconds:.1f} s")
     return record
