@@ -154,9 +154,9 @@ class Worker:
         """The client closed its end while its child runs: nobody wants the result."""
         try:
             os.killpg(pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
-        _, status = os.waitpid(pid, 0)
+        except ProcessLookupError:  # not yet its own group leader (setpgid is its first act)
+            os.kill(pid, signal.SIGKILL)
+        os.waitpid(pid, 0)
         self.finish(pid, None)
 
     def serve(self) -> None:
