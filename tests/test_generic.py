@@ -12,7 +12,7 @@ from distillstudy.engine.cell_loss import objective_fn
 from distillstudy.engine.families import cnn, mlp
 from distillstudy.engine.generic import GenericStack, train_generic
 from distillstudy.engine.models import StackedMLP, student_layer_sizes
-from distillstudy.engine.train import stacked_logits, train_stacked
+from distillstudy.engine.train import member_orders, stacked_logits, train_stacked
 
 SEEDS = [11, 12, 13]
 
@@ -99,3 +99,28 @@ def test_a_dropout_student_draws_its_own_masks():
     b, _ = train_cnn(x, y, t, factory=factory)
     assert all(torch.equal(a.params[k], b.params[k]) for k in a.params)
     assert not torch.equal(a.params["1.weight"][0], a.params["1.weight"][1])
+
+
+def test_the_generic_path_equals_plain_autograd_for_a_cnn_family():
+    """Against an independent reference: each seed's module trained alone with plain
+    autograd on the cell's reference loss (Objective.__call__) and torch.optim.Adam, the
+    same init and batch order, float64."""
+    x, y, t = images(n=40)
+    x, t = x.double(), t.double()
+    loss = objective_fn("dkd", 0.9, {"alpha": 1, "beta": 2, "temperature": 3})
+    factory = lambda: cnn(tuple(x.shape[1:]), t.shape[1], 3)  # noqa: E731
+    stack = GenericStack(factory, SEEDS, x, "cnn test", dtype=torch.float64)
+    train_generic(stack, x, y, t, loss, epochs=2, batch_size=16, lr=1e-2, weight_decay=1e-3, run_name="cnn test")
+    for i, (seed, order) in enumerate(zip(SEEDS, member_orders(SEEDS))):
+        torch.manual_seed(seed)
+        model = factory().double()
+        adam = torch.optim.Adam(model.parameters(), lr=1e-2, weight_decay=1e-3)
+        for _ in range(2):
+            perm = torch.from_numpy(order.permutation(len(y)))
+            for start in range(0, len(y), 16):
+                idx = perm[start:start + 16]
+                adam.zero_grad()
+                loss(model(x[idx]), t[idx], y[idx]).backward()
+                adam.step()
+        for name, p in model.named_parameters():
+            torch.testing.assert_close(stack.params[name][i], p.detach(), rtol=0, atol=1e-9, msg=name)

@@ -11,6 +11,7 @@ import torch
 from torch import nn
 
 from distillstudy.engine import models, runtime, stacked
+from distillstudy.engine.train import train_teacher
 
 N_FEATURES, N_CLASSES = 12, 3
 
@@ -160,3 +161,23 @@ def test_the_stacking_benchmark_measures_both_ways_on_tiny_data():
     assert (work["cross_fitted"]["members"], work["cross_fitted"]["n_train_per_member"]) == (3, 40)
     assert (work["ensemble"]["members"], work["ensemble"]["n_train_per_member"]) == (2, 60)
     assert work["ensemble"]["steps_per_member"] == 4 and result["threads"] == 1
+
+
+@pytest.mark.parametrize("factory", [cnn(dropout=0.0), mlp(dropout=0.0)], ids=["cnn1d", "wide_mlp"])
+def test_a_stacked_member_equals_plain_training_with_torch_adam(factory):
+    """Against an independent reference, not the engine itself: train.train_teacher (plain
+    autograd, torch.optim.Adam, the same seed and batch order; no dropout, whose masks
+    differ by design), float64, last epoch kept."""
+    x, y = problem(90, 1)
+    x_val, y_val = problem(40, 2)
+    knobs = {**KNOBS, "max_epochs": 6}
+    fits = train(factory, SEEDS, [(x, y)] * 3, (x_val, y_val), select="last", max_epochs=6)
+    for seed, fit in zip(SEEDS, fits):
+        torch.manual_seed(seed)
+        alone = factory()
+        record = train_teacher(alone, {"x_train": x, "y_train": y, "x_val": x_val, "y_val": y_val}, seed=seed,
+                               max_epochs=6, batch_size=knobs["batch_size"], lr=knobs["lr"],
+                               weight_decay=knobs["weight_decay"], run_name="plain", select="last")
+        assert fit.fit["final_val_nll"] == pytest.approx(record["final_val_nll"], rel=1e-9)
+        for (name, p), (_, q) in zip(fit.model.named_parameters(), alone.named_parameters()):
+            torch.testing.assert_close(p, q, rtol=0, atol=1e-9, msg=name)

@@ -153,6 +153,24 @@ def test_fused_adam_equals_torch_adam(weight_decay):
         assert torch.equal(p, q.detach())
 
 
+def test_fused_adam_reads_strided_gradients_in_their_parameter_s_order():
+    """Autograd through vmap returns transposed gradient views; the fused kernel walks raw
+    memory, so each must be laid out as its parameter before the step (found: a stacked
+    teacher's linear head moved against its gradient)."""
+    g = torch.Generator().manual_seed(6)
+    ours = [torch.randn(2, 10, 7, generator=g)]
+    theirs = [ours[0].clone().requires_grad_()]
+    reference = torch.optim.Adam(theirs, lr=1e-2)
+    adam = train.FusedAdam(ours, lr=1e-2)
+    for _ in range(3):
+        grad = torch.randn(2, 7, 10, generator=g).transpose(1, 2)  # strided, shape (2, 10, 7)
+        assert not grad.is_contiguous()
+        theirs[0].grad = grad.contiguous()
+        adam.step([grad])
+        reference.step()
+    torch.testing.assert_close(ours[0], theirs[0].detach(), rtol=0, atol=1e-6)
+
+
 def test_stacked_logits_equal_the_models_forward():
     x, _, _ = tiny_problem(n=70)
     x = x.float()

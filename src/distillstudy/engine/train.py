@@ -69,6 +69,10 @@ class FusedAdam:
                 p.grad = g
             self.fallback.step()
             return
+        # The kernel walks a gradient's memory in its parameter's (contiguous) order: a
+        # strided gradient (autograd through vmap returns transposed views) would be read
+        # scrambled. The engine's own gradient buffers are contiguous: no copy there.
+        grads = [g if g.is_contiguous() else g.contiguous() for g in grads]
         self.step_count.add_(1)
         torch._fused_adam_(self.params, grads, self.exp_avg, self.exp_avg_sq, [], self.steps,
                            amsgrad=False, maximize=False, grad_scale=None, found_inf=None, **self.hyper)
