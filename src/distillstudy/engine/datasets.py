@@ -179,18 +179,23 @@ def _features(values: np.ndarray, path, key: str) -> np.ndarray:
     return values.reshape(len(values), -1).astype(np.float64)
 
 
+def _user_npz(path: Path, what: str) -> dict[str, np.ndarray]:
+    """Every array of a user's npz, refusing pickled objects (they would run code)."""
+    if not path.is_file():
+        raise DataError(f"{path}: {what} does not exist")
+    try:
+        with np.load(path, allow_pickle=False) as npz:
+            return {k: npz[k] for k in npz.files}
+    except (OSError, ValueError) as exc:
+        raise DataError(f"{path}: not a readable npz file without pickled objects ({exc})") from None
+
+
 def read_npz(path: str | Path) -> dict:
     """A user's npz: `x` (n, ...) numeric and `y` (n,) integer or string labels, optionally
     `x_test`, `y_test` (a fixed test split). Rows are examples; x is flattened to features,
     its per-example shape kept as `input_shape`. Raises DataError naming the file and key."""
     path = Path(path)
-    if not path.is_file():
-        raise DataError(f"{path}: file does not exist")
-    try:
-        with np.load(path, allow_pickle=False) as npz:
-            raw = {k: npz[k] for k in npz.files}
-    except (OSError, ValueError) as exc:
-        raise DataError(f"{path}: not a readable npz file without pickled objects ({exc})") from None
+    raw = _user_npz(path, "file")
     missing = [k for k in ("x", "y") if k not in raw]
     if missing:
         raise DataError(f"{path}: needs arrays `x` and `y`; missing {', '.join(missing)} (found {sorted(raw)})")
@@ -226,13 +231,7 @@ def read_teacher_logits(path: str | Path, n: int, n_classes: int, n_test: int | 
     `logits_test` aligned with its fixed test split when it has one. Raises DataError
     naming the file, the array and what is wrong."""
     path = Path(path)
-    if not path.is_file():
-        raise DataError(f"{path}: teacher logits file does not exist")
-    try:
-        with np.load(path, allow_pickle=False) as npz:
-            raw = {k: npz[k] for k in npz.files}
-    except (OSError, ValueError) as exc:
-        raise DataError(f"{path}: not a readable npz file without pickled objects ({exc})") from None
+    raw = _user_npz(path, "teacher logits file")
     wanted = {"logits": n, **({} if n_test is None else {"logits_test": n_test})}
     out = {}
     for key, rows in wanted.items():

@@ -14,7 +14,7 @@ from distillstudy.engine import runtime  # noqa: F401  (first: imports torch wit
 import torch
 from torch import nn
 
-from distillstudy.engine.models import linear_init
+from distillstudy.engine.models import linear_init, relu_layers
 
 
 class MLP(nn.Module):
@@ -31,13 +31,7 @@ class MLP(nn.Module):
             self.biases.append(nn.Parameter(b.unsqueeze(0)))
 
     def forward(self, x):
-        h = x.flatten(1)
-        last = len(self.weights) - 1
-        for layer, (w, b) in enumerate(zip(self.weights, self.biases)):
-            h = torch.addmm(b, h, w)
-            if layer < last:
-                h = torch.relu(h)
-        return h
+        return relu_layers(x.flatten(1), self.weights, self.biases, torch.addmm)
 
 
 def mlp(input_shape: tuple[int, ...], n_classes: int, size: int, depth: int = 2) -> MLP:

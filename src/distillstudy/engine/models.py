@@ -43,6 +43,17 @@ def student_layer_sizes(n_in: int, hidden: int, n_out: int) -> list[int]:
     return [n_in, hidden, hidden, n_out]
 
 
+def relu_layers(h: torch.Tensor, weights, biases, affine) -> torch.Tensor:
+    """h -> affine(b, h, W) for each layer, ReLU between layers (not after the last):
+    torch.addmm for one MLP's (in, out) weights, torch.baddbmm for stacked (M, in, out)."""
+    last = len(weights) - 1
+    for layer, (w, b) in enumerate(zip(weights, biases)):
+        h = affine(b, h, w)
+        if layer < last:
+            h = torch.relu(h)
+    return h
+
+
 class StackedMLP(nn.Module):
     """M independent ReLU MLPs evaluated together: input (M, batch, in) -> (M, batch, out)."""
 
@@ -66,13 +77,7 @@ class StackedMLP(nn.Module):
         return len(self.seeds)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        h = self.standardize(x)
-        last = len(self.weights) - 1
-        for layer, (w, b) in enumerate(zip(self.weights, self.biases)):
-            h = torch.baddbmm(b, h, w)
-            if layer < last:
-                h = torch.relu(h)
-        return h
+        return relu_layers(self.standardize(x), self.weights, self.biases, torch.baddbmm)
 
 
 def count_student_params(sizes: list[int]) -> int:

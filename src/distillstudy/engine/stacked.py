@@ -48,7 +48,7 @@ from torch import nn
 from torch.func import functional_call, vmap
 
 from distillstudy.engine.seeds import derive_seed
-from distillstudy.engine.train import FusedAdam, member_orders
+from distillstudy.engine.train import FusedAdam, fit_record, member_orders
 from distillstudy.errors import TrainingDiverged
 
 #: Rows per validation forward (as train.predict batches it).
@@ -265,20 +265,8 @@ def _train_group(factory, seeds, xs, ys, x_val, y_val, *, max_epochs, batch_size
             for k, p in model.named_parameters():
                 p.copy_(state[k])
         model.eval()
-        out.append(StackedFit(model, _fit_record(select, max_epochs, best[i], history[i]), history[i]))
+        out.append(StackedFit(model, fit_record(select, max_epochs, best[i], history[i]), history[i]))
     return out
-
-
-def _fit_record(select: str, max_epochs: int, best: dict, history: list[float]) -> dict:
-    """train.train_teacher's record for the same outcome."""
-    if select == "last":
-        lowest = int(np.argmin(history)) + 1 if history else 0
-        return {"best_epoch": max_epochs, "epochs_run": max_epochs,
-                "selection": "last epoch of max_epochs (no early stopping)",
-                "final_val_nll": history[-1] if history else None,
-                "lowest_val_nll": history[lowest - 1] if history else None, "lowest_val_nll_epoch": lowest}
-    return {"best_epoch": best["epoch"], "best_val_nll": best["val_nll"], "epochs_run": len(history),
-            "selection": "early stopping on validation NLL"}
 
 
 def train_stack(factory: Callable[[], nn.Module], seeds: list[int],

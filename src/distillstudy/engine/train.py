@@ -289,12 +289,19 @@ def train_teacher(model: nn.Module, data: dict[str, torch.Tensor], *, seed: int,
         elif epoch - best["epoch"] >= patience:
             break
     model.eval()
+    if select == "best":
+        model.load_state_dict(best["state"])
+    return fit_record(select, max_epochs, best, history)
+
+
+def fit_record(select: str, max_epochs: int, best: dict, history: list[float]) -> dict:
+    """A teacher's training record: the best epoch and its validation NLL (select="best"),
+    or the last epoch with the lowest validation NLL seen (select="last")."""
     if select == "last":
         lowest = int(np.argmin(history)) + 1 if history else 0
         return {"best_epoch": max_epochs, "epochs_run": max_epochs,
                 "selection": "last epoch of max_epochs (no early stopping)",
                 "final_val_nll": history[-1] if history else None,
                 "lowest_val_nll": history[lowest - 1] if history else None, "lowest_val_nll_epoch": lowest}
-    model.load_state_dict(best["state"])
     return {"best_epoch": best["epoch"], "best_val_nll": best["val_nll"], "epochs_run": len(history),
             "selection": "early stopping on validation NLL"}
