@@ -136,7 +136,7 @@ def test_a_study_with_a_factory_teacher_runs_through_snakemake(tmp_path):
     run(["snakemake", "-c2"], ws)
     meta = json.loads((ws / "models/teachers/imgs.json").read_text())
     assert meta["architecture"] == "zoo/models.py:conv"
-    assert "zoo/models.py:conv" in (ws / "reports/index.html").read_text()
+    assert "Teacher (your module zoo/models.py:conv, trained here): test accuracy" in (ws / "reports/index.html").read_text()
     # Editing the factory's file re-runs the teacher and what follows it.
     (ws / "zoo/models.py").write_text(ZOO.replace("nn.Conv2d(1, 4, 3", "nn.Conv2d(1, 4, 3, bias=False"))
     out = run(["snakemake", "-c2"], ws)
@@ -159,3 +159,13 @@ def test_params_refuse_a_missing_factory_file_and_designs_on_a_factory_teacher(t
     params["designs"]["datasets"] = ["imgs"]
     with pytest.raises(ParamsError, match="has a factory teacher .* do not build factory teachers yet"):
         check_params(params, base=tmp_path)
+
+
+def test_the_report_says_where_a_dataset_s_teacher_came_from():
+    from distillstudy.render.page import teacher_kind
+
+    assert teacher_kind(None) == ""
+    assert teacher_kind({"logits": "data/raw/t.npz"}) == "offline logits from data/raw/t.npz, not trained here"
+    assert teacher_kind({"factory": "zoo/m.py:f"}) == "your module zoo/m.py:f, trained here"
+    assert teacher_kind({"factory": "zoo/m.py:f", "weights": "w.pt"}) == \
+        "your module zoo/m.py:f with the weights w.pt, not retrained"

@@ -198,7 +198,8 @@ def test_a_study_of_npz_images_with_an_offline_teacher_runs_through_snakemake(tm
     models = set(results.model)
     assert {"baseline", "distilled", "dkd"} <= models
     assert (ws / "reports/index.html").is_file()
-    assert "offline logits" in (ws / "reports/index.html").read_text()
+    assert "Teacher (offline logits from data/raw/imgs_teacher.npz, not trained here): test accuracy" in \
+        (ws / "reports/index.html").read_text()
     # Another teacher file re-runs the study from the prepare stage.
     logits[1::9] = np.roll(logits[1::9], 1, axis=1)
     np.savez(ws / "data/raw/imgs_teacher.npz", logits=logits)

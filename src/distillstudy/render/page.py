@@ -54,6 +54,18 @@ def _method_note(conf_pct: int) -> str:
         f"tables also offer Holm-adjusted intervals).")
 
 
+def teacher_kind(spec: dict | None) -> str:
+    """How a dataset's teacher came to be, when it is not the built-in one (params'
+    prepare.datasets[*].teacher): said beside its scores, so nobody mistakes it."""
+    if not spec:
+        return ""
+    if "logits" in spec:
+        return f"offline logits from {spec['logits']}, not trained here"
+    if "weights" in spec:
+        return f"your module {spec['factory']} with the weights {spec['weights']}, not retrained"
+    return f"your module {spec['factory']}, trained here"
+
+
 def render_page(results: pd.DataFrame, *, figures_dir: Path, params: dict, datasets_meta: list[dict],
                 provenance: dict, benchmarks: pd.DataFrame | None = None,
                 calibration: pd.DataFrame | None = None, designs: pd.DataFrame | None = None,
@@ -77,6 +89,9 @@ def render_page(results: pd.DataFrame, *, figures_dir: Path, params: dict, datas
                                                         figures_dir, confidence) for ds in names]
     datasets = [tables.dataset_section(ds, results, summaries, figures_dir, confidence, calibration)
                 for ds in names]
+    own_teachers = {d["name"]: d["teacher"] for d in params.get("prepare", {}).get("datasets", []) if "teacher" in d}
+    for section in datasets:
+        section["teacher_kind"] = teacher_kind(own_teachers.get(section["name"]))
     design_section = design_sections.designs_section(designs, params, figures_dir, confidence)
     conf_pct = int(round(confidence * 100))
     meta_columns, meta_rows, meta_details = tables.meta_table(datasets_meta)
