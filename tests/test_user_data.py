@@ -9,7 +9,6 @@ import json
 import numpy as np
 import pandas as pd
 import pytest
-import yaml
 
 from conftest import make_workspace, run, tiny_params
 from distillstudy.engine import datasets
@@ -214,11 +213,10 @@ def test_offline_logits_need_rows_to_align_with():
         check_params(params)
 
 
-def test_npz_params_of_the_readme_example_are_valid(tmp_path):
+def test_an_npz_dataset_with_offline_logits_passes_the_params_checks(tmp_path):
     x, y, logits = images()
     raw = tmp_path / "data/raw"
     raw.mkdir(parents=True)
     np.savez(raw / "imgs.npz", x=x, y=y)
     np.savez(raw / "t.npz", logits=logits)
     check_params(npz_params(teacher={"logits": "data/raw/t.npz"}), base=tmp_path)
-    yaml.safe_dump(npz_params())  # plain data

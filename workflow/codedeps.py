@@ -30,7 +30,7 @@ from pathlib import Path
 import grimp
 import yaml
 
-from distillstudy.grid import STAGES
+from distillstudy.grid import STAGES, factory_file
 
 PACKAGE = "distillstudy"
 ROOT = Path(__file__).resolve().parents[1]
@@ -131,7 +131,8 @@ def user_files(stage: str, params: dict | None = None) -> tuple[str, ...]:
         if stage == "prepare":
             files += [f for f in (spec.get("path"), teacher.get("logits")) if f]
         if stage == "teacher":
-            files += [f for f in (teacher.get("factory", "").rsplit(":", 1)[0], teacher.get("weights")) if f]
+            files += [f for f in (factory_file(teacher["factory"]) if "factory" in teacher else None,
+                                  teacher.get("weights")) if f]
     return tuple(sorted({f for f in files if not f.startswith("data/raw/")}))
 
 

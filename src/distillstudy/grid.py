@@ -50,6 +50,11 @@ OWN_BASELINE = ("epochs", "label_fraction")
 FIXED_TEACHER_KINDS = ("sine",)
 
 
+def factory_file(spec: str) -> str:
+    """The file of a factory "<file>.py:<function>" (relative to the repository root)."""
+    return spec.rsplit(":", 1)[0]
+
+
 def format_number(value) -> str:
     """THE spelling of a number in cell and variant names, paths and tables.
 

@@ -53,7 +53,6 @@ MAX_SOCKET_PATH = 107
 IMPORT_TIME_ENV = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS", "CUDA_VISIBLE_DEVICES",
                    "CUBLAS_WORKSPACE_CONFIG", "PYTHONHASHSEED", "LD_LIBRARY_PATH", "LD_PRELOAD",
                    "MPLBACKEND", "MPLCONFIGDIR")
-#: The reply when the child ran: its exit status as decimal text; anything else is a failure.
 PACKAGE_DIR = Path(__file__).resolve().parent
 
 

@@ -20,7 +20,7 @@ import jsonschema
 import numpy as np
 import yaml
 
-from distillstudy.grid import distill_alphas, distill_objectives, format_number
+from distillstudy.grid import distill_alphas, distill_objectives, factory_file, format_number
 from distillstudy.errors import ParamsError
 
 #: Ships inside the package, so validation works outside a checkout too.
@@ -121,7 +121,7 @@ def _user_file_errors(i: int, spec: dict, base: Path) -> list[str]:
                         f"and npz datasets take them, not kind {spec['kind']!r}")
     for key in ("factory", "weights"):  # your teacher's code and weights: loaded by the teacher stage
         if key in teacher:
-            name = teacher[key].rsplit(":", 1)[0] if key == "factory" else teacher[key]
+            name = factory_file(teacher[key]) if key == "factory" else teacher[key]
             if not (base / name).is_file():
                 messages.append(f"{where}.teacher.{key}: {name!r} does not exist (relative to {base})")
     files = ([("path", spec["path"])] if spec["kind"] == "npz" else []) + (

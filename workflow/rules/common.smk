@@ -17,6 +17,7 @@ from distillstudy.grid import (
     VARIANT_PATTERN,
     dataset_variants,
     design_temperature_cells,
+    factory_file,
     parse_variant,
     study_cells,
     variant_cells,
@@ -67,7 +68,7 @@ def user_files(wildcards):
 def teacher_files(wildcards):
     """Your teacher's code and weights (prepare.datasets[*].teacher.factory / .weights)."""
     teacher = DATASETS[wildcards.dataset].get("teacher", {})
-    files = [teacher["factory"].rsplit(":", 1)[0]] if "factory" in teacher else []
+    files = [factory_file(teacher["factory"])] if "factory" in teacher else []
     return files + ([teacher["weights"]] if "weights" in teacher else [])
 
 

@@ -55,13 +55,6 @@ class GenericStack:
     def n_members(self) -> int:
         return len(self.seeds)
 
-    def n_params(self) -> int:
-        """Trainable parameters of ONE member."""
-        return int(sum(p[0].numel() for p in self.params.values()))
-
-    def state_dict(self) -> dict[str, torch.Tensor]:
-        return {k: p.detach() for k, p in self.params.items()} | dict(self.buffers)
-
     @torch.no_grad()
     def logits(self, x: torch.Tensor, batch: int = 512) -> torch.Tensor:
         """(M, n, classes) logits of every member on the same inputs, eval mode."""

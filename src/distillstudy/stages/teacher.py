@@ -20,7 +20,7 @@ import torch
 from distillstudy.analysis import metrics
 from distillstudy.engine import factories, seeds
 from distillstudy.artifacts import file_sha256, write_json
-from distillstudy.grid import SPLITS
+from distillstudy.grid import SPLITS, factory_file
 from distillstudy.artifacts import load_npz, save_npz
 from distillstudy.engine.models import save_state, SinLogistic, make_teacher, teacher_architecture
 from distillstudy.engine.train import fit_convex, predict, train_teacher
@@ -67,7 +67,7 @@ def from_factory(spec: str, weights: str | None, info: dict, arrays: dict, seed:
     if weights is not None:
         factories.load_weights(net, weights, where)
     model = factories.OnFeatures(net, shape, arrays["mean"], arrays["std"], standardize=weights is None)
-    source = {"factory": spec, "factory_sha256": file_sha256(spec.rsplit(":", 1)[0]),
+    source = {"factory": spec, "factory_sha256": file_sha256(factory_file(spec)),
               "inputs": "raw" if weights else "standardised with the training split's mean and std"}
     if weights is not None:
         source.update(weights=weights, weights_sha256=file_sha256(weights))
