@@ -30,7 +30,7 @@ from pathlib import Path
 import grimp
 import yaml
 
-from distillstudy.grid import STAGES, factory_file
+from distillstudy.grid import STAGES, distill_students, factory_file, is_factory
 
 PACKAGE = "distillstudy"
 ROOT = Path(__file__).resolve().parents[1]
@@ -121,7 +121,7 @@ def dependent_stages(path: str) -> list[str]:
 def user_files(stage: str, params: dict | None = None) -> tuple[str, ...]:
     """Files params.yaml names that a stage reads: an offline teacher's logits and data
     outside data/raw/ (prepare; data/raw/ is a dependency already), a teacher factory's
-    file and weights (teacher). Snakemake's rules take them as inputs; DVC needs them
+    file and weights (teacher), a student family's factory (distill). Snakemake's rules take them as inputs; DVC needs them
     listed, so dvc.yaml's generated block carries them after the stage's code."""
     if params is None:
         params = yaml.safe_load((ROOT / "params.yaml").read_text(encoding="utf-8"))
@@ -133,6 +133,8 @@ def user_files(stage: str, params: dict | None = None) -> tuple[str, ...]:
         if stage == "teacher":
             files += [f for f in (factory_file(teacher["factory"]) if "factory" in teacher else None,
                                   teacher.get("weights")) if f]
+    if stage == "distill":  # your student families' factories
+        files += [factory_file(e["family"]) for e in distill_students(params["distill"]) if is_factory(e["family"])]
     return tuple(sorted({f for f in files if not f.startswith("data/raw/")}))
 
 

@@ -127,7 +127,9 @@ def add_distill(sub):
     targets.add_argument("--transfer", help="a study-design variant's transfer set")
     p.add_argument("--variant", default="reference", help="study-design variant (reference: the main grid)")
     p.add_argument("--dataset", required=True)
-    p.add_argument("--size", type=positive_int, required=True)
+    p.add_argument("--size", type=positive_int, required=True, help="the family's size (mlp width, cnn channels)")
+    p.add_argument("--family", default="mlp", help="mlp, cnn, or your factory '<file>.py:<function>'")
+    p.add_argument("--depth", type=positive_int, help="mlp only: hidden layers (default 2)")
     p.add_argument("--cell", required=True,
                    help="baseline | control | <objective>[_<setting>]_mix<alpha>, e.g. kd_T4_mix0.9")
     p.add_argument("--seeds", type=positive_int, required=True, help="number of replicates")
@@ -145,7 +147,7 @@ def cmd_distill(a):
     from distillstudy.stages import distill
 
     distill.run(data=a.data, teacher_logits=a.teacher_logits, transfer=a.transfer, variant=a.variant,
-                dataset=a.dataset, size=a.size,
+                dataset=a.dataset, size=a.size, family=a.family, depth=a.depth,
                 cell=a.cell, n_seeds=a.seeds, global_seed=a.seed, epochs=a.epochs,
                 batch_size=a.batch_size, lr=a.lr, weight_decay=a.weight_decay,
                 out_model=a.out_model, out_logits=a.out_logits, threads=a.threads)
@@ -227,9 +229,14 @@ def add_validate(sub):
 
 
 def cmd_validate(a):
+    from distillstudy.grid import distill_students, is_factory
     from distillstudy.params import load_params
 
-    load_params(a.params)
+    params = load_params(a.params)
+    if any(is_factory(e["family"]) for e in distill_students(params["distill"])):
+        from distillstudy.engine.factories import check_students  # imports torch: only for your factories
+
+        check_students(params)
     print(f"{a.params}: valid")
 
 

@@ -20,7 +20,8 @@ import jsonschema
 import numpy as np
 import yaml
 
-from distillstudy.grid import distill_alphas, distill_objectives, factory_file, format_number
+from distillstudy.grid import (distill_alphas, distill_objectives, distill_students, factory_file, format_number,
+                              is_factory, reference_family)
 from distillstudy.errors import ParamsError
 
 #: Ships inside the package, so validation works outside a checkout too.
@@ -85,7 +86,7 @@ def _csv_errors(i: int, spec: dict, base: Path) -> list[str]:
     return []
 
 
-def _npz_keys(path: Path) -> dict[str, tuple]:
+def npz_shapes(path: Path) -> dict[str, tuple]:
     """{array name: shape} of an npz, read from the arrays' headers only (no data)."""
     read_header = {(1, 0): np.lib.format.read_array_header_1_0, (2, 0): np.lib.format.read_array_header_2_0}
     shapes = {}
@@ -98,6 +99,23 @@ def _npz_keys(path: Path) -> dict[str, tuple]:
                 shape, _, _ = read_header[version](handle)
             shapes[member.removesuffix(".npy")] = shape
     return shapes
+
+
+#: The per-example input shape of the built-in datasets (a csv table's is (columns - 1,),
+#: an npz's is its x's): what student families are built and checked for.
+BUILTIN_SHAPES = {"mnist1d": (40,), "digits": (8, 8), "sine": (1,)}
+
+
+def dataset_input_shape(spec: dict, base: str | Path = ".") -> tuple[int, ...]:
+    """One example's shape for a prepare.datasets entry, without preparing it: the
+    built-in kinds' known shapes, a csv's feature count (its header), an npz's x."""
+    if spec["kind"] in BUILTIN_SHAPES:
+        return BUILTIN_SHAPES[spec["kind"]]
+    path = Path(base) / spec["path"]
+    if spec["kind"] == "npz":
+        return tuple(int(d) for d in npz_shapes(path)["x"][1:])
+    with open(path, newline="", encoding="utf-8") as fh:
+        return (len(next(csv.reader(fh), [])) - 1,)
 
 
 def _rows(shape: tuple) -> int:
@@ -132,7 +150,7 @@ def _user_file_errors(i: int, spec: dict, base: Path) -> list[str]:
             messages.append(f"{where}.{key}: {name!r} does not exist (relative to {base})")
             continue
         try:
-            shapes[key] = _npz_keys(path)
+            shapes[key] = npz_shapes(path)
         except (OSError, ValueError, zipfile.BadZipFile) as exc:
             messages.append(f"{where}.{key}: {name!r} is not a readable npz file ({exc})")
     data = shapes.get("path")
@@ -179,12 +197,65 @@ def _distill_errors(distill: dict) -> list[str]:
     return messages
 
 
+def _students_errors(params: dict, base: Path) -> list[str]:
+    """distill.students: labels unique (they name paths and table rows), sizes unique per
+    family, depth only for mlps, datasets that exist, every dataset with a student,
+    factory files that exist (their functions are checked by engine.factories.check_students)."""
+    distill = params["distill"]
+    if "students" not in distill:
+        return _duplicate_errors(distill["sizes"], "distill.sizes", int)
+    names = [d["name"] for d in params["prepare"]["datasets"]]
+    messages, labels, covered = [], {}, set()
+    for i, entry in enumerate(distill_students(distill)):
+        where = f"distill.students[{i}]"
+        messages += _duplicate_errors(entry["sizes"], f"{where}.sizes", int)
+        if entry["label"] in labels:
+            messages.append(f"{where}.family: {entry['family']!r} is named {entry['label']!r} in paths and tables, "
+                            f"as distill.students[{labels[entry['label']]}] is: give one of them another "
+                            f"{'depth' if entry['label'].startswith('mlp') else 'function name'}")
+        labels.setdefault(entry["label"], i)
+        if "depth" in distill["students"][i] and entry["family"] != "mlp":
+            messages.append(f"{where}.depth: only the mlp family has a depth ({entry['family']!r} has its own)")
+        for j, name in enumerate(entry["datasets"] or []):
+            if name not in names:
+                messages.append(f"{where}.datasets[{j}]: {name!r} is not a dataset of prepare.datasets "
+                                f"(names: {', '.join(names)})")
+        covered.update(entry["datasets"] or names)
+        if entry["family"] == "cnn":
+            messages += _cnn_errors(where, entry, params, base)
+        if is_factory(entry["family"]) and not (base / factory_file(entry["family"])).is_file():
+            messages.append(f"{where}.family: factory file {factory_file(entry['family'])!r} does not exist "
+                            f"(relative to {base.resolve()})")
+    for name in names:
+        if name not in covered:
+            messages.append(f"distill.students: no family is trained on dataset {name!r} (list it in a family's "
+                            f"datasets, or leave datasets out to train a family on every dataset)")
+    return messages
+
+
+def _cnn_errors(where: str, entry: dict, params: dict, base: Path) -> list[str]:
+    """The built-in cnn convolves (length,), (H, W) or (C, H, W) inputs (engine/families.py)."""
+    messages = []
+    for spec in params["prepare"]["datasets"]:
+        if entry["datasets"] is not None and spec["name"] not in entry["datasets"]:
+            continue
+        try:
+            shape = dataset_input_shape(spec, base)
+        except (OSError, KeyError, ValueError, zipfile.BadZipFile):
+            continue  # the dataset's own entry reports its file
+        if len(shape) not in (1, 2, 3):
+            messages.append(f"{where}: the cnn family takes inputs shaped (length,), (H, W) or (C, H, W); "
+                            f"dataset {spec['name']!r} has {shape} (list the family's datasets)")
+    return messages
+
+
 def _designs_errors(params: dict) -> list[str]:
     """The axes must name datasets and student sizes the main grid has: each axis's
     reference level is read from the main grid's cells."""
     designs = params["designs"]
     names = [d["name"] for d in params["prepare"]["datasets"]]
-    sizes = [int(s) for s in params["distill"]["sizes"]]
+    family = reference_family(params)
+    sizes = family["sizes"]
     messages = []
     for i, name in enumerate(designs["datasets"]):
         if name not in names:
@@ -202,8 +273,13 @@ def _designs_errors(params: dict) -> list[str]:
             messages.append(f"designs.datasets[{i}]: {name!r} has {what}; {why}")
     for i, size in enumerate(designs["sizes"]):
         if int(size) not in sizes:
-            messages.append(f"designs.sizes[{i}]: {size} is not one of distill.sizes "
-                            f"({', '.join(map(str, sizes))})")
+            messages.append(f"designs.sizes[{i}]: {size} is not a size of the reference family "
+                            f"{family['label']!r}, the first of distill.students ({', '.join(map(str, sizes))})")
+    for i, name in enumerate(designs["datasets"]):
+        if family["datasets"] is not None and name not in family["datasets"]:
+            messages.append(f"designs.datasets[{i}]: {name!r} is not a dataset of the reference family "
+                            f"{family['label']!r} (its datasets: {', '.join(family['datasets'])}); the designs "
+                            f"train its students")
     if designs["datasets"] and not designs["sizes"]:
         messages.append("designs.sizes: [] is invalid: designs.datasets names datasets, so the axes "
                         "need at least one student size")
@@ -228,7 +304,13 @@ def check_params(params: dict, base: str | Path = ".") -> None:
         datasets = params["prepare"]["datasets"]
         messages += _duplicate_errors([d["name"] for d in datasets], "prepare.datasets.name", str)
         messages += _distill_errors(params["distill"])
-        messages += _duplicate_errors(params["distill"]["sizes"], "distill.sizes", int)
+        students = [k for k in ("students", "sizes") if k in params["distill"]]
+        if len(students) != 1:
+            messages.append("distill: give distill.students (the student families, e.g. students: [{family: mlp, "
+                            "sizes: [16, 64]}]) or its shorthand distill.sizes, " +
+                            ("not both" if students else "one of them"))
+            return _raise(messages)
+        messages += _students_errors(params, Path(base))
         messages += _duplicate_errors(params["walkthrough"]["n_train"], "walkthrough.n_train", int)
         for i, spec in enumerate(datasets):
             if spec["kind"] == "csv":
@@ -236,6 +318,10 @@ def check_params(params: dict, base: str | Path = ".") -> None:
             if spec["kind"] == "npz" or "teacher" in spec:  # files named in the dataset's entry
                 messages += _user_file_errors(i, spec, Path(base))
         messages += _designs_errors(params)
+    _raise(messages)
+
+
+def _raise(messages: list[str]) -> None:
     if messages:
         raise ParamsError("invalid params:\n  " + "\n  ".join(messages))
 

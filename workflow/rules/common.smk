@@ -15,9 +15,16 @@ from distillstudy.grid import (
     FIGURE_TITLES,
     NEEDS_TRANSFER_SET,
     VARIANT_PATTERN,
+    STUDENT_PATTERN,
+    dataset_students,
     dataset_variants,
     design_temperature_cells,
+    distill_students,
     factory_file,
+    is_factory,
+    parse_student,
+    reference_family,
+    student_name,
     parse_variant,
     study_cells,
     variant_cells,
@@ -33,11 +40,22 @@ os.environ.setdefault("MKL_NUM_THREADS", "1")
 
 try:
     check_params(config)
+    if any(is_factory(entry["family"]) for entry in distill_students(config["distill"])):
+        # Your student factories, built and run on one batch per dataset before any job
+        # (imports torch, so only when a study has them).
+        from distillstudy.engine.factories import check_students
+
+        check_students(config)
 except ParamsError as exc:
     raise WorkflowError(str(exc)) from None
 
 DATASETS = {d["name"]: d for d in config["prepare"]["datasets"]}
-SIZES = [int(s) for s in config["distill"]["sizes"]]
+# Per dataset, its students' path names ("h16", "cnn-8"; grid.student_name) and the
+# family entry behind each name.
+STUDENTS = {
+    name: {student_name(entry["label"], size): entry for entry, size in dataset_students(config, name)}
+    for name in DATASETS
+}
 # baseline + every objective setting at every alpha (grid.study_cells); the designs'
 # variants train KD at each temperature (grid.design_temperature_cells).
 CELLS = study_cells(config)
@@ -45,12 +63,13 @@ DESIGN_TEMPERATURE_CELLS = design_temperature_cells(config)
 WALKTHROUGH = bool(config["walkthrough"]["enabled"])
 # Study designs: per dataset, its non-reference variants (src/distillstudy/grid.py).
 VARIANTS = {name: dataset_variants(config, spec) for name, spec in DATASETS.items()}
-DESIGN_SIZES = [int(s) for s in config["designs"]["sizes"]]
+# The designs train the reference family's students (the first of distill.students).
+DESIGN_STUDENTS = [student_name(reference_family(config)["label"], s) for s in config["designs"]["sizes"]]
 
 
 wildcard_constraints:
     dataset=r"[A-Za-z0-9][A-Za-z0-9_-]*",
-    size=r"[0-9]+",
+    student=STUDENT_PATTERN,
     cell=CELL_PATTERN,
     # "" for the reference grid, "<variant>/" for a study-design variant.
     variant=rf"(?:{VARIANT_PATTERN}/)?",
@@ -94,21 +113,21 @@ def dataset_args(wildcards):
 
 
 def student_cells(wildcards=None):
-    return expand(
-        "models/students/{dataset}/h{size}/{cell}.logits.npz",
-        dataset=DATASETS,
-        size=SIZES,
-        cell=CELLS,
-    )
+    return [
+        f"models/students/{dataset}/{student}/{cell}.logits.npz"
+        for dataset, students in STUDENTS.items()
+        for student in students
+        for cell in CELLS
+    ]
 
 
 def design_cells(wildcards=None):
     """Every study-design variant's cells (each variant changes one factor)."""
     return [
-        f"models/students/{dataset}/{variant}/h{size}/{cell}.logits.npz"
+        f"models/students/{dataset}/{variant}/{student}/{cell}.logits.npz"
         for dataset, variants in VARIANTS.items()
         for variant in variants
-        for size in DESIGN_SIZES
+        for student in DESIGN_STUDENTS
         for cell in variant_cells(variant, DESIGN_TEMPERATURE_CELLS)
     ]
 
@@ -140,6 +159,28 @@ def distill_targets(wildcards):
     return f"models/teachers/{wildcards.dataset}.logits.npz"
 
 
+def student_family(wildcards) -> dict:
+    """The distill.students entry of a cell's student ("h16" -> the mlp, "cnn-8" -> cnn)."""
+    return STUDENTS[wildcards.dataset][wildcards.student]
+
+
+def student_size(wildcards) -> int:
+    return parse_student(wildcards.student)[1]
+
+
+def student_args(wildcards) -> str:
+    """`--family cnn --size 8` (an mlp also gets its --depth): which student a cell trains."""
+    entry = student_family(wildcards)
+    args = f"--family {shlex.quote(entry['family'])} --size {student_size(wildcards)}"
+    return args + (f" --depth {entry['depth']}" if entry["family"] == "mlp" else "")
+
+
+def student_code(wildcards) -> list:
+    """Your student factory's file: a dependency of its cells (edit it and they re-run)."""
+    family = student_family(wildcards)["family"]
+    return [factory_file(family)] if is_factory(family) else []
+
+
 def distill_targets_flag(wildcards):
     return "--transfer" if uses_transfer_set(wildcards) else "--teacher-logits"
 
@@ -163,12 +204,10 @@ def benchmark_files(wildcards=None):
     """Wall time per job, from the `benchmark:` files of the rules the report covers."""
     files = expand("logs/benchmarks/prepare/{dataset}.tsv", dataset=DATASETS)
     files += expand("logs/benchmarks/teacher/{dataset}.tsv", dataset=DATASETS)
-    files += expand(
-        "logs/benchmarks/distill/{dataset}/h{size}/{cell}.tsv",
-        dataset=DATASETS,
-        size=SIZES,
-        cell=CELLS,
-    )
+    files += [
+        f"logs/benchmarks/distill/{path[len('models/students/'):-len('.logits.npz')]}.tsv"
+        for path in student_cells()
+    ]
     files += [
         f"logs/benchmarks/transfer/{path[len('models/transfer/'):-len('.npz')]}.tsv"
         for path in transfer_sets()

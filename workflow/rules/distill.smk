@@ -1,4 +1,4 @@
-# One job per grid cell (dataset x [variant x] size x cell, a cell = objective setting x alpha;
+# One job per grid cell (dataset x [variant x] student x cell, a student = family x size, a cell = objective setting x alpha;
 # its name carries both, so adding a setting or an alpha runs only its cells); all seeds of a cell train in
 # one process, stacked (src/distillstudy/engine/train.py). Why this granularity, measured:
 # benchmarks/README.md. {variant} is "" for the reference grid and "<variant>/" for a
@@ -9,11 +9,13 @@ rule distill:
         data="data/prepared/{dataset}.npz",
         targets=distill_targets,
         code=stage_code("distill"),
+        factory=student_code,
     output:
-        model="models/students/{dataset}/{variant}h{size}/{cell}.pt",
-        logits="models/students/{dataset}/{variant}h{size}/{cell}.logits.npz",
+        model="models/students/{dataset}/{variant}{student}/{cell}.pt",
+        logits="models/students/{dataset}/{variant}{student}/{cell}.logits.npz",
     params:
         variant=variant_of,
+        student=student_args,
         targets_flag=distill_targets_flag,
         seeds=config["distill"]["seeds"],
         seed=config["seed"],
@@ -24,22 +26,22 @@ rule distill:
     conda:
         "../envs/distillstudy.yaml"
     log:
-        "logs/distill/{dataset}/{variant}h{size}/{cell}.log",
+        "logs/distill/{dataset}/{variant}{student}/{cell}.log",
     benchmark:
-        "logs/benchmarks/distill/{dataset}/{variant}h{size}/{cell}.tsv"
+        "logs/benchmarks/distill/{dataset}/{variant}{student}/{cell}.tsv"
     # One thread per job, jobs in parallel: 2 threads in one job change the bits and stall
     # when the other core is busy. Recorded in each cell's record (runtime.threads).
     threads: 1
     # Wider students first: a job's cost grows with size^2, so the long jobs start early and
     # the short ones fill the cores at the end (no core idles behind one long job).
-    priority: lambda w: int(w.size)
+    priority: student_size
     resources:
         mem_mb=2000,
         runtime=60,
     shell:
         "distillstudy distill --data {input.data} {params.targets_flag} {input.targets}"
         " --variant {params.variant}"
-        " --dataset {wildcards.dataset} --size {wildcards.size} --cell {wildcards.cell}"
+        " --dataset {wildcards.dataset} {params.student} --cell {wildcards.cell}"
         " --seeds {params.seeds} --seed {params.seed}"
         " --epochs {params.epochs} --batch-size {params.batch_size} --lr {params.lr}"
         " --weight-decay {params.weight_decay} --threads {threads}"

@@ -19,6 +19,7 @@ from distillstudy.artifacts import file_sha256, save_npz, write_json
 
 from distillstudy.grid import SPLITS  # noqa: F401
 from distillstudy.errors import DataError
+from distillstudy.params import BUILTIN_SHAPES
 
 
 @dataclass
@@ -77,7 +78,8 @@ def make_digits(val_fraction: float, test_fraction: float, seed: int) -> Splits:
 
     bunch = load_digits()
     xs, ys = _split_pool(bunch.data, bunch.target, val_fraction, test_fraction, seed)
-    return Splits(xs, ys, [f"px{i}" for i in range(bunch.data.shape[1])], [str(c) for c in range(10)])
+    return Splits(xs, ys, [f"px{i}" for i in range(bunch.data.shape[1])], [str(c) for c in range(10)],
+                  input_shape=BUILTIN_SHAPES["digits"])
 
 
 def make_mnist1d(val_fraction: float, seed: int) -> Splits:
@@ -287,6 +289,8 @@ def to_arrays(splits: Splits) -> dict[str, np.ndarray]:
     # A constant feature would divide by zero; leave it unscaled instead.
     std = arrays["x_train"].std(axis=0, dtype=np.float64)
     arrays["std"] = np.where(std > 0, std, 1.0).astype(np.float32)
+    # One example's shape before flattening: what a student family is built for.
+    arrays["input_shape"] = np.array(splits.input_shape or (arrays["x_train"].shape[1],), dtype=np.int64)
     if splits.teacher_logits is not None:  # an offline teacher: its logits follow the rows
         for s in SPLITS:
             arrays[f"teacher_logits_{s}"] = np.ascontiguousarray(splits.teacher_logits[s], dtype=np.float32)

@@ -25,8 +25,11 @@ import torch
 from torch import nn
 
 from distillstudy.artifacts import file_sha256
+from distillstudy.engine import families
 from distillstudy.engine.models import Standardize
 from distillstudy.errors import ParamsError
+from distillstudy.grid import distill_students, is_factory
+from distillstudy.params import dataset_input_shape
 
 SPEC = re.compile(r"(?P<file>[^:]+\.py):(?P<function>[A-Za-z_][A-Za-z0-9_]*)")
 #: Positional arguments of each kind of factory, in order.
@@ -130,3 +133,37 @@ def load_weights(module: nn.Module, path: str | Path, where: str) -> None:
         module.load_state_dict(state, strict=True)
     except RuntimeError as exc:
         raise ParamsError(f"{where}: {path} does not fit the factory's module: {exc}") from None
+
+
+# ---- student families: built-in or yours, resolved and checked before any job --------
+
+def student_factory(entry: dict, root: str | Path = ".") -> Callable:
+    """f(input_shape, n_classes, size) -> nn.Module for one distill.students entry
+    (grid.distill_students): the built-in mlp (with its depth) or cnn, or your factory."""
+    where = f"student family {entry['label']!r}"
+    if entry["family"] == "mlp":
+        depth = entry.get("depth", 2)
+        return lambda shape, n_classes, size: families.mlp(shape, n_classes, size, depth=depth)
+    if entry["family"] == "cnn":
+        return families.cnn
+    return load_factory(entry["family"], root, "student", where)
+
+
+def check_students(params: dict, base: str | Path = ".") -> None:
+    """Every student family of params.yaml, built for each dataset it trains on and run on
+    one batch there: a factory that is missing, has the wrong signature, raises, or maps
+    (2, *input_shape) to anything but (2, n_classes) logits stops the run before any job,
+    naming the family, the dataset and what is wrong. Classes are counted later (prepare),
+    so the check uses a stand-in count and verifies the output follows it."""
+    datasets = {d["name"]: d for d in params["prepare"]["datasets"]}
+    for entry in distill_students(params["distill"]):
+        if not is_factory(entry["family"]):
+            continue  # built here (the cnn's input ranks are checked by params.check_params)
+        fn = student_factory(entry, base)
+        shapes = {dataset_input_shape(datasets[name], base): name
+                  for name in (entry["datasets"] or datasets)}
+        for shape, name in shapes.items():
+            for size in entry["sizes"]:
+                where = f"student family {entry['label']!r} ({entry['family']}), size {size}, dataset {name!r}"
+                for n_classes in (3, 7):  # two counts: an output that ignores n_classes is caught
+                    check_output(build(fn, (shape, n_classes, size), 0, where), shape, n_classes, where)

@@ -38,9 +38,9 @@ def linear_init(n_in: int, n_out: int, generator: torch.Generator) -> tuple[torc
     return weight, bias
 
 
-def student_layer_sizes(n_in: int, hidden: int, n_out: int) -> list[int]:
-    """Two hidden layers of width `hidden`: n_in -> H -> H -> n_out."""
-    return [n_in, hidden, hidden, n_out]
+def student_layer_sizes(n_in: int, hidden: int, n_out: int, depth: int = 2) -> list[int]:
+    """`depth` hidden layers of width `hidden` (default two: n_in -> H -> H -> n_out)."""
+    return [n_in, *([hidden] * depth), n_out]
 
 
 def relu_layers(h: torch.Tensor, weights, biases, affine) -> torch.Tensor:
