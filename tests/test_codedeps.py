@@ -24,8 +24,7 @@ import codedeps  # noqa: E402
 PACKAGE = ROOT / "src" / "distillstudy"
 #: Modules that no stage runs: the `validate` subcommand's loader, `python -m`, and the
 #: generic student path with its families (benchmarked; no params key selects them yet).
-NOT_A_STAGE = {"src/distillstudy/params.py", "src/distillstudy/__main__.py",
-               "src/distillstudy/engine/generic.py", "src/distillstudy/engine/families.py"}
+NOT_A_STAGE = {"src/distillstudy/__main__.py"}
 
 
 def package_files() -> set[str]:

@@ -133,7 +133,7 @@ def user_files(stage: str, params: dict | None = None) -> tuple[str, ...]:
         if stage == "teacher":
             files += [f for f in (factory_file(teacher["factory"]) if "factory" in teacher else None,
                                   teacher.get("weights")) if f]
-    if stage == "distill":  # your student families' factories
+    if stage == "distill" and "distill" in params:  # your student families' factories
         files += [factory_file(e["family"]) for e in distill_students(params["distill"]) if is_factory(e["family"])]
     return tuple(sorted({f for f in files if not f.startswith("data/raw/")}))
 

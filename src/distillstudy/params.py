@@ -273,8 +273,9 @@ def _designs_errors(params: dict) -> list[str]:
             messages.append(f"designs.datasets[{i}]: {name!r} has {what}; {why}")
     for i, size in enumerate(designs["sizes"]):
         if int(size) not in sizes:
-            messages.append(f"designs.sizes[{i}]: {size} is not a size of the reference family "
-                            f"{family['label']!r}, the first of distill.students ({', '.join(map(str, sizes))})")
+            which = ("distill.sizes" if "sizes" in params["distill"] else
+                     f"the sizes of the reference family {family['label']!r}, the first of distill.students")
+            messages.append(f"designs.sizes[{i}]: {size} is not one of {which} ({', '.join(map(str, sizes))})")
     for i, name in enumerate(designs["datasets"]):
         if family["datasets"] is not None and name not in family["datasets"]:
             messages.append(f"designs.datasets[{i}]: {name!r} is not a dataset of the reference family "
