@@ -212,7 +212,7 @@ def engine_workspace(work: Path, name: str, data: dict, epochs: int, seeds: int,
             shutil.copy2(src, ws / item)
     params = yaml.safe_load((ROOT / "params.yaml").read_text())
     params["prepare"]["datasets"] = [{"name": "mnist1d", "kind": "mnist1d"}]
-    for shorthand in ("temperatures", "logit_mse"):
+    for shorthand in ("temperatures", "logit_mse", "students"):  # the grid: mlps of GRID["sizes"]
         params["distill"].pop(shorthand, None)
     params["distill"].update({"sizes": GRID["sizes"], "objectives": {"kd": {"temperature": temperatures}},
                               "alpha": [GRID["alpha"]], "seeds": seeds, "epochs": epochs,

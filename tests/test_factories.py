@@ -8,6 +8,7 @@ import json
 import textwrap
 
 import numpy as np
+import pandas as pd
 import pytest
 import torch
 
@@ -157,8 +158,35 @@ def test_params_refuse_a_missing_factory_file_and_designs_on_a_factory_teacher(t
     (tmp_path / "zoo/models.py").write_text(ZOO)
     check_params(params, base=tmp_path)
     params["designs"]["datasets"] = ["imgs"]
-    with pytest.raises(ParamsError, match="has a factory teacher .* do not build factory teachers yet"):
+    check_params(params, base=tmp_path)  # trained here: the designs rebuild it from the factory
+    params["prepare"]["datasets"][0]["teacher"] = {"weights": "zoo/w.pt", "factory": "zoo/models.py:conv"}
+    (tmp_path / "zoo/w.pt").write_bytes(b"")
+    with pytest.raises(ParamsError, match="has a factory teacher with weights trained elsewhere .* a second change"):
         check_params(params, base=tmp_path)
+
+
+@pytest.mark.slow
+def test_the_study_designs_rebuild_a_factory_teacher(tmp_path):
+    """Cross-fitted fold teachers and ensemble members built by your factory (stacked), the
+    width axis left out (a factory has no width knob), the reference teacher's seed and init."""
+    params = npz_params(teacher={"factory": "zoo/models.py:mlp"})
+    params["designs"].update({"datasets": ["imgs"], "transfer": ["cross_fitted", "augmented"], "epochs": [],
+                              "teacher_width": [0.5], "ensemble": [2], "label_fraction": []})
+    params["transfer"]["folds"] = 3
+    ws = make_workspace(tmp_path / "study", params)
+    x, y, _ = images(n=90)
+    np.savez(ws / "data/raw/imgs.npz", x=x, y=y)
+    (ws / "zoo").mkdir()
+    (ws / "zoo/models.py").write_text(ZOO)
+    run(["snakemake", "-c2"], ws)
+    sets = sorted(p.name for p in (ws / "models/transfer/imgs").glob("*.json"))
+    assert sets == ["ensemble-2.json", "transfer-augmented.json", "transfer-cross_fitted.json"]
+    for name in ("ensemble-2", "transfer-cross_fitted"):
+        meta = json.loads((ws / f"models/transfer/imgs/{name}.json").read_text())
+        trained = [t for t in meta["teachers"] if t["trained_here"]]
+        assert trained and all(t["architecture"] == "zoo/models.py:mlp" for t in trained), meta["teachers"]
+    designs = pd.read_csv(ws / "reports/designs.csv")
+    assert {"transfer", "ensemble"} <= set(designs.axis) and "teacher_width" not in set(designs.axis)
 
 
 def test_the_report_says_where_a_dataset_s_teacher_came_from():

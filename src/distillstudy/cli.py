@@ -100,6 +100,7 @@ def add_transfer(sub):
     p.add_argument("--noise", type=float, help="augmented: noise sigma (x feature std)")
     p.add_argument("--shift", type=int, help="augmented (mnist1d): largest circular shift")
     p.add_argument("--pixel-shift", type=float, help="augmented (digits): largest image shift")
+    p.add_argument("--factory", help="the dataset's teacher is your '<file>.py:<function>' (trained here)")
     p.add_argument("--threads", type=positive_int, default=1)
     p.add_argument("--out-set", required=True)
     p.add_argument("--out-model", required=True)
@@ -115,7 +116,7 @@ def cmd_transfer(a):
         patience=a.patience, batch_size=a.batch_size, lr=a.lr, weight_decay=a.weight_decay,
         cnn_channels=a.cnn_channels, mlp_width=a.mlp_width, dropout=a.dropout, folds=a.folds,
         copies=a.copies, noise=a.noise, shift=a.shift, pixel_shift=a.pixel_shift,
-        out_set=a.out_set, out_model=a.out_model, out_meta=a.out_meta, threads=a.threads)
+        out_set=a.out_set, out_model=a.out_model, out_meta=a.out_meta, threads=a.threads, factory=a.factory)
     print(f"transfer[{a.dataset}, {a.variant}]: {record.get('n_transfer')} transfer points")
 
 

@@ -360,8 +360,12 @@ def axis_levels(axis: str, params: dict) -> list[str]:
     return levels
 
 
-def applies(axis: str, kind: str) -> bool:
-    """Teacher width and ensembles mean nothing for a convex, seed-free teacher."""
+def applies(axis: str, kind: str, teacher: dict | None = None) -> bool:
+    """Teacher width and ensembles mean nothing for a convex, seed-free teacher, and width
+    nothing for your factory teacher (`teacher`: prepare.datasets[*].teacher), which has no
+    width knob."""
+    if axis == "teacher_width" and teacher and "factory" in teacher:
+        return False
     return not (axis in ("teacher_width", "ensemble") and kind in FIXED_TEACHER_KINDS)
 
 
@@ -372,7 +376,7 @@ def dataset_variants(params: dict, dataset: dict) -> list[str]:
         return []
     names = []
     for axis in AXES:
-        if not applies(axis, dataset["kind"]):
+        if not applies(axis, dataset["kind"], dataset.get("teacher")):
             continue
         names += [variant_name(axis, level) for level in axis_levels(axis, params)[1:]]
     return names

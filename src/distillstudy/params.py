@@ -261,15 +261,21 @@ def _designs_errors(params: dict) -> list[str]:
         if name not in names:
             messages.append(f"designs.datasets[{i}]: {name!r} is not a dataset of prepare.datasets "
                             f"(names: {', '.join(names)})")
-    own = {d["name"]: (i, next(iter(d["teacher"]))) for i, d in enumerate(params["prepare"]["datasets"])
-           if "teacher" in d}
+    own = {d["name"]: (i, "logits" if "logits" in d["teacher"] else "factory")
+           for i, d in enumerate(params["prepare"]["datasets"]) if "teacher" in d}
     for i, name in enumerate(designs["datasets"]):
         if name in own:
             j, key = own[name]
             what = ("an offline teacher" if key == "logits" else "a factory teacher") + \
                 f" (prepare.datasets[{j}].teacher.{key})"
-            why = ("the study designs retrain or re-run the teacher, so they do not apply to it" if key == "logits"
-                   else "the study designs do not build factory teachers yet")
+            if key == "factory" and "weights" not in params["prepare"]["datasets"][j]["teacher"]:
+                continue  # trained here: the designs rebuild and retrain it from the factory
+            if key == "factory":
+                what, why = (f"a factory teacher with weights trained elsewhere (prepare.datasets[{j}].teacher."
+                             f"weights)", "the study designs retrain teachers of its kind here, with this "
+                             "pipeline's optimiser: a second change beside each axis's own")
+            else:
+                why = "the study designs retrain or re-run the teacher, so they do not apply to it"
             messages.append(f"designs.datasets[{i}]: {name!r} has {what}; {why}")
     for i, size in enumerate(designs["sizes"]):
         if int(size) not in sizes:

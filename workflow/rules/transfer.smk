@@ -9,6 +9,7 @@ rule transfer:
         teacher_model="models/teachers/{dataset}.pt",
         teacher_logits="models/teachers/{dataset}.logits.npz",
         code=stage_code("transfer"),
+        factory=teacher_files,
     output:
         set="models/transfer/{dataset}/{design}.npz",
         model="models/transfer/{dataset}/{design}.pt",
@@ -16,6 +17,7 @@ rule transfer:
     params:
         seed=config["seed"],
         args=transfer_args,
+        teacher=teacher_args,
     conda:
         "../envs/distillstudy.yaml"
     log:
@@ -32,5 +34,5 @@ rule transfer:
         "distillstudy transfer --data {input.data} --meta {input.meta}"
         " --teacher-model {input.teacher_model} --teacher-logits {input.teacher_logits}"
         " --dataset {wildcards.dataset} --variant {wildcards.design} --seed {params.seed}"
-        " {params.args} --threads {threads}"
+        " {params.args} {params.teacher} --threads {threads}"
         " --out-set {output.set} --out-model {output.model} --out-meta {output.meta} > {log} 2>&1"

@@ -34,7 +34,10 @@ import numpy as np
 
 from distillstudy.engine import seeds
 
-KINDS = ("mnist1d", "digits", "sine", "csv")
+#: Kinds whose noise unit is each feature's own std (tables and your arrays, whose features
+#: may have any scales); the others share one std.
+PER_FEATURE = ("csv", "npz")
+KINDS = ("mnist1d", "digits", "sine", *PER_FEATURE)
 
 
 def _check_kind(kind: str) -> None:
@@ -46,7 +49,7 @@ def noise_scale(kind: str, x_train: np.ndarray) -> np.ndarray:
     """The noise unit: one overall std (mnist1d, digits, sine) or one std per feature (csv), float64."""
     _check_kind(kind)
     x = np.asarray(x_train, dtype=np.float64)
-    if kind == "csv":
+    if kind in PER_FEATURE:
         return x.std(axis=0)
     return np.asarray(x.std())
 
@@ -106,7 +109,7 @@ def augment(kind: str, x: np.ndarray, *, rng: np.random.Generator, noise: float,
     elif kind == "digits":
         offsets = rng.uniform(-pixel_shift, pixel_shift, size=(n, 2)) if pixel_shift > 0 else np.zeros((n, 2))
         out = shift_images(x, offsets) if pixel_shift > 0 else x.copy()
-    else:  # sine, csv: jitter only
+    else:  # sine, csv, npz: jitter only
         out = x.copy()
     if noise > 0:
         out = out + rng.standard_normal(out.shape) * (noise * np.asarray(scale, dtype=np.float64))
@@ -143,8 +146,8 @@ def transfer_copies(kind: str, x_train: np.ndarray, *, copies: int, global_seed:
         "kind": kind,
         "copies": int(copies),
         "noise": float(noise),
-        "noise_sigma": [float(v) for v in np.ravel(sigma)] if kind == "csv" else float(sigma),
-        "noise_unit": "std of each training feature" if kind == "csv" else "std of all training features",
+        "noise_sigma": [float(v) for v in np.ravel(sigma)] if kind in PER_FEATURE else float(sigma),
+        "noise_unit": "std of each training feature" if kind in PER_FEATURE else "std of all training features",
         "shift": int(shift) if kind == "mnist1d" else None,
         "pixel_shift": float(pixel_shift) if kind == "digits" else None,
         "method": describe(kind, noise=noise, shift=shift, pixel_shift=pixel_shift),

@@ -167,3 +167,14 @@ def check_students(params: dict, base: str | Path = ".") -> None:
                 where = f"student family {entry['label']!r} ({entry['family']}), size {size}, dataset {name!r}"
                 for n_classes in (3, 7):  # two counts: an output that ignores n_classes is caught
                     check_output(build(fn, (shape, n_classes, size), 0, where), shape, n_classes, where)
+
+
+def teacher_builder(spec: str, input_shape: tuple[int, ...], n_classes: int, mean, std,
+                    where: str) -> Callable[[], nn.Module]:
+    """Your teacher factory as the study designs rebuild it (seeded by the caller): the
+    module on standardised inputs shaped like the data's examples, built exactly as the
+    teacher stage builds the reference (stages/teacher.from_factory), so a teacher of the
+    reference's seed starts from the reference's weights."""
+    fn = load_factory(spec, ".", "teacher", where)
+    shape = tuple(int(d) for d in input_shape)
+    return lambda: OnFeatures(fn(shape, n_classes), shape, mean, std)

@@ -91,8 +91,12 @@ class TeacherFactory:
     """
 
     def __init__(self, *, kind: str, n_features: int, n_classes: int, arrays: dict[str, np.ndarray],
-                 hyper: dict, device: str, label: str):
+                 hyper: dict, device: str, label: str, builder=None, architecture: str | None = None):
+        """`builder` (with `architecture`, its name): your teacher factory's module, built
+        after seeding (factories.teacher_builder), instead of the kind's built-in teacher."""
         self.kind, self.n_features, self.n_classes = kind, n_features, n_classes
+        self.builder = builder
+        self.architecture = architecture or teacher_architecture(kind)
         self.mean, self.std = arrays["mean"], arrays["std"]
         self.hyper, self.device, self.label = hyper, device, label
         self.tensors = {k: torch.from_numpy(v).to(device) for k, v in arrays.items() if k.startswith(("x_", "y_"))}
@@ -112,6 +116,11 @@ class TeacherFactory:
 
     def _make(self, width: float = 1.0) -> tuple[nn.Module, dict]:
         """build() without the seeding: the factory the stacked trainer calls after seeding."""
+        if self.builder is not None:
+            if width != 1.0:
+                raise ValueError(f"{self.label}: your teacher factory has no width knob; the teacher_width "
+                                 "axis does not apply to it")
+            return self.builder().to(self.device), {"cnn_channels": None, "mlp_width": None}
         if self.kind in CNN_KINDS:
             self.require(["cnn_channels", "dropout"], f"the {self.kind} teacher's architecture")
         elif self.kind not in grid.FIXED_TEACHER_KINDS:
@@ -138,7 +147,7 @@ class TeacherFactory:
         return np.concatenate([self.forward(model, x[i:i + block]) for i in range(0, len(x), block)])
 
     def _record(self, name: str, seed: int, model: nn.Module, widths: dict, width: float) -> dict:
-        return {"name": name, "seed": int(seed), "architecture": teacher_architecture(self.kind),
+        return {"name": name, "seed": int(seed), "architecture": self.architecture,
                 "width_multiplier": float(width), **widths,
                 "n_params": int(sum(p.numel() for p in model.parameters()))}
 

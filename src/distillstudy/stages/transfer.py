@@ -66,7 +66,7 @@ import time
 from pathlib import Path
 
 import numpy as np
-from distillstudy.engine import augment, seeds
+from distillstudy.engine import augment, factories, seeds
 from distillstudy.analysis import metrics
 from distillstudy import grid
 from distillstudy.artifacts import file_sha256, load_npz, save_npz, write_json
@@ -86,13 +86,17 @@ class _Stage:
     """One run's inputs, the engine's teacher factory, and what the variant has produced so
     far: the weights of every teacher trained here and every teacher's record (scored here)."""
 
-    def __init__(self, *, arrays, info, global_seed, hyper, device, cached, teacher_model):
+    def __init__(self, *, arrays, info, global_seed, hyper, device, cached, teacher_model, factory=None):
         self.arrays, self.info, self.cached, self.teacher_model = arrays, info, cached, teacher_model
         self.kind, self.name = info["kind"], info["name"]
         self.global_seed = global_seed
         self.hyper = hyper  # the teacher section's knobs
+        label = f"transfer[{self.name}]"
+        builder = None if factory is None else factories.teacher_builder(
+            factory, info["input_shape"], info["n_classes"], arrays["mean"], arrays["std"], f"{label} {factory}")
         self.factory = TeacherFactory(kind=self.kind, n_features=info["n_features"], n_classes=info["n_classes"],
-                                      arrays=arrays, hyper=hyper, device=device, label=f"transfer[{self.name}]")
+                                      arrays=arrays, hyper=hyper, device=device, label=label, builder=builder,
+                                      architecture=factory)
         self.n_train = self.factory.n_train
         self.states: dict[str, dict] = {}  # every teacher trained here
         self.teachers: list[dict] = []  # their records (and the reference's, where used)
@@ -310,8 +314,10 @@ def run(*, data: str, meta: str, teacher_model: str, teacher_logits: str, datase
         global_seed: int, max_epochs: int, patience: int, batch_size: int, lr: float, weight_decay: float,
         cnn_channels: int, mlp_width: int, dropout: float,
         folds: int, copies: int, noise: float, shift: int, pixel_shift: float,
-        out_set: str, out_model: str, out_meta: str, threads: int = 1) -> dict:
-    """Build one variant's transfer set (see the module docstring) and write the three outputs."""
+        out_set: str, out_model: str, out_meta: str, threads: int = 1, factory: str | None = None) -> dict:
+    """Build one variant's transfer set (see the module docstring) and write the three outputs.
+    `factory`: the dataset's teacher is your module (prepare.datasets[*].teacher.factory,
+    trained here by the teacher stage); its teachers here are built by it too."""
     started = time.perf_counter()
     info = json.loads(Path(meta).read_text())
     if info["name"] != dataset:
@@ -320,7 +326,12 @@ def run(*, data: str, meta: str, teacher_model: str, teacher_logits: str, datase
         parsed = grid.parse_variant(variant)
     except ValueError as exc:  # e.g. 'width-abc': float() names the level, not the variant
         raise ValueError(str(exc) if repr(variant) in str(exc) else f"variant {variant!r}: {exc}") from None
+    if "teacher" in info:
+        raise ValueError(f"transfer[{dataset}]: the teacher is offline logits ({info['teacher']['path']}); the "
+                         "study designs retrain or re-run the teacher, so they do not apply to it")
     builder = _builder(variant, parsed, info["kind"])
+    if factory is not None and parsed["axis"] == "teacher_width":
+        raise ValueError(f"variant {variant!r}: your teacher factory {factory} has no width knob")
     settings = runtime.configure(threads)
     arrays = load_npz(data)
     cached = load_npz(teacher_logits)
@@ -332,7 +343,7 @@ def run(*, data: str, meta: str, teacher_model: str, teacher_logits: str, datase
     params = {"folds": _maybe(int, folds), "copies": _maybe(int, copies), "noise": _maybe(float, noise),
               "shift": _maybe(int, shift), "pixel_shift": _maybe(float, pixel_shift)}
     stage = _Stage(arrays=arrays, info=info, global_seed=int(global_seed), hyper=hyper, device=settings["device"],
-                   cached=cached, teacher_model=teacher_model)
+                   cached=cached, teacher_model=teacher_model, factory=factory)
     built = builder(stage, parsed, params)
 
     n_train = stage.n_train
