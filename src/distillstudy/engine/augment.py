@@ -19,7 +19,7 @@ features' standard deviation:
              in from outside the image are 0 = background), plus Gaussian
              noise; values are not clipped to the 0..16 range
     sine     Gaussian jitter in x                                         noise * std(x_train)
-    csv      Gaussian noise per feature                                   noise * that feature's
+    csv, npz Gaussian noise per feature                                   noise * that feature's
                                                                           training std (0 if constant)
 
 Draw order per copy (fixed, so results depend only on the seed): shifts first, then
