@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import copy
 import json
+import shutil
+import sys
 import textwrap
 from pathlib import Path
 
@@ -14,7 +16,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from conftest import make_workspace, run
+from conftest import ROOT, make_workspace, run
 from distillstudy import grid
 from distillstudy.artifacts import load_npz, read_record, save_npz
 from distillstudy.engine import datasets, seeds
@@ -206,3 +208,25 @@ def test_three_families_on_npz_images_run_through_snakemake(tmp_path):
     n_cells = len(grid.study_cells(params))
     assert text.count("(Rule: distill)") == n_cells, text[-3000:]
     assert "tiny-3" in text and "cnn-2/" not in text and "/h8/" not in text
+
+
+@pytest.mark.slow
+def test_the_readme_s_worked_example_runs_as_written(tmp_path):
+    """README, Bring your own study: examples/images_npz.py, then snakemake with
+    examples/byo.yaml, on the repository's params.yaml: an offline scikit-learn teacher on
+    8x8 images taught to the mlp, the cnn and examples/zoo.py:tiny_cnn."""
+    ws = make_workspace(tmp_path / "study", ROOT / "params.yaml")
+    shutil.copytree(ROOT / "examples", ws / "examples")
+    run([sys.executable, "examples/images_npz.py"], ws)
+    run(["snakemake", "-c2", "--configfile", "examples/byo.yaml"], ws, timeout=900)
+    results = pd.read_csv(ws / "reports/results.csv", keep_default_na=False)
+    students = results[results.model != "teacher"]
+    assert set(students.family) == {"mlp", "cnn", "tiny_cnn"} and set(students.dataset) == {"imgs"}
+    prepared = np.load(ws / "data/prepared/imgs.npz")
+    teacher = results[(results.model == "teacher") & (results.split == "test") & (results.metric == "accuracy")]
+    expected = float((prepared["teacher_logits_test"].argmax(1) == prepared["y_test"]).mean())
+    assert teacher.value.tolist() == [pytest.approx(expected)] and expected > 0.9
+    html = (ws / "reports/index.html").read_text()
+    for family in ("mlp", "cnn", "tiny_cnn"):
+        assert f"imgs · {family} students" in html
+    assert "offline logits from data/raw/imgs_teacher.npz" in html
