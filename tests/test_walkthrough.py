@@ -7,6 +7,7 @@ import pandas as pd
 import pytest
 from distillstudy.stages.walkthrough import (
     COLUMNS,
+    MODELS,
     draw_pool,
     plot_log_loss,
     run_walkthrough,
@@ -43,9 +44,9 @@ def test_consecutive_pools_continue_the_stream():
 
 def test_output_shape_columns_and_order(small_df):
     assert list(small_df.columns) == COLUMNS
-    assert len(small_df) == len(SMALL["n_values"]) * 3 * 2
+    assert len(small_df) == len(SMALL["n_values"]) * len(MODELS) * 2
     assert not small_df.isna().any().any()
-    assert set(small_df["model"]) == {"student", "teacher", "distilled"}
+    assert set(small_df["model"]) == {"student", "teacher", "distilled", "oracle_distilled", "truth"}
     assert set(small_df["split"]) == {"train", "test"}
     expected = small_df.sort_values(["n_train", "model", "split"]).reset_index(drop=True)
     pd.testing.assert_frame_equal(small_df, expected)
@@ -100,3 +101,25 @@ def test_write_csv_roundtrip(small_df, tmp_path):
     assert list(back.columns) == COLUMNS
     np.testing.assert_allclose(back["log_loss"], small_df["log_loss"], rtol=1e-9)
     assert [p.name for p in tmp_path.iterdir()] == [out.name]
+
+
+def test_the_truth_row_is_the_true_probability_s_log_loss_and_the_oracle_fits_true_logits():
+    """Recomputed by hand for one trial: the truth's test log loss is
+    -mean(y log p + (1 - y) log(1 - p)) with p = 0.4 sin x + 0.5, and the oracle-distilled
+    student is the cubic least-squares fit of logit(p) on the training points."""
+    from sklearn.model_selection import train_test_split
+
+    df = run_walkthrough([30], trials=1, pool_size=3000)
+    x, y = draw_pool(np.random.default_rng(1234), 3000)
+    x_train, x_test, y_train, y_test = train_test_split(x.reshape(-1, 1), y, test_size=1 - 30 / 3000,
+                                                        random_state=42)
+    p = 0.4 * np.sin(x_test.ravel()) + 0.5
+    truth = -np.mean(y_test * np.log(p) + (1 - y_test) * np.log(1 - p))
+    got = df[(df.model == "truth") & (df.split == "test")].log_loss.item()
+    assert got == pytest.approx(truth, rel=1e-9)
+    pt = 0.4 * np.sin(x_train.ravel()) + 0.5
+    coef = np.polyfit(x_train.ravel(), np.log(pt / (1 - pt)), 3)
+    q = 1 / (1 + np.exp(-np.polyval(coef, x_test.ravel())))
+    oracle = -np.mean(y_test * np.log(q) + (1 - y_test) * np.log(1 - q))
+    got = df[(df.model == "oracle_distilled") & (df.split == "test")].log_loss.item()
+    assert got == pytest.approx(oracle, rel=1e-6)

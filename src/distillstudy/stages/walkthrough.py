@@ -21,6 +21,14 @@ Protocol (all defaults are the walkthrough's):
     - distilled: PolynomialFeatures(degree) + LinearRegression fitted to the
                  teacher's logits on the training points (logit matching); its
                  probability is ``expit`` of its prediction.
+* Beside the walkthrough's three (issue "Fair baselines"; they leave the three unchanged):
+    - oracle_distilled: the same polynomial regression fitted to the TRUE logits
+                 logit(0.4 sin x + 0.5) on the training points: distillation from the
+                 oracle teacher, the upper bound of what any teacher can give this student;
+    - truth:     the true probability 0.4 sin x + 0.5 itself (the Bayes floor of the log
+                 loss; its train log loss is that of the n drawn points).
+  How much of the oracle's gain the trained teacher delivers:
+  (student - distilled) / (student - oracle_distilled), in log loss.
 * Metric: ``log_loss`` of the predicted probability of class 1, on train and on
   test, averaged over the trials of each n.
 
@@ -53,7 +61,7 @@ from sklearn.preprocessing import FunctionTransformer, PolynomialFeatures  # noq
 from distillstudy.artifacts import atomic_path, write_text  # noqa: E402
 
 DEFAULT_N_VALUES = tuple(range(10, 50, 5))
-MODELS = ("student", "teacher", "distilled")
+MODELS = ("student", "teacher", "distilled", "oracle_distilled", "truth")
 SPLITS = ("train", "test")
 COLUMNS = ["n_train", "model", "split", "log_loss"]
 
@@ -65,8 +73,13 @@ def draw_pool(rng: np.random.Generator, pool_size: int) -> tuple[np.ndarray, np.
     return x, y
 
 
+def true_probability(x: np.ndarray) -> np.ndarray:
+    """p(y = 1 | x) of the walkthrough's distribution: 0.4 sin x + 0.5 (in [0.1, 0.9])."""
+    return 0.4 * np.sin(np.ravel(x)) + 0.5
+
+
 def _fit_and_score(x_train, x_test, y_train, y_test, degree: int) -> dict[tuple[str, str], float]:
-    """Fit the three models on one split; return log loss per (model, split)."""
+    """Fit the models on one split; return log loss per (model, split)."""
     student = make_pipeline(PolynomialFeatures(degree), LogisticRegression(max_iter=1000))
     student.fit(x_train, y_train)
 
@@ -77,10 +90,17 @@ def _fit_and_score(x_train, x_test, y_train, y_test, degree: int) -> dict[tuple[
     distilled = make_pipeline(PolynomialFeatures(degree), LinearRegression())
     distilled.fit(x_train, teacher.decision_function(x_train))
 
+    # The oracle teacher: the true logits, log(p / (1 - p)).
+    oracle = make_pipeline(PolynomialFeatures(degree), LinearRegression())
+    p_train = true_probability(x_train)
+    oracle.fit(x_train, np.log(p_train) - np.log1p(-p_train))
+
     proba = {
         "student": lambda x: student.predict_proba(x)[:, 1],
         "teacher": lambda x: teacher.predict_proba(x)[:, 1],
         "distilled": lambda x: expit(distilled.predict(x)),
+        "oracle_distilled": lambda x: expit(oracle.predict(x)),
+        "truth": true_probability,
     }
     data = {"train": (x_train, y_train), "test": (x_test, y_test)}
     # labels=[0, 1] so the metric is defined whatever classes a split happens to hold.
@@ -145,7 +165,7 @@ def plot_log_loss(df: pd.DataFrame, split: str, out_path: str | os.PathLike) -> 
             x="n_train",
             y="log_loss",
             hue="model",
-            hue_order=["student", "distilled", "teacher"],  # fixed order: stable colours
+            hue_order=["student", "distilled", "oracle_distilled", "teacher", "truth"],  # stable colours
             marker="o",
             ax=ax,
         )
