@@ -6,7 +6,8 @@ Each axis of `designs` changes ONE of those factors, one level at a time, and re
 the students of `designs.sizes` on `designs.datasets` at every temperature:
 
     axis            reference       variant name        what changes
-    transfer        early_stopped   transfer-augmented  the transfer set / teacher targets
+    transfer        early_stopped   transfer-augmented  the transfer set / teacher targets (oracle:
+                                                        the true p(y | x), sine data only)
     epochs          distill.epochs  epochs-100          the students' training budget
     teacher_width   1               width-0.25          the teacher's width multiplier
     ensemble        1               ensemble-5          M seeded teachers, probabilities averaged
@@ -30,7 +31,10 @@ import re
 STAGES = ("prepare", "teacher", "transfer", "distill", "evaluate", "walkthrough", "report")
 SPLITS = ("train", "val", "test")
 REFERENCE = "reference"
-PROTOCOLS = ("early_stopped", "in_sample", "cross_fitted", "augmented")
+PROTOCOLS = ("early_stopped", "in_sample", "cross_fitted", "augmented", "oracle")
+#: Protocols that exist only for some dataset kinds: the oracle teacher knows the true
+#: p(y | x), which only a synthetic distribution has (sine: 0.4 sin x + 0.5).
+PROTOCOL_KINDS = {"oracle": ("sine",)}
 #: axis -> (prefix of its variant names, the reference level)
 AXES = {
     "transfer": ("transfer", "early_stopped"),
@@ -334,6 +338,8 @@ def variant_settings(variant: str) -> tuple[str, ...]:
     those: the transfer rule passes exactly these, so changing another setting (say
     transfer.copies for a cross-fitted set) re-runs nothing."""
     parsed = parse_variant(variant)
+    if parsed["level"] == "oracle":
+        return ()  # the true distribution: no teacher is built
     keys = TEACHER_ARCHITECTURE
     if parsed["axis"] in ("teacher_width", "ensemble") or parsed["level"] in ("in_sample", "cross_fitted"):
         keys += TEACHER_TRAINING
@@ -378,7 +384,8 @@ def dataset_variants(params: dict, dataset: dict) -> list[str]:
     for axis in AXES:
         if not applies(axis, dataset["kind"], dataset.get("teacher")):
             continue
-        names += [variant_name(axis, level) for level in axis_levels(axis, params)[1:]]
+        names += [variant_name(axis, level) for level in axis_levels(axis, params)[1:]
+                  if dataset["kind"] in PROTOCOL_KINDS.get(level, (dataset["kind"],))]
     return names
 
 

@@ -57,6 +57,18 @@ def _split_pool(x, y, val_fraction, test_fraction, seed, fixed_test=None):
     return xs, ys
 
 
+def sine_probability(x: np.ndarray) -> np.ndarray:
+    """The sine distribution's p(y = 1 | x) = 0.4 sin x + 0.5 (in [0.1, 0.9]), float64."""
+    return 0.4 * np.sin(np.asarray(x, dtype=np.float64)) + 0.5
+
+
+def sine_oracle_logits(x: np.ndarray) -> np.ndarray:
+    """The oracle teacher's logits (n, 2) on sine inputs x (n, 1): log(1 - p), log p, so
+    that softmax gives exactly (1 - p, p): the true conditional distribution."""
+    p = sine_probability(np.asarray(x).reshape(-1))
+    return np.stack([np.log1p(-p), np.log(p)], axis=1)
+
+
 def make_sine(n_train: int, n_test: int, val_fraction: float, seed: int) -> Splits:
     """The walkthrough's distribution: x ~ 10 N(0, 1), y ~ Bernoulli(0.4 sin x + 0.5).
 
@@ -65,7 +77,7 @@ def make_sine(n_train: int, n_test: int, val_fraction: float, seed: int) -> Spli
     rng = np.random.default_rng(seed)
     n = n_train + n_test
     x = rng.standard_normal(n) * 10
-    y = rng.binomial(1, 0.4 * np.sin(x) + 0.5)
+    y = rng.binomial(1, sine_probability(x))
     x = x.reshape(-1, 1)
     xs, ys = _split_pool(x[:n_train], y[:n_train], val_fraction, None, seed,
                          fixed_test=(x[n_train:], y[n_train:]))

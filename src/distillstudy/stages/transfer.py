@@ -11,6 +11,8 @@ combines and scores them, and writes the outputs.
                                                            trained on the training points outside fold i
     transfer-augmented    x_train + `copies` augmented     the reference teacher's forward on every row
                           copies (augment.py), source y
+    transfer-oracle       x_train, y_train (sine only)     the true log-probabilities log(1 - p), log p,
+                                                           p = 0.4 sin x + 0.5: the oracle teacher
     width-<w>             x_train, y_train                 a reference-kind teacher w times as wide
                                                            (own seed, early-stopped), on x_train
     ensemble-<M>          x_train, y_train                 log of the mean probability of M teachers:
@@ -66,7 +68,7 @@ import time
 from pathlib import Path
 
 import numpy as np
-from distillstudy.engine import augment, factories, seeds
+from distillstudy.engine import augment, datasets, factories, seeds
 from distillstudy.analysis import metrics
 from distillstudy import grid
 from distillstudy.artifacts import file_sha256, load_npz, save_npz, write_json
@@ -209,6 +211,20 @@ def _cross_fitted(stage: _Stage, parsed, params) -> dict:
                       "method": "per class, shuffled and dealt round-robin (stratified)"}}
 
 
+def _oracle(stage: _Stage, parsed, params) -> dict:
+    """The oracle teacher (sine only): the true log-probabilities log(1 - p), log p with
+    p = 0.4 sin x + 0.5, on every split: the most any teacher can give a student."""
+    if stage.kind not in grid.PROTOCOL_KINDS["oracle"]:
+        raise ValueError(f"transfer[{stage.name}]: the oracle teacher needs the true p(y | x), which only "
+                         f"{', '.join(grid.PROTOCOL_KINDS['oracle'])} data have (kind {stage.kind!r})")
+    logits = {s: datasets.sine_oracle_logits(stage.arrays[f"x_{s}"]).astype(np.float32) for s in grid.SPLITS}
+    stage.teachers.append({"name": "oracle", "seed": None, "architecture": "true log p(y | x) = log(0.4 sin x + 0.5)",
+                           "trained_here": False, "metrics": stage.member_metrics(logits)})
+    return {**_whole_train(stage), "logits": logits["train"], "logits_val": logits["val"],
+            "logits_test": logits["test"], "protocol": "the true conditional distribution's log-probabilities "
+            "on the training points (the oracle teacher)", "test_time_teacher": "the oracle itself"}
+
+
 def _augmented(stage: _Stage, parsed, params) -> dict:
     needed = ["copies", "noise"] + {"mnist1d": ["shift"], "digits": ["pixel_shift"]}.get(stage.kind, [])
     _require_params(params, needed, "transfer-augmented")
@@ -306,7 +322,8 @@ def _builder(name: str, parsed: dict, kind: str):
         raise ValueError(f"variant {name!r} does not apply to dataset kind {kind!r}: its teacher is a "
                          f"convex fit with no width and no seed dependence ({axis} axis)")
     if axis == "transfer":
-        return {"in_sample": _in_sample, "cross_fitted": _cross_fitted, "augmented": _augmented}[parsed["value"]]
+        return {"in_sample": _in_sample, "cross_fitted": _cross_fitted, "augmented": _augmented,
+                "oracle": _oracle}[parsed["value"]]
     return {"teacher_width": _width, "ensemble": _ensemble, "label_fraction": _labels}[axis]
 
 

@@ -59,6 +59,7 @@ from sklearn.pipeline import make_pipeline  # noqa: E402
 from sklearn.preprocessing import FunctionTransformer, PolynomialFeatures  # noqa: E402
 
 from distillstudy.artifacts import atomic_path, write_text  # noqa: E402
+from distillstudy.engine.datasets import sine_probability  # noqa: E402
 
 DEFAULT_N_VALUES = tuple(range(10, 50, 5))
 MODELS = ("student", "teacher", "distilled", "oracle_distilled", "truth")
@@ -74,8 +75,8 @@ def draw_pool(rng: np.random.Generator, pool_size: int) -> tuple[np.ndarray, np.
 
 
 def true_probability(x: np.ndarray) -> np.ndarray:
-    """p(y = 1 | x) of the walkthrough's distribution: 0.4 sin x + 0.5 (in [0.1, 0.9])."""
-    return 0.4 * np.sin(np.ravel(x)) + 0.5
+    """p(y = 1 | x) of the walkthrough's distribution (the sine dataset's), flat."""
+    return sine_probability(np.ravel(x))
 
 
 def _fit_and_score(x_train, x_test, y_train, y_test, degree: int) -> dict[tuple[str, str], float]:
