@@ -379,7 +379,8 @@ def test_calibration_old_and_new_tables_and_reliability_keyed_by_setting(tmp_pat
 
 
 def test_old_tables_read_as_mlp_students_and_the_teacher_without_family(tmp_path):
-    rows = [row("teacher", "", "", "", 0, "test", "accuracy", 0.9), row("baseline", 8, "", 0.0, 0, "test", "accuracy", 0.7),
+    rows = [row("teacher", "", "", "", 0, "test", "accuracy", 0.9),
+            row("baseline", 8, "", 0.0, 0, "test", "accuracy", 0.7),
             row("distilled", 8, "2", 0.5, 0, "test", "accuracy", 0.75)]
     pd.DataFrame(rows).drop(columns="family", errors="ignore").to_csv(tmp_path / "old.csv", index=False)
     df = stats.load_results(tmp_path / "old.csv")

@@ -176,7 +176,8 @@ def select_objectives(results_df: pd.DataFrame, *, confidence: float = 0.95) -> 
                       & (diffs["setting"] == best.setting)
                       & ((diffs["alpha"] == best.alpha) | (diffs["alpha"].isna() & math.isnan(best.alpha)))]
             ci = stats.paired_diff_ci(d["diff"].to_numpy(), confidence)
-            rows.append({"dataset": ds, "family": family, "student_size": size, "objective": objective, "model": best.model,
+            rows.append({"dataset": ds, "family": family, "student_size": size, "objective": objective,
+                         "model": best.model,
                          "setting": best.setting, "temperature": best.temperature, "alpha": best.alpha,
                          "n_candidates": len(c), "val_accuracy": best.val_accuracy, "val_nll": best.val_nll,
                          "test_accuracy": float(d["value"].mean()) if len(d) else np.nan,
@@ -226,7 +227,8 @@ def compare_objectives(results_df: pd.DataFrame, selection: pd.DataFrame | None 
             theirs = _test_by_seed(df, other)
             d = (mine - theirs.reindex(mine.index)).dropna().sort_index()
             ci = stats.paired_diff_ci(d.to_numpy(), confidence)
-            rows.append({"dataset": ds, "family": family, "student_size": size, "best": best.objective, "other": other.objective,
+            rows.append({"dataset": ds, "family": family, "student_size": size, "best": best.objective,
+                         "other": other.objective,
                          "n": ci["n"], "diff_mean": ci["mean"], "diff_sd": ci["sd"], "diff_lo": ci["lo"],
                          "diff_hi": ci["hi"], "told_apart": stats.excludes_zero(ci["lo"], ci["hi"]),
                          "p_value": p_value(d)})

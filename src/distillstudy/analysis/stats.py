@@ -37,13 +37,12 @@ import pandas as pd
 from distillstudy.grid import HYPER_ABBREV, OBJECTIVE_MODEL, format_number, number_value
 from scipy import stats as _st
 
-COLUMNS = ["dataset", "family", "model", "objective", "setting", "student_size", "temperature", "alpha", "beta", "gamma",
-           "dkd_alpha", "seed", "split", "metric", "value"]
+COLUMNS = ["dataset", "family", "model", "objective", "setting", "student_size", "temperature", "alpha", "beta",
+           "gamma", "dkd_alpha", "seed", "split", "metric", "value"]
 #: Columns that older tables lack; `normalise_results` derives them (family LEGACY_FAMILY
 #: for students, objective and setting from model and temperature, the rest NaN).
 DERIVED = ("family", "objective", "setting", "beta", "gamma", "dkd_alpha")
-#: The family of a student row without one: tables written before student families had
-#: only today's 2-hidden-layer MLP (grid.family_label's "mlp").
+#: A student row's family where a table has none: before families, every student was this mlp.
 LEGACY_FAMILY = "mlp"
 #: Keys that identify one experimental cell (one row of the grid, all seeds).
 CELL = ["dataset", "family", "student_size", "model", "setting", "temperature", "alpha"]
@@ -69,8 +68,8 @@ def normalise_results(df: pd.DataFrame) -> pd.DataFrame:
     value: float; seed: int.
 
     Tables without the DERIVED columns (or with them empty) are read as the kd-only,
-    one-family grid they describe: an empty family of a student row (model other than
-    teacher) becomes LEGACY_FAMILY (the teacher's stays ""), an empty objective becomes MODEL_OBJECTIVE[model] ("" for
+    one-family grid they describe: an empty family of a student row becomes
+    LEGACY_FAMILY (the teacher's stays ""), an empty objective MODEL_OBJECTIVE[model] ("" for
     teacher, baseline, control), an empty setting of a "distilled" row "T" + its
     temperature, and beta, gamma, dkd_alpha NaN.
     """
@@ -81,7 +80,7 @@ def normalise_results(df: pd.DataFrame) -> pd.DataFrame:
     for c in ("dataset", "family", "model", "objective", "setting", "split", "metric"):
         out[c] = out[c].astype(object).map(_text).astype(object)
     out["temperature"] = out["temperature"].astype(object).map(format_number).astype(object)
-    _derive_family(out)
+    out.loc[(out["family"] == "") & (out["model"] != "teacher"), "family"] = LEGACY_FAMILY
     blank = out["objective"] == ""
     out.loc[blank, "objective"] = out.loc[blank, "model"].map(lambda m: MODEL_OBJECTIVE.get(m, ""))
     kd = (out["setting"] == "") & (out["model"] == "distilled") & (out["temperature"] != "")
@@ -99,12 +98,6 @@ def normalise_results(df: pd.DataFrame) -> pd.DataFrame:
     out["seed"] = _num("seed").astype("Int64")
     out["value"] = _num("value").astype(float)
     return out
-
-
-def _derive_family(out: pd.DataFrame) -> None:
-    """In place: an empty family of a student row becomes LEGACY_FAMILY (teacher rows keep "")."""
-    legacy = (out["family"] == "") & (out["model"] != "teacher")
-    out.loc[legacy, "family"] = LEGACY_FAMILY
 
 
 def load_results(path: str | os.PathLike) -> pd.DataFrame:
@@ -172,8 +165,7 @@ def _sort_cells(df: pd.DataFrame, extra: list[str] | None = None) -> pd.DataFram
     if df.empty:
         return df.reset_index(drop=True)
     key = df.assign(_t=df["temperature"].map(number_value))
-    # Families alphabetically within a dataset (the teacher's "" first): deterministic,
-    # and a one-family table keeps its order.
+    # Families alphabetically in a dataset (the teacher's "" first): a one-family table keeps its order.
     order = ["dataset", "family", "student_size", "model", "_t", "setting", "alpha"] + (extra or [])
     order = [c for c in order if c in key.columns]
     return key.sort_values(order, kind="mergesort", na_position="first").drop(columns="_t").reset_index(drop=True)
@@ -205,9 +197,8 @@ def paired_gains(results_df: pd.DataFrame, metric: str, split: str, *, confidenc
     """Mean paired difference (cell - baseline, same dataset, family, size and seed)
     per cell, with its confidence interval.
 
-    Columns: dataset, family, student_size, model, setting, temperature, alpha, n, mean, sd, lo,
-    hi, significant (CI excludes zero), cell_mean, baseline_mean (both over the
-    paired seeds). Sign: cell minus baseline for every metric, so for nll, ece,
+    Columns: CELL, n, mean, sd, lo, hi, significant (CI excludes zero), cell_mean,
+    baseline_mean (both over the paired seeds). Sign: cell minus baseline for every metric, so for nll, ece,
     brier and kl_teacher negative is better.
     """
     diffs = paired_diffs(results_df, metric, split, models)
@@ -288,8 +279,8 @@ def best_temperature(results_df: pd.DataFrame, *, confidence: float = 0.95) -> p
         else:
             gain = {"test_accuracy": np.nan, "baseline_test_accuracy": np.nan, "n": 0, "gain_mean": np.nan,
                     "gain_sd": np.nan, "gain_lo": np.nan, "gain_hi": np.nan, "significant": False}
-        rows.append({"dataset": ds, "family": family, "student_size": size, "temperature": best.temperature, "alpha": best.alpha,
-                     "n_candidates": len(g), "val_accuracy": best.val_accuracy, "val_nll": best.val_nll, **gain})
+        rows.append({"dataset": ds, "family": family, "student_size": size, "temperature": best.temperature,
+                     "alpha": best.alpha, "n_candidates": len(g), "val_accuracy": best.val_accuracy, "val_nll": best.val_nll, **gain})
     out = pd.DataFrame(rows, columns=cols)
     out["student_size"] = out["student_size"].astype("Int64")
     out["significant"] = out["significant"].astype(bool)
@@ -299,9 +290,8 @@ def best_temperature(results_df: pd.DataFrame, *, confidence: float = 0.95) -> p
 def best_configuration(results_df: pd.DataFrame, *, confidence: float = 0.95) -> pd.DataFrame:
     """Per (dataset, family), the single best distilled configuration chosen on
     validation: among that family's rows of `best_temperature`, the highest validation
-    accuracy (ties: lower validation nll, then smaller student). Same columns as
-    best_temperature. (Families are not ranked against each other: a size means
-    something else in each.)"""
+    accuracy (ties: lower validation nll, then smaller student); families are not ranked
+    against each other. Same columns as best_temperature."""
     bt = best_temperature(results_df, confidence=confidence)
     rows = []
     for _, g in bt.groupby(["dataset", "family"], sort=True):
@@ -343,15 +333,14 @@ CALIBRATION_COLUMNS = [*COLUMNS[:COLUMNS.index("split")], "split", "bin", "bin_l
 def load_calibration(path: str | os.PathLike) -> pd.DataFrame:
     """Read calibration.csv (written by the evaluate stage) with the same typing
     rules as `load_results`: temperature a canonical string, student_size Int64;
-    a table without the DERIVED columns (family included) gets them as
-    `normalise_results` derives them."""
+    a table without the DERIVED columns gets them as `normalise_results` derives them."""
     raw = pd.read_csv(path, dtype=str, keep_default_na=False, na_filter=False)
     missing = [c for c in CALIBRATION_COLUMNS if c not in raw.columns and c not in DERIVED]
     if missing:
         raise ValueError(f"{path}: calibration table lacks columns {missing}")
     out = raw.reindex(columns=CALIBRATION_COLUMNS, fill_value="")
     out["temperature"] = out["temperature"].map(format_number).astype(object)
-    _derive_family(out)
+    out.loc[(out["family"] == "") & (out["model"] != "teacher"), "family"] = LEGACY_FAMILY
     blank = lambda s: pd.to_numeric(s.map(lambda v: np.nan if v.strip() == "" else v))  # noqa: E731
     out.loc[out["objective"] == "", "objective"] = out["model"].map(lambda m: MODEL_OBJECTIVE.get(m, ""))
     kd = (out["setting"] == "") & (out["model"] == "distilled") & (out["temperature"] != "")

@@ -69,8 +69,8 @@ def transfer_sentences(ds: str, rows: pd.DataFrame, conf_pct: int, params: dict 
         if plain:
             parts = [f"{_gain_of(r)} with {labels.get(r['level'], r['level'])} at T = {r['best_temperature'] or 'n/a'}"
                      for r in plain]
-            out.append(f"On {ds}, the {noun} {s} student's test-accuracy gain over the hard-label baseline (temperature "
-                       f"chosen on validation) is " + ", ".join(parts) + ".")
+            out.append(f"On {ds}, the {noun} {s} student's test-accuracy gain over the hard-label baseline "
+                       f"(temperature chosen on validation) is " + ", ".join(parts) + ".")
         aug = rs[rs["level"] == "augmented"]
         if len(aug):
             r = aug.iloc[0]

@@ -1,7 +1,7 @@
 """The report's first screen, "Which objective?": per panel (a dataset's students of one
 family) one table (rows: student sizes; columns: objectives in objective_stats.ORDER),
-each cell the validation-selected test-accuracy gain over the baseline with its CI, the selected setting and alpha beneath;
-the sentences that say which objectives can and cannot be told apart; the same with Holm's
+each cell the validation-selected test-accuracy gain over the baseline with its CI, the
+selected setting and alpha beneath; the sentences that say which objectives can and cannot be told apart; the same with Holm's
 correction folded away; and the figure of the same numbers.
 
 The statistics come from `distillstudy.analysis.objective_stats`; this module only words
