@@ -72,13 +72,16 @@ def student_accuracy(spec: dict, model: str, size: int, seed: int, split: str, T
     return acc
 
 
-def synthetic_designs(dataset: str = "toy", axes=None, levels: dict | None = None) -> pd.DataFrame:
-    """The long designs table (columns design_stats.COLUMNS) for `axes` (default all)."""
+def synthetic_designs(dataset: str = "toy", axes=None, levels: dict | None = None, family: str = "mlp"
+                      ) -> pd.DataFrame:
+    """The long designs table (columns design_stats.COLUMNS) for `axes` (default all), its
+    students of `family` (the reference family's)."""
     levels = LEVELS if levels is None else levels
     rows = []
 
     def add(axis, level, model, size, T, alpha, seed, split, metric, value):
-        rows.append({"dataset": dataset, "axis": axis, "level": level, "model": model, "student_size": size,
+        rows.append({"dataset": dataset, "axis": axis, "level": level, "family": "" if model == "teacher" else family,
+                     "model": model, "student_size": size,
                      "temperature": T, "alpha": alpha, "seed": seed, "split": split, "metric": metric,
                      "value": value})
 

@@ -49,30 +49,36 @@ def student_cells():
     return cells
 
 
-def synthetic_results(dataset: str = EVIL, teacher_mmp: float = 0.995) -> pd.DataFrame:
+def synthetic_results(dataset: str = EVIL, teacher_mmp: float = 0.995, *, family: str = "mlp",
+                      gain_scale: float = 1.0, offset: float = 0.0, teacher: bool = True, rng_seed: int = 0
+                      ) -> pd.DataFrame:
     """The results contract (stats.COLUMNS) for two sizes, three seeds, six objectives at
-    two alphas, with the gains of OBJECTIVE_CELLS planted on validation and test alike."""
-    rng = np.random.default_rng(0)
+    two alphas, with the gains of OBJECTIVE_CELLS (times `gain_scale`) planted on validation
+    and test alike, for the students of `family` (accuracy + `offset`); the teacher's rows
+    unless `teacher` is False (to concatenate a second family's)."""
+    rng = np.random.default_rng(rng_seed)
     rows = []
 
     def add(cell, size, seed, split, metric, value):
         model, objective, setting, T, alpha, beta, gamma, dkd_alpha = cell
-        rows.append({"dataset": dataset, "model": model, "objective": objective, "setting": setting,
+        rows.append({"dataset": dataset, "family": "" if model == "teacher" else family, "model": model, "objective": objective, "setting": setting,
                      "student_size": size, "temperature": T, "alpha": alpha, "beta": beta, "gamma": gamma,
                      "dkd_alpha": dkd_alpha, "seed": seed, "split": split, "metric": metric, "value": value})
 
-    teacher = ("teacher", "", "", "", "", "", "", "")
-    for split in ("train", "val", "test"):
-        add(teacher, "", 0, split, "accuracy", 0.93)
-        add(teacher, "", 0, split, "nll", 0.25)
-        add(teacher, "", 0, split, "mean_max_prob", teacher_mmp if split == "train" else 0.9)
-    add(teacher, "", 0, "all", "n_params", 100000)
+    if teacher:
+        cell = ("teacher", "", "", "", "", "", "", "")
+        for split in ("train", "val", "test"):
+            add(cell, "", 0, split, "accuracy", 0.93)
+            add(cell, "", 0, split, "nll", 0.25)
+            add(cell, "", 0, split, "mean_max_prob", teacher_mmp if split == "train" else 0.9)
+        add(cell, "", 0, "all", "n_params", 100000)
     for size in SIZES:
         for seed in SEEDS:
             seed_fx = rng.normal(0, 0.01)
             for *cell, gain in student_cells():
                 for split in ("train", "val", "test"):
-                    acc = 0.80 + size / 1000 + seed_fx + gain * SIZE_SCALE[size] + rng.normal(0, 0.002)
+                    acc = (0.80 + offset + size / 1000 + seed_fx + gain_scale * gain * SIZE_SCALE[size]
+                           + rng.normal(0, 0.002))
                     vals = {"accuracy": acc, "nll": 1.2 - acc, "ece": 0.05, "brier": 0.3,
                             "agreement": acc + 0.05, "kl_teacher": 0.2, "mean_max_prob": 0.8}
                     for metric in METRICS:
@@ -81,30 +87,42 @@ def synthetic_results(dataset: str = EVIL, teacher_mmp: float = 0.995) -> pd.Dat
     return pd.DataFrame(rows, columns=stats.COLUMNS)
 
 
-def synthetic_calibration(dataset: str = EVIL, n: int = 200) -> pd.DataFrame:
-    """Reliability bins for every model and seed of `synthetic_results` (test split)."""
+def two_family_results(dataset: str = "toy") -> pd.DataFrame:
+    """One dataset, one teacher, and two student families of the same sizes (SIZES) and
+    seeds: "mlp" students with no effect of any objective (gain_scale 0), "cnn" students
+    2 pp more accurate with OBJECTIVE_CELLS' gains planted (kd at T = 4: +2 pp at size 16,
+    alpha 0.5). Pairing or pooling across families would mix the two."""
+    return pd.concat([synthetic_results(dataset, family="mlp", gain_scale=0.0),
+                      synthetic_results(dataset, family="cnn", offset=0.02, teacher=False, rng_seed=7)],
+                     ignore_index=True)
+
+
+def synthetic_calibration(dataset: str = EVIL, n: int = 200, families=("mlp",)) -> pd.DataFrame:
+    """Reliability bins for every model and seed of `synthetic_results` (test split), for
+    the students of every family in `families`."""
     rng = np.random.default_rng(1)
     rows = []
 
-    def add(cell, size, seed, sharpness):
+    def add(cell, size, seed, sharpness, family=""):
         model, objective, setting, T, alpha, beta, gamma, dkd_alpha = cell
         conf = np.clip(rng.beta(sharpness, 1.5, size=n), 1e-6, 1.0)
         correct = rng.random(n) < conf * 0.95
         b = np.clip(np.ceil(conf * N_BINS).astype(int) - 1, 0, N_BINS - 1)
         for k in range(N_BINS):
             m = b == k
-            rows.append({"dataset": dataset, "model": model, "objective": objective, "setting": setting,
-                         "student_size": size, "temperature": T, "alpha": alpha, "beta": beta, "gamma": gamma,
-                         "dkd_alpha": dkd_alpha, "seed": seed, "split": "test", "bin": k, "bin_lower": k / N_BINS,
+            rows.append({"dataset": dataset, "family": family, "model": model, "objective": objective,
+                         "setting": setting, "student_size": size, "temperature": T, "alpha": alpha, "beta": beta,
+                         "gamma": gamma, "dkd_alpha": dkd_alpha, "seed": seed, "split": "test", "bin": k, "bin_lower": k / N_BINS,
                          "bin_upper": (k + 1) / N_BINS, "count": int(m.sum()),
                          "mean_confidence": float(conf[m].mean()) if m.any() else np.nan,
                          "accuracy": float(correct[m].mean()) if m.any() else np.nan})
 
     add(("teacher", "", "", "", "", "", "", ""), "", 0, 8.0)
-    for size in SIZES:
-        for seed in SEEDS:
-            for *cell, _gain in student_cells():
-                add(cell, size, seed, 6.0 if cell[0] == "baseline" else 4.0)
+    for family in families:
+        for size in SIZES:
+            for seed in SEEDS:
+                for *cell, _gain in student_cells():
+                    add(cell, size, seed, 6.0 if cell[0] == "baseline" else 4.0, family)
     return pd.DataFrame(rows, columns=stats.CALIBRATION_COLUMNS)
 
 
@@ -122,12 +140,18 @@ def png(path, title: str) -> None:
     plt.close(fig)
 
 
-def report_inputs(tmp_path, dataset: str = EVIL) -> dict:
-    """Keyword arguments of the report stage's `run` (less the outputs), files under tmp_path."""
+#: distill.students of `two_family_results`: the mlp listed first (the report's order), cnn second.
+TWO_FAMILIES = [{"family": "mlp", "sizes": list(SIZES)}, {"family": "cnn", "sizes": list(SIZES)}]
+
+
+def report_inputs(tmp_path, dataset: str = EVIL, two_families: bool = False) -> dict:
+    """Keyword arguments of the report stage's `run` (less the outputs), files under tmp_path;
+    with `two_families`, the results and bins of `two_family_results`."""
     results = tmp_path / "results.csv"
-    synthetic_results(dataset).to_csv(results, index=False)
+    (two_family_results(dataset) if two_families else synthetic_results(dataset)).to_csv(results, index=False)
     calibration = tmp_path / "calibration.csv"
-    synthetic_calibration(dataset).to_csv(calibration, index=False)
+    synthetic_calibration(dataset, families=("mlp", "cnn") if two_families else ("mlp",)).to_csv(
+        calibration, index=False)
     wt_csv = tmp_path / "walkthrough.csv"
     walkthrough_table().to_csv(wt_csv, index=False)
     pngs = [tmp_path / "walkthrough_test.png", tmp_path / "walkthrough_train.png"]
@@ -150,7 +174,8 @@ def report_inputs(tmp_path, dataset: str = EVIL) -> dict:
         "calibration": calibration,
         "walkthrough": wt_csv,
         "walkthrough_pngs": pngs,
-        "params": {"study": {"name": EVIL, "temperatures": [1, 4]}, "distill": {"alpha": 0.5}},
+        "params": {"study": {"name": EVIL, "temperatures": [1, 4]},
+                   "distill": {"alpha": 0.5, **({"students": TWO_FAMILIES} if two_families else {})}},
         "dataset_meta": [meta],
         "provenance_record": {"git_commit": "deadbeef", "dirty": "false", "note": "<b>x</b>"},
         "benchmarks": benchmarks,

@@ -184,8 +184,8 @@ def test_transfer_sentences_carry_the_numbers(summary):
     rows = summary[summary["axis"] == "transfer"]
     text = " ".join(design_sections.transfer_sentences("toy", rows, 95, PARAMS))
     r = pick(summary, "transfer", "augmented")
-    assert ("On toy, with the augmented transfer set the H=16 student gains +5.0 pp [+3.5, +6.5] over the baseline, "
-            "but only +1.0 pp [") in text
+    assert ("On toy, with the augmented transfer set the hidden width 16 student gains +5.0 pp [+3.5, +6.5] over "
+            "the baseline, but only +1.0 pp [") in text
     assert f"[{signed(r['over_control_lo'], 100, 1)}, +2.0] over the hard-label control" in text
     assert "the control itself gains +4.0 pp [+3.5, +4.5]" in text
     assert "most of the gain is augmentation" in text
@@ -218,7 +218,8 @@ def test_capacity_and_curve_sentences(summary):
     width = " ".join(design_sections.capacity_sentences("toy", "teacher_width",
                                                         summary[summary["axis"] == "teacher_width"], 95))
     assert "90.0% at 0.25× width, 95.0% at 1× width (reference), 97.0% at 2× width" in width
-    assert "H=16: gain over the baseline +1.0 pp [−0.5, +2.5] at 0.25× width, +3.0 pp [+1.5, +4.5] at 1× width" in width
+    assert ("Hidden width 16: gain over the baseline +1.0 pp [−0.5, +2.5] at 0.25× width, +3.0 pp [+1.5, +4.5] at "
+            "1× width") in width
     assert "non-monotone" in width and "Mirzadeh" in width
     labels = " ".join(design_sections.curve_sentences("toy", "label_fraction",
                                                       summary[summary["axis"] == "label_fraction"], 95))
@@ -289,6 +290,21 @@ def test_report_with_and_without_designs(tmp_path):
 EVIL_LEVEL = '<img src=x onerror="alert(4)">'
 
 
+def test_design_sentences_and_tables_name_the_reference_familys_size():
+    """A cnn reference family: its students' sizes are channels, in sentences and tables;
+    a designs table without `family` is read as today's mlp students."""
+    d = synthetic_designs(axes=["teacher_width", "ensemble"], family="cnn")
+    s = design_stats.level_summary(design_stats.normalise_designs(d))
+    assert set(s["family"]) == {"cnn"}
+    width = " ".join(design_sections.capacity_sentences("toy", "teacher_width", s[s["axis"] == "teacher_width"], 95))
+    assert "Channels 16: gain over the baseline +1.0 pp" in width and "idden" not in width
+    cols, _ = design_sections.design_table("teacher_width", s[s["axis"] == "teacher_width"])
+    assert cols[1] == "channels"
+    legacy = design_stats.level_summary(design_stats.normalise_designs(d.drop(columns="family")))
+    assert set(legacy["family"]) == {"mlp"}
+    assert legacy.drop(columns="family").equals(s.drop(columns="family"))
+
+
 def test_design_strings_are_escaped(tmp_path):
     d = synthetic_designs(dataset=EVIL, axes=["transfer", "teacher_width"])
     d.loc[d["level"] == "in_sample", "level"] = EVIL_LEVEL
@@ -299,7 +315,7 @@ def test_design_strings_are_escaped(tmp_path):
     assert EVIL not in html and EVIL_LEVEL not in html
     assert "<script" not in html.lower() and "onerror=\"" not in html
     sec = html.split('id="designs"')[1].split('id="walkthrough"')[0]
-    assert "On &lt;script&gt;alert(1)&lt;/script&gt;, the H=16 student" in sec
+    assert "On &lt;script&gt;alert(1)&lt;/script&gt;, the hidden width 16 student" in sec
     assert "&lt;img src=x onerror=&#34;alert(4)&#34;&gt;" in sec
     assert len(images(html)) == len(plotting.STUDY_FIGURES) + 2 + 2  # main + walkthrough + two axes
 

@@ -118,3 +118,31 @@ def test_no_design_cells_write_a_header_only(study, tmp_path):
 def test_training_set_takes_exactly_one_source(study):
     with pytest.raises(ValueError, match="exactly one"):
         distill.training_set(study["arrays"], None, None)
+
+
+def test_designs_copy_only_the_design_familys_reference_cells(study, tmp_path):
+    """A second student family of the same size in the main grid (a "cnn" copy of the
+    reference cells with other logits, listed after them): designs.csv is unchanged, its
+    students all of the design cells' family (here records without one: mlp)."""
+    d = study["dir"]
+    rng = np.random.default_rng(5)
+    cells = [str(d / f"ref_{cell}.logits.npz") for cell in ("baseline", "kd_T2_mix0.9")]
+    cnn_cells = []
+    for path in cells:
+        cell = load_npz(path)
+        record = {**distill.read_record(cell), "family": "cnn"}
+        out = tmp_path / f"cnn_{len(cnn_cells)}.logits.npz"
+        save_npz(out, {**{k: v + rng.normal(size=v.shape).astype(np.float32) for k, v in cell.items()
+                          if k.startswith("logits_")}, "record": np.array(json.dumps(record, sort_keys=True))})
+        cnn_cells.append(str(out))
+    design_cells = [str(d / f"aug_{cell}.logits.npz") for cell in ("control", "kd_T2_mix0.9")]
+    evaluate.run(data=[str(d / "digits.npz")], teachers=[str(d / "teacher.logits.npz")],
+                 teacher_meta=[str(d / "teacher.json")], cells=cells + cnn_cells, design_cells=design_cells,
+                 transfer_sets=[str(d / "augmented.npz")], ece_bins=15, out_results=str(tmp_path / "results.csv"),
+                 out_metrics=str(tmp_path / "metrics.json"), out_designs=str(tmp_path / "designs.csv"))
+    assert (tmp_path / "designs.csv").read_bytes() == (d / "designs.csv").read_bytes()
+    frame = pd.read_csv(tmp_path / "designs.csv", dtype=str, keep_default_na=False)
+    assert set(frame.loc[frame.model == "teacher", "family"]) == {""}
+    assert set(frame.loc[frame.model != "teacher", "family"]) == {"mlp"}
+    results = pd.read_csv(tmp_path / "results.csv", dtype=str, keep_default_na=False)
+    assert set(results["family"]) == {"", "mlp", "cnn"}  # the main grid keeps both families

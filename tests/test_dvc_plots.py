@@ -39,6 +39,9 @@ def test_dvc_plots_show_renders_the_main_curves(tmp_path):
     assert len(values) == 2 * len(SIZES) * len(TEMPS)
     assert set(values["model"]) == {"distilled", "baseline"}
     assert set(values["student_size"]) == {str(s) for s in SIZES}
+    assert set(values["family"]) == {"mlp"}
+    # the template colours one line per student (family and size): its transform names them
+    assert {t.get("as") for t in acc["transform"]} >= {"student", "size"} and enc["color"]["field"] == "student"
 
     wt = data["walkthrough_log_loss"][0]["content"]
     assert wt["facet"]["field"] == "split"

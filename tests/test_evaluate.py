@@ -42,7 +42,9 @@ def test_reliability_bins_reproduce_ece():
     assert [b["count"] for b in half] == [1, 0]
 
 
-def _write_study(tmp_path):
+def _write_study(tmp_path, families=(None,)):
+    """One dataset, its teacher, and a baseline and a kd cell of size 8 per family in
+    `families` (None: a record written before student families, without `family`)."""
     rng = np.random.default_rng(1)
     n = {"train": 40, "val": 20, "test": 30}
     data = {f"y_{s}": rng.integers(0, 3, size=k) for s, k in n.items()}
@@ -52,14 +54,15 @@ def _write_study(tmp_path):
                                          for s, k in n.items()})
     (tmp_path / "d.json").write_text(json.dumps({"dataset": "d", "seed": 5, "n_params": 100}))
     cells = []
-    for cell in ("baseline", "kd_T2_mix0.9"):
-        spec = parse_cell(cell)  # the record's fields as the distill stage writes them
-        record = {"dataset": "d", "student_size": 8, **spec, **hyper_columns(spec["hyper"]),
-                  "seeds": [11, 12], "n_params": 50}
-        path = tmp_path / f"{cell}.logits.npz"
-        save_npz(path, {**{f"logits_{s}": rng.normal(size=(2, k, 3)).astype(np.float32) for s, k in n.items()},
-                        "record": np.array(json.dumps(record, sort_keys=True))})
-        cells.append(str(path))
+    for k, family in enumerate(families):
+        for cell in ("baseline", "kd_T2_mix0.9"):
+            spec = parse_cell(cell)  # the record's fields as the distill stage writes them
+            record = {"dataset": "d", "student_size": 8, **spec, **hyper_columns(spec["hyper"]),
+                      "seeds": [11 + 10 * k, 12 + 10 * k], "n_params": 50, **({"family": family} if family else {})}
+            path = tmp_path / f"{family or 'h'}-{cell}.logits.npz"
+            save_npz(path, {**{f"logits_{s}": rng.normal(size=(2, m, 3)).astype(np.float32) for s, m in n.items()},
+                            "record": np.array(json.dumps(record, sort_keys=True))})
+            cells.append(str(path))
     return dict(data=[str(tmp_path / "d.npz")], teachers=[str(tmp_path / "d.logits.npz")],
                 teacher_meta=[str(tmp_path / "d.json")], cells=cells, ece_bins=N_BINS)
 
@@ -94,3 +97,21 @@ def test_run_writes_calibration_beside_results_deterministically(tmp_path):
     evaluate.run(**args, out_results=str(tmp_path / "c" / "results.csv"),
                  out_metrics=str(tmp_path / "c" / "metrics.json"), out_calibration=str(explicit))
     assert explicit.read_bytes() == (out_a / "calibration.csv").read_bytes()
+
+
+def test_family_column_from_the_records_and_metrics_keyed_by_student(tmp_path):
+    """A record without `family` (written before families) is today's mlp; a cnn of the
+    same size is another student: its own rows, bins and metrics.json key ("cnn-8")."""
+    args = _write_study(tmp_path, families=(None, "cnn"))
+    evaluate.run(**args, out_results=str(tmp_path / "results.csv"), out_metrics=str(tmp_path / "metrics.json"))
+    res = pd.read_csv(tmp_path / "results.csv", dtype=str, keep_default_na=False)
+    assert list(res.columns[:3]) == ["dataset", "family", "model"]
+    assert list(dict.fromkeys(res["family"])) == ["", "cnn", "mlp"]  # teacher first, families alphabetically
+    assert set(res.loc[res["family"] == "", "model"]) == {"teacher"}
+    assert set(res.loc[res["family"] == "cnn", "seed"]) == {"21", "22"}
+    assert set(res.loc[res["family"] == "mlp", "seed"]) == {"11", "12"}
+    cal = pd.read_csv(tmp_path / "calibration.csv", dtype=str, keep_default_na=False)
+    assert cal.groupby("family").size().to_dict() == {"": N_BINS, "cnn": 4 * N_BINS, "mlp": 4 * N_BINS}
+    metrics_json = json.loads((tmp_path / "metrics.json").read_text())
+    assert set(metrics_json["d"]) == {"teacher", "h8", "cnn-8"}
+    assert [metrics_json["d"][s]["best_temperature_on_val"] for s in ("h8", "cnn-8")] == ["2", "2"]

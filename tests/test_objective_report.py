@@ -41,8 +41,8 @@ def test_first_screen_is_the_objectives_table(built):
     body = html.split("<body>")[1]
     assert body.index('id="objectives"') < body.index('id="summary"') < body.index(f'id="ds-{text.slug(EVIL)}"')
     main, holm = tables(html, "objectives")
-    assert main[0] == ["hidden size", *objective_stats.ORDER]
-    assert holm[0] == ["hidden size", *(f"{o} (Holm)" for o in objective_stats.ORDER)]
+    assert main[0] == ["hidden width", *objective_stats.ORDER]
+    assert holm[0] == ["hidden width", *(f"{o} (Holm)" for o in objective_stats.ORDER)]
     assert [r[0] for r in main[1:]] == [str(s) for s in SIZES] == [r[0] for r in holm[1:]]
     sel = objective_stats.select_objectives(stats.load_results(inputs["results"]))
     for r in main[1:]:
@@ -69,7 +69,7 @@ def test_validation_selection_and_the_interval_shown_are_stated(built):
 
 
 def _stars(table_html: str) -> dict:
-    """hidden size -> the column indexes (0 = first objective) of the cells marked best."""
+    """hidden width -> the column indexes (0 = first objective) of the cells marked best."""
     out = {}
     for tr in re.findall(r"<tr><td class=\"num\">(\d+)</td>(.*?)</tr>", table_html, re.DOTALL):
         cells = re.findall(r"<td class=\"num ([^\"]*)\">(.*?)</td>", tr[1], re.DOTALL)
@@ -106,16 +106,16 @@ def test_sentences_say_which_objectives_can_and_cannot_be_told_apart(built):
     cmp = objective_stats.compare_objectives(df)
     for s in SIZES:
         c = cmp[cmp["student_size"] == s]
-        assert f"Hidden size {s}: {c['best'].iloc[0]} is best on validation" in words
+        assert f"Hidden width {s}: {c['best'].iloc[0]} is best on validation" in words
     # dkd and dist (3.0 vs 2.9 pp planted) cannot be told apart at size 16; nkd (harmful) can
     c16 = cmp[cmp["student_size"] == 16]
     pair = {"dkd", "dist"} - {c16["best"].iloc[0]}
     assert not c16[c16["other"].isin(pair)]["told_apart"].any() and c16[c16["other"] == "nkd"]["told_apart"].all()
     sentence = next(t for t in render_objectives.size_sentences(
-        objective_stats.select_objectives(df), cmp, 95) if t.startswith("Hidden size 16"))
+        objective_stats.select_objectives(df), cmp, 95) if t.startswith("Hidden width 16"))
     assert f"It cannot be told apart from {pair.pop()} (" in sentence and "nkd (+" in sentence
     # with Holm's intervals size 64 has no difference that excludes zero: said plainly
-    assert "Hidden size 64: dkd is best on validation" in words
+    assert "Hidden width 64: dkd is best on validation" in words
     assert "The objectives cannot be told apart at this size: the Holm-adjusted interval" in words
 
 
@@ -149,9 +149,9 @@ def test_an_old_kd_only_table_still_renders(tmp_path):
                                                                                    index=False)
     html = build(inputs, tmp_path / "out")
     main, _ = tables(html, "objectives")
-    assert main[0] == ["hidden size", "kd"]
+    assert main[0] == ["hidden width", "kd"]
     assert main[1][1].startswith("★ +") or main[1][1].startswith("+")
-    assert "Hidden size 16: only kd was trained; there is nothing to compare." in section_text(html, "objectives")
+    assert "Hidden width 16: only kd was trained; there is nothing to compare." in section_text(html, "objectives")
 
 
 def test_an_objective_missing_at_one_size_reads_not_trained(tmp_path):

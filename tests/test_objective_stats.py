@@ -246,7 +246,7 @@ def test_holm_leaves_out_comparisons_without_a_p_value():
     assert h.loc[[1, 2], "p_holm"].isna().all() and not h.loc[[1, 2], "holm_significant"].any()
 
 
-def test_holm_family_is_one_dataset():
+def test_holm_family_is_one_dataset_of_one_student_family():
     df = frame(planted(dataset="a") + planted(size=64, dataset="a") + planted(dataset="b"))
     sel = ob.select_objectives(df)
     for ds, g in sel.groupby("dataset"):
@@ -257,3 +257,23 @@ def test_holm_family_is_one_dataset():
     a = cmp[cmp["dataset"] == "a"]
     _, p_adj, _, _ = multipletests(a["p_value"], method="holm")
     assert a["p_holm"].tolist() == pytest.approx(p_adj.tolist())
+
+
+def test_two_families_of_one_size_are_selected_compared_and_corrected_apart():
+    """mlp and cnn students of the same size, seeds and cells on one dataset; the gains are
+    planted in the mlp only (the cnn's are exactly zero on average). Each family gets its own
+    selection, comparisons and Holm family, and the effect is found in the mlp alone."""
+    df = frame(planted() + [{**r, "family": "cnn"} for r in planted(planted={})])
+    sel = ob.select_objectives(df)
+    assert list(dict.fromkeys(sel["family"])) == ["cnn", "mlp"] and (sel["n"] == len(SEEDS)).all()
+    by = sel.set_index(["family", "objective"])
+    assert by.loc[("mlp", "dkd"), "setting"] == "alpha1_beta8_T4" and by.loc[("mlp", "dkd"), "significant"]
+    assert by.loc[("mlp", "dkd"), "gain_mean"] == pytest.approx(0.05, abs=1e-3)
+    assert (by.loc["cnn", "gain_mean"].abs() < 1e-3).all() and not by.loc["cnn", "significant"].any()
+    for _, g in sel.groupby(ob.HOLM_FAMILY):  # one Holm family per (dataset, student family)
+        _, p_adj, _, _ = multipletests(g["p_value"].dropna(), method="holm")
+        assert g["p_holm"].dropna().tolist() == pytest.approx(p_adj.tolist())
+    cmp = ob.compare_objectives(df, sel)
+    sep = ob.separability(cmp).set_index("family")
+    assert sep.loc["mlp", "best"] == "dkd" and sep.loc["mlp", "verdict"] != "none"
+    assert len(cmp[cmp["family"] == "cnn"]) == len(cmp[cmp["family"] == "mlp"]) == len(SETTINGS) - 1

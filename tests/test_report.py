@@ -18,7 +18,7 @@ from distillstudy.engine import datasets
 from distillstudy.render import captions, plotting, tables, text
 from distillstudy.stages import report
 from distillstudy.analysis import stats
-from synthetic import EVIL, SIZES, TEMPS, report_inputs, synthetic_results
+from synthetic import EVIL, SIZES, TEMPS, report_inputs, synthetic_results, two_family_results
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -51,6 +51,13 @@ def test_report_is_escaped_self_contained_and_complete(inputs, tmp_path):
     pngs = sorted((tmp_path / "out" / "figures").glob("*/*.png"))
     assert [p.stem for p in pngs] == sorted(plotting.STUDY_FIGURES)
     assert pngs[0].parent.name == text.slug(EVIL)
+    # one family: the panel is the dataset, headings and anchors as before families existed
+    esc = "&lt;script&gt;alert(1)&lt;/script&gt;"
+    assert re.findall(r"<h2>Dataset: ([^<]*)</h2>", html) == [esc]
+    assert f'<section id="ds-{text.slug(EVIL)}">' in html and f'<section id="obj-{text.slug(EVIL)}">' in html
+    assert not re.search(r"<h[23]>[^<]* students", html)
+    assert "MLP students (hidden width 16, 64) trained on a teacher" in html
+    assert html.count("<th>hidden width</th>") == 4 and "hidden size" not in html
     for key in plotting.STUDY_FIGURES:  # every figure has its title (grid.FIGURE_TITLES) and caption
         title = grid.FIGURE_TITLES[key]
         assert f"{title[:1].upper()}{title[1:]} (&lt;script&gt;" in html
@@ -68,7 +75,8 @@ def test_report_is_escaped_self_contained_and_complete(inputs, tmp_path):
     assert "deadbeef" in html and "12.2" in html and "ab" * 32 in html
 
     plots = pd.read_csv(tmp_path / "out" / "plots" / "acc_vs_temperature.csv", dtype={"temperature": str})
-    assert list(plots.columns) == ["dataset", "student_size", "model", "temperature", "test_accuracy"]
+    assert list(plots.columns) == ["dataset", "family", "student_size", "model", "temperature", "test_accuracy"]
+    assert set(plots["family"]) == {"mlp"}
     assert len(plots) == 2 * len(SIZES) * len(TEMPS)  # distilled cells + a flat baseline line per size
     assert set(plots["temperature"]) == set(TEMPS)
     base = plots[plots["model"] == "baseline"]
@@ -109,6 +117,55 @@ def test_reliability_panels_follow_the_best_configuration_chosen_on_validation(i
         pooled = stats.pooled_reliability(cal, EVIL, p["model"], p["student_size"], p["temperature"], p["alpha"])
         assert pooled.attrs["n_seeds"] == (1 if p["model"] == "teacher" else 3)
         assert 0 <= pooled.attrs["ece"] <= 1
+
+
+def _section(html: str, heading: str) -> str:
+    return html.split(heading, 1)[1].split("</section>", 1)[0]
+
+
+def test_two_families_get_a_panel_each_with_their_figures_and_nouns(tmp_path):
+    """mlp and cnn students of the same sizes on one dataset: two panels (in
+    distill.students' order, mlp first), each with its own figure folder, its noun
+    (hidden width / channels) and its own numbers; the dataset's teacher in both."""
+    inputs = report_inputs(tmp_path, dataset="toy", two_families=True)
+    inputs["params"]["prepare"] = {"datasets": [{"name": "toy", "teacher": {"logits": "offline.npz"}}]}
+    html = build(inputs, tmp_path / "out")
+    labels = ["toy · mlp students", "toy · cnn students"]
+    assert re.findall(r"<h2>Dataset: ([^<]*)</h2>", html) == labels
+    assert re.findall(r"<h3>([^<]*): test-accuracy gain over the baseline, by objective</h3>", html) == labels
+    folders = tmp_path / "out" / "figures"
+    assert sorted(p.name for p in folders.iterdir()) == sorted(text.slug(label) for label in labels)
+    for label in labels:
+        assert sorted(p.stem for p in (folders / text.slug(label)).glob("*.png")) == sorted(plotting.STUDY_FIGURES)
+        assert f'<section id="ds-{text.slug(label)}">' in html
+    assert len(re.findall(r"<img ", html)) == 2 * len(plotting.STUDY_FIGURES) + len(inputs["walkthrough_pngs"])
+    assert "MLP students (hidden width 16, 64) and CNN students (channels 16, 64) trained" in html
+
+    mlp, cnn = (_section(html, f"<h2>Dataset: {label}</h2>") for label in labels)
+    assert "<th>hidden width</th>" in mlp and "channels" not in mlp
+    assert "<th>channels</th>" in cnn and "hidden width" not in cnn
+    for section in (mlp, cnn):  # the dataset's teacher, looked up by the dataset's name
+        assert "Teacher (offline logits from offline.npz, not trained here)" in section
+    # the planted effect is the cnn's: its best configuration's CI excludes zero, the mlp's does not
+    assert "toy · cnn students: the best distilled configuration on the validation split is channels" in html
+    assert re.search(r"toy · cnn students: [^<]*its CI excludes zero", html)
+    assert re.search(r"toy · mlp students: [^<]*its CI includes zero", html)
+    objectives = _section(html, "<h3>toy · cnn students: test-accuracy gain")
+    assert "<th>channels</th>" in objectives and "Channels 16: dkd is best on validation" in objectives
+
+    plots = pd.read_csv(tmp_path / "out" / "plots" / "acc_vs_temperature.csv", dtype={"temperature": str})
+    assert len(plots) == 2 * 2 * len(SIZES) * len(TEMPS)
+    assert (plots.groupby(["family", "student_size", "model", "temperature"]).size() == 1).all()
+
+
+def test_a_figure_refuses_two_families(tmp_path):
+    """Sizes of two families mean different things: a figure given both is an error, not a mix."""
+    from distillstudy.render import figures
+    df = stats.normalise_results(two_family_results("toy"))
+    with pytest.raises(ValueError, match="one student family"):
+        figures.plot_gain_heatmap(df, "toy", tmp_path / "x.png")
+    figures.plot_gain_heatmap(df[df["family"] != "mlp"], "toy", tmp_path / "cnn.png")
+    assert (tmp_path / "cnn.png").exists()
 
 
 def test_every_figure_has_a_snakemake_report_caption_and_label():

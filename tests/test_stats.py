@@ -371,4 +371,105 @@ def test_calibration_old_and_new_tables_and_reliability_keyed_by_setting(tmp_pat
     old.to_csv(tmp_path / "old.csv", index=False)
     o = stats.load_calibration(tmp_path / "old.csv")
     assert (o["objective"].iloc[0], o["setting"].iloc[0]) == ("kd", "T4") and math.isnan(o["beta"].iloc[0])
+    assert o["family"].iloc[0] == "mlp" and c["family"].tolist() == ["mlp", "mlp"]  # neither table had one
     assert stats.pooled_reliability(o, "d", "distilled", 8, "4", 0.5, setting="T4").attrs["n"] == 5
+
+
+# --------------------------------------------------------------------------- student families
+
+
+def test_old_tables_read_as_mlp_students_and_the_teacher_without_family(tmp_path):
+    rows = [row("teacher", "", "", "", 0, "test", "accuracy", 0.9),
+            row("baseline", 8, "", 0.0, 0, "test", "accuracy", 0.7),
+            row("distilled", 8, "2", 0.5, 0, "test", "accuracy", 0.75)]
+    pd.DataFrame(rows).drop(columns="family", errors="ignore").to_csv(tmp_path / "old.csv", index=False)
+    df = stats.load_results(tmp_path / "old.csv")
+    assert list(df["family"]) == ["", stats.LEGACY_FAMILY, stats.LEGACY_FAMILY] == ["", "mlp", "mlp"]
+    assert list(df.columns) == stats.COLUMNS and df.columns[1] == "family"
+
+
+def test_a_results_table_without_family_gives_the_statistics_it_gave_before(tmp_path):
+    """An older results.csv (no `family`) and the same rows written with family "mlp":
+    every statistic the report computes is the same, and the family column reads "mlp"."""
+    from synthetic import synthetic_results
+    from distillstudy.analysis import objective_stats
+    new = synthetic_results("toy")
+    assert set(new["family"]) == {"", "mlp"}
+    new.to_csv(tmp_path / "new.csv", index=False)
+    new.drop(columns="family").to_csv(tmp_path / "old.csv", index=False)
+    old_df, new_df = stats.load_results(tmp_path / "old.csv"), stats.load_results(tmp_path / "new.csv")
+    pd.testing.assert_frame_equal(old_df, new_df)
+    for f in (lambda d: stats.paired_gains(d, "accuracy", "test"), stats.best_temperature, stats.best_configuration,
+              objective_stats.select_objectives, lambda d: stats.cell_summary(d, "nll", "test")):
+        a, b = f(old_df), f(new_df)
+        pd.testing.assert_frame_equal(a, b)
+        assert set(a["family"]) <= {"", "mlp"}
+    # the numbers are today's: kd's planted +2 pp at T = 4, size 16, alpha 0.5
+    g = stats.paired_gains(old_df, "accuracy", "test", models=("distilled",))
+    kd = g[(g["student_size"] == 16) & (g["temperature"] == "4") & (g["alpha"] == 0.5)].iloc[0]
+    assert kd["mean"] == pytest.approx(0.02, abs=0.004) and kd["n"] == 3
+    assert scoring.summarise(old_df) == scoring.summarise(new_df)
+    assert set(scoring.summarise(old_df)["toy"]) == {"teacher", "h16", "h64"}
+
+
+def test_two_families_sharing_sizes_are_paired_and_selected_apart():
+    """mlp and cnn students of the same sizes and seeds on one dataset; the objectives'
+    gains are planted in the cnn only (kd T = 4 at alpha 0.5: +2 pp at size 16, +1 pp
+    at 64), and the cnn is 2 pp more accurate overall. Each family is paired with its
+    own baseline and the effect is found in the cnn alone."""
+    from synthetic import two_family_results
+    from distillstudy.analysis import objective_stats
+    df = stats.normalise_results(two_family_results("toy"))
+    g = stats.paired_gains(df, "accuracy", "test", models=("distilled",))
+    assert (g["n"] == 3).all()  # each cell paired with its own family's 3 seeds, never with 6
+    assert len(g) == 2 * 2 * 2 * 2  # families x sizes x temperatures x alphas
+    kd = g[(g["temperature"] == "4") & (g["alpha"] == 0.5)].set_index(["family", "student_size"])
+    assert kd.loc[("cnn", 16), "mean"] == pytest.approx(0.02, abs=0.004) and kd.loc[("cnn", 16), "significant"]
+    assert kd.loc[("cnn", 64), "mean"] == pytest.approx(0.01, abs=0.004)
+    assert abs(kd.loc[("mlp", 16), "mean"]) < 0.004 and abs(kd.loc[("mlp", 64), "mean"]) < 0.004
+    # the cnn's baseline is its own (2 pp above the mlp's), not a mix of the two
+    assert kd.loc[("cnn", 16), "baseline_mean"] - kd.loc[("mlp", 16), "baseline_mean"] == pytest.approx(0.02, abs=0.01)
+
+    bt = stats.best_temperature(df).set_index(["family", "student_size"])
+    assert list(bt.index) == [("cnn", 16), ("cnn", 64), ("mlp", 16), ("mlp", 64)]
+    assert (bt.loc["cnn", "temperature"] == "4").all() and bt.loc["cnn", "significant"].all()
+    assert (bt.loc["mlp", "gain_mean"].abs() < 0.004).all()
+    assert list(stats.best_configuration(df)["family"]) == ["cnn", "mlp"]
+
+    sel = objective_stats.select_objectives(df).set_index(["family", "student_size", "objective"])
+    assert sel.loc[("cnn", 16, "dkd"), "gain_mean"] == pytest.approx(0.03, abs=0.004)
+    assert sel.loc[("cnn", 16, "dkd"), "significant"]
+    assert (sel.loc["mlp", "gain_mean"].abs() < 0.004).all()
+    # Holm: one family of claims per (dataset, student family), as each panel of the report
+    assert set(sel.reset_index().groupby(objective_stats.HOLM_FAMILY).size()) == {2 * 6}
+
+    summary = scoring.summarise(df)["toy"]
+    assert set(summary) == {"teacher", "h16", "h64", "cnn-16", "cnn-64"}
+    assert summary["cnn-16"]["best_gain"] == pytest.approx(bt.loc[("cnn", 16), "gain_mean"])
+    assert abs(summary["h16"]["best_gain"]) < 0.004
+
+    # without the family column the two would be one student with two baselines per seed
+    with pytest.raises(ValueError, match="duplicate baseline"):
+        stats.paired_gains(df.drop(columns="family"), "accuracy", "test")
+
+
+def test_sorting_puts_the_teacher_first_then_families_alphabetically():
+    from synthetic import two_family_results
+    raw = two_family_results("toy").sample(frac=1.0, random_state=0).astype({"student_size": str,
+                                                                               "temperature": str})
+    out = scoring.sort_results(raw)
+    assert list(dict.fromkeys(out["family"])) == ["", "cnn", "mlp"]
+    assert (out.loc[out["family"] == "", "model"] == "teacher").all()
+    cells = stats.cell_summary(raw, "accuracy", "test")
+    assert list(dict.fromkeys(cells["family"])) == ["", "cnn", "mlp"]
+
+
+def test_pooled_reliability_keeps_two_families_of_one_size_apart():
+    def cal(family, count):
+        return {"dataset": "d", "family": family, "model": "baseline", "student_size": 16, "temperature": "",
+                "alpha": 0.0, "seed": 0, "split": "test", "bin": 0, "bin_lower": 0.0, "bin_upper": 1.0,
+                "count": count, "mean_confidence": 0.8, "accuracy": 0.5}
+    c = pd.DataFrame([cal("mlp", 10), cal("cnn", 30)], columns=stats.CALIBRATION_COLUMNS)
+    assert stats.pooled_reliability(c, "d", "baseline", 16, family="cnn").attrs["n"] == 30
+    assert stats.pooled_reliability(c, "d", "baseline", 16, family="mlp").attrs["n"] == 10
+    assert stats.pooled_reliability(c, "d", "baseline", 16).attrs["n"] == 40  # None: any family

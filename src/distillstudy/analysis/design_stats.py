@@ -1,7 +1,9 @@
 """Statistics of the study designs (reports/designs.csv), paired by seed.
 
 designs.csv is the long results table of `stats` with two more key columns,
-`axis` and `level` (see `distillstudy.grid`): each axis changes ONE factor
+`axis` and `level` (see `distillstudy.grid`), whose students are all of the reference
+family (the first of distill.students; a designs.csv without `family` is read, as
+`stats.normalise_results` reads results.csv, as today's mlp): each axis changes ONE factor
 of the reference (transfer set, epochs, teacher width, ensemble size, label
 fraction) and every (dataset, axis) carries its reference level too, so one
 axis is self-contained. Within one (dataset, axis, level) the rows are an
@@ -44,7 +46,7 @@ SHARE_FORMULA = ("share = (test accuracy of the best-on-validation student disti
                  "(ensemble teacher's test accuracy − single teacher's test accuracy)")
 
 SUMMARY_COLUMNS = [
-    "dataset", "axis", "level", "level_value", "is_reference", "student_size",
+    "dataset", "axis", "level", "level_value", "is_reference", "family", "student_size",
     "teacher_test_accuracy", "teacher_transfer_accuracy", "teacher_transfer_mmp", "teacher_n_params", "n_teachers",
     "baseline_mean", "baseline_lo", "baseline_hi", "n_baseline",
     "best_temperature", "best_alpha", "best_val_accuracy", "best_test_mean", "best_test_lo", "best_test_hi",
@@ -163,6 +165,10 @@ def _summarise_level(frame: pd.DataFrame, confidence: float) -> list[dict]:
     sizes = sorted(int(s) for s in students["student_size"].dropna().unique())
     if not sizes:
         return []
+    families = sorted(set(students["family"]))
+    if len(families) > 1:  # rows below are keyed by size alone: two families would be mixed
+        raise ValueError(f"designs table: one level holds students of several families {families}; the designs "
+                         f"train the reference family's students only")
     cs = stats.cell_summary(students, "accuracy", "test", confidence=confidence)
     base = cs[cs["model"] == "baseline"]
     ctrl = cs[cs["model"] == "control"]
@@ -176,7 +182,7 @@ def _summarise_level(frame: pd.DataFrame, confidence: float) -> list[dict]:
                                  models=("distilled",)) if has_dist else None)
     rows = []
     for s in sizes:
-        r = {"student_size": s, **teacher}
+        r = {"family": families[0], "student_size": s, **teacher}
         b = _row_for(base, s)
         r.update(baseline_mean=nan if b is None else b["mean"], baseline_lo=nan if b is None else b["lo"],
                  baseline_hi=nan if b is None else b["hi"], n_baseline=0 if b is None else int(b["n"]))
@@ -215,7 +221,8 @@ def _summarise_level(frame: pd.DataFrame, confidence: float) -> list[dict]:
 
 def level_summary(designs: pd.DataFrame | None, *, params: dict | None = None,
                   confidence: float = 0.95) -> pd.DataFrame:
-    """One row per (dataset, axis, level, student_size), levels in `sort_levels` order.
+    """One row per (dataset, axis, level, student_size), levels in `sort_levels` order;
+    `family` names the (one) student family of the designs.
 
     Teacher (the level's; mean over its rows): teacher_test_accuracy,
     teacher_transfer_accuracy and teacher_transfer_mmp (accuracy and mean

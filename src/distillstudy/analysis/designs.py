@@ -1,9 +1,12 @@
 """reports/designs.csv: the study-design axes in long format (written by `evaluate`).
 
-One row per (dataset, axis, level, model, student size, temperature, seed, split,
+One row per (dataset, axis, level, family, model, student size, temperature, seed, split,
 metric). Each (dataset, axis) is self-contained: it holds its reference level too
 (copies of the main grid's cells at the axes' student sizes), so a reader compares
-levels without joining files. Models:
+levels without joining files. The designs train only the reference family's students
+(the first entry of distill.students), so `family` is that family's label on every
+student row ("" on the teacher's); the reference cells copied from the main grid are
+that family's only, since a second family may share a size. Models:
 
 - teacher: the level's teacher (a cross-fitted or ensemble teacher is the mean of its
   members' probabilities), on train/val/test and on `transfer`, the points the
@@ -24,12 +27,13 @@ import pandas as pd
 
 from distillstudy.analysis import metrics
 from distillstudy.analysis.scoring import cell_rows
+from distillstudy.analysis.stats import LEGACY_FAMILY
 from distillstudy.grid import SPLITS
 from distillstudy.artifacts import load_npz
 from distillstudy.artifacts import read_record
 from distillstudy.grid import AXES, REFERENCE, format_number, parse_variant
 
-COLUMNS = ["dataset", "axis", "level", "model", "student_size", "temperature", "alpha", "seed",
+COLUMNS = ["dataset", "axis", "level", "family", "model", "student_size", "temperature", "alpha", "seed",
            "split", "metric", "value"]
 STUDENT_MODELS = ("baseline", "control", "distilled")
 
@@ -66,7 +70,7 @@ def set_teacher(tset: dict, reference: dict, n_train: int) -> dict:
 
 
 def teacher_rows(base: dict, data: dict, teacher: dict, n_bins: int) -> list[dict]:
-    base = {**base, "model": "teacher", "student_size": "", "temperature": "", "alpha": "",
+    base = {**base, "family": "", "model": "teacher", "student_size": "", "temperature": "", "alpha": "",
             "seed": teacher["seed"]}
     rows = [{**base, "split": "all", "metric": "n_params", "value": teacher["n_params"]}]
     labels = {**{s: data[f"y_{s}"] for s in SPLITS}, "transfer": teacher["y_transfer"]}
@@ -81,13 +85,29 @@ def student_rows(base: dict, data: dict, teacher: dict, cell: dict, n_bins: int)
     return [{**row, **base} for row in cell_rows(data, teacher, cell, n_bins)]
 
 
-def _load_cells(paths: list[str]) -> dict[tuple, dict]:
-    """(dataset, variant, size, cell name) -> the cell's npz."""
-    cells = {}
-    for path in paths:
+def _family(record: dict) -> str:
+    return record.get("family", LEGACY_FAMILY)
+
+
+def _load_cells(reference_paths: list[str], design_paths: list[str]) -> dict[tuple, dict]:
+    """(dataset, variant, size, cell name) -> the cell's npz: every design cell, and the
+    main grid's cells of the family the design cells of their dataset have (the key has
+    no family: within one dataset's designs there is one)."""
+    cells, families = {}, {}
+    for path in design_paths:
         cell = load_npz(path)
         r = read_record(cell)
+        families.setdefault(r["dataset"], set()).add(_family(r))
         cells[(r["dataset"], r.get("variant", REFERENCE), int(r["student_size"]), r["cell"])] = cell
+    for dataset, found in families.items():
+        if len(found) > 1:
+            raise ValueError(f"design cells of {dataset!r} come from several student families {sorted(found)}: "
+                             f"the designs train the reference family's students only")
+    for path in reference_paths:
+        cell = load_npz(path)
+        r = read_record(cell)
+        if _family(r) in families.get(r["dataset"], ()):
+            cells[(r["dataset"], r.get("variant", REFERENCE), int(r["student_size"]), r["cell"])] = cell
     return cells
 
 
@@ -119,7 +139,7 @@ def dataset_levels(name: str, data: dict, reference: dict, cells: dict, sets: di
 def build(datasets: dict[str, tuple[dict, dict, dict]], reference_cells: list[str], design_cells: list[str],
           transfer_sets: list[str], n_bins: int) -> pd.DataFrame:
     """`datasets`: name -> (prepared arrays, reference teacher logits npz, teacher record)."""
-    cells = _load_cells(list(reference_cells) + list(design_cells))
+    cells = _load_cells(list(reference_cells), list(design_cells))
     sets = {}
     for path in transfer_sets:
         tset = load_npz(path)
@@ -148,6 +168,6 @@ def sort_designs(frame: pd.DataFrame) -> pd.DataFrame:
         _size=pd.to_numeric(frame["student_size"], errors="coerce").fillna(-1),
         _t=pd.to_numeric(frame["temperature"], errors="coerce").fillna(-1),
     )
-    key = key.sort_values(["dataset", "_axis", "_level", "_size", "_m", "_t", "seed", "split", "metric"],
+    key = key.sort_values(["dataset", "_axis", "_level", "family", "_size", "_m", "_t", "seed", "split", "metric"],
                           kind="mergesort")
     return key[COLUMNS].reset_index(drop=True)

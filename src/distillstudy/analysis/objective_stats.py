@@ -1,11 +1,14 @@
 """Which objective? Each objective's hyper-parameters and mixing weight chosen on
 validation, its test gain over the baseline, and the objectives compared with each other.
 
-    >>> sel = select_objectives(df)        # one row per (dataset, student_size, objective)
+    >>> sel = select_objectives(df)        # one row per (dataset, family, student_size, objective)
     >>> cmp = compare_objectives(df, sel)  # the validation-best objective against each other one
-    >>> separability(cmp)                  # per (dataset, student_size): which can be told apart
+    >>> separability(cmp)                  # per (dataset, family, student_size): which can be told apart
 
-Selection (`select_objectives`), per (dataset, student_size, objective): among the
+A student is (dataset, family, student_size): two families that share a size are
+different students (stats.PAIR), selected and compared apart.
+
+Selection (`select_objectives`), per (dataset, family, student_size, objective): among the
 objective's cells (setting, alpha), the highest mean *validation* accuracy over seeds;
 ties (means equal to 1e-12): lower mean validation NLL, then the setting's numbers in
 ascending order (dkd_alpha, beta, gamma, temperature: the order `setting` spells them),
@@ -16,17 +19,18 @@ Gain: the selected cell's test accuracy minus the baseline's, paired by seed,
 with the Student-t interval of `stats.paired_diff_ci`, and the two-sided paired t-test
 p-value (scipy.stats.ttest_1samp of the differences against 0).
 
-Comparison (`compare_objectives`), per (dataset, student_size): the objective with the
+Comparison (`compare_objectives`), per (dataset, family, student_size): the objective with the
 highest validation accuracy among the selected ones (ties: lower validation NLL, then
 ORDER) against each other objective: d(seed) = test accuracy(best) - test accuracy(other),
 over the seeds both have (same seed = same initialisation and batch order), with its
 t interval and p-value. Two objectives "can be told apart" when that interval excludes 0.
 
 Many comparisons: a table of sizes x objectives makes many claims at once. `holm` gives,
-within each family, Holm's step-down adjusted p-values (statsmodels' multipletests,
-method "holm") and Holm-consistent intervals (see `holm`). A family is everything one
-dataset's table claims (HOLM_FAMILY): all its per-objective gains over the baseline, and
-separately all its best-versus-other comparisons, across every student size.
+within each Holm family, Holm's step-down adjusted p-values (statsmodels' multipletests,
+method "holm") and Holm-consistent intervals (see `holm`). A Holm family is everything one
+table of the report claims (HOLM_FAMILY: one dataset's students of one student family):
+all its per-objective gains over the baseline, and separately all its best-versus-other
+comparisons, across every student size.
 """
 
 from __future__ import annotations
@@ -43,11 +47,10 @@ from distillstudy.grid import HYPER_ABBREV, HYPER_COLUMN, OBJECTIVES, number_val
 
 #: The objectives in the report's column order (the vocabulary's, as distillstudy.objectives.NAMES).
 ORDER = OBJECTIVES
-#: One row of the objectives table. A student `family` column, once the grid has one,
-#: goes here before student_size (and into stats.PAIR).
-GROUP = ["dataset", "student_size"]
-#: A Holm family: every claim of one dataset's table.
-HOLM_FAMILY = ["dataset"]
+#: One row of the objectives table: one student (as stats.PAIR, less the seed).
+GROUP = ["dataset", "family", "student_size"]
+#: A Holm family: every claim of one table of the report (one dataset's students of one family).
+HOLM_FAMILY = ["dataset", "family"]
 #: The numbers a setting is made of, in the order its name spells them.
 SETTING_NUMBERS = [HYPER_COLUMN[key] for key in HYPER_ABBREV]
 HOLM_COLUMNS = ["p_holm", "holm_confidence", "holm_lo", "holm_hi", "holm_significant"]
@@ -147,10 +150,10 @@ def _rank_key(r) -> tuple:
 
 
 def select_objectives(results_df: pd.DataFrame, *, confidence: float = 0.95) -> pd.DataFrame:
-    """Per (dataset, student_size, objective) the cell chosen on validation (the rule
-    in the module docstring) and its paired test-accuracy gain over the baseline:
-    columns SELECTION_COLUMNS, rows in (dataset, student_size, ORDER) order. Holm
-    columns: one family per dataset (all its sizes' and objectives' gains).
+    """Per (dataset, family, student_size, objective) the cell chosen on validation (the
+    rule in the module docstring) and its paired test-accuracy gain over the baseline:
+    columns SELECTION_COLUMNS, rows in (dataset, family, student_size, ORDER) order. Holm
+    columns: one Holm family per HOLM_FAMILY (all its sizes' and objectives' gains).
 
     Raises ValueError when an objective's students have no validation accuracy
     (selection never falls back to the test split)."""
@@ -158,21 +161,23 @@ def select_objectives(results_df: pd.DataFrame, *, confidence: float = 0.95) -> 
     cand = _candidates(df)
     blind = cand.groupby(GROUP + ["objective"], dropna=False)["val_accuracy"].count()
     if (blind == 0).any():
-        ds, size, objective = blind[blind == 0].index[0]
-        raise ValueError(f"no validation accuracy for {objective} students ({ds}, size {size}): cannot select "
+        ds, family, size, objective = blind[blind == 0].index[0]
+        raise ValueError(f"no validation accuracy for {objective} students ({ds}, {family} size {size}): cannot select "
                          f"its setting (selection never falls back to the test split)")
     cand = cand[cand["val_accuracy"].notna()]
     diffs = stats.paired_diffs(df, "accuracy", "test", models=sorted(set(cand["model"])))
     rows, row_diffs = [], []
-    for (ds, size), g in cand.groupby(GROUP, sort=True):
+    for (ds, family, size), g in cand.groupby(GROUP, sort=True):
         for objective in objective_order(g["objective"]):
             c = g[g["objective"] == objective]
             best = min(c.itertuples(index=False), key=_rank_key)
-            d = diffs[(diffs["dataset"] == ds) & (diffs["student_size"] == size) & (diffs["model"] == best.model)
+            d = diffs[(diffs["dataset"] == ds) & (diffs["family"] == family) & (diffs["student_size"] == size)
+                      & (diffs["model"] == best.model)
                       & (diffs["setting"] == best.setting)
                       & ((diffs["alpha"] == best.alpha) | (diffs["alpha"].isna() & math.isnan(best.alpha)))]
             ci = stats.paired_diff_ci(d["diff"].to_numpy(), confidence)
-            rows.append({"dataset": ds, "student_size": size, "objective": objective, "model": best.model,
+            rows.append({"dataset": ds, "family": family, "student_size": size, "objective": objective,
+                         "model": best.model,
                          "setting": best.setting, "temperature": best.temperature, "alpha": best.alpha,
                          "n_candidates": len(c), "val_accuracy": best.val_accuracy, "val_nll": best.val_nll,
                          "test_accuracy": float(d["value"].mean()) if len(d) else np.nan,
@@ -196,7 +201,8 @@ def _table(rows: list[dict], row_diffs: list, columns: list[str], flag: str, con
 
 def _test_by_seed(df: pd.DataFrame, r) -> pd.Series:
     """Test accuracy per seed of the selected cell `r` (a row of select_objectives)."""
-    m = ((df["dataset"] == r.dataset) & (df["student_size"] == r.student_size) & (df["model"] == r.model)
+    m = ((df["dataset"] == r.dataset) & (df["family"] == r.family) & (df["student_size"] == r.student_size)
+         & (df["model"] == r.model)
          & (df["setting"] == r.setting) & (df["split"] == "test") & (df["metric"] == "accuracy"))
     m &= df["alpha"].isna() if math.isnan(r.alpha) else df["alpha"] == r.alpha
     return df[m].set_index("seed")["value"]
@@ -204,15 +210,15 @@ def _test_by_seed(df: pd.DataFrame, r) -> pd.Series:
 
 def compare_objectives(results_df: pd.DataFrame, selection: pd.DataFrame | None = None, *,
                        confidence: float = 0.95) -> pd.DataFrame:
-    """Per (dataset, student_size), the validation-best selected objective against each
-    other selected objective on test, paired by seed (module docstring): columns
-    COMPARISON_COLUMNS, `other` in ORDER. Holm columns: one family per dataset (all
-    its sizes' comparisons). `selection` defaults to select_objectives(results_df)."""
+    """Per (dataset, family, student_size), the validation-best selected objective against
+    each other selected objective on test, paired by seed (module docstring): columns
+    COMPARISON_COLUMNS, `other` in ORDER. Holm columns: one Holm family per HOLM_FAMILY
+    (all its sizes' comparisons). `selection` defaults to select_objectives(results_df)."""
     df = stats.normalise_results(results_df)
     sel = select_objectives(df, confidence=confidence) if selection is None else selection
     order = {o: i for i, o in enumerate(objective_order(sel["objective"]))}
     rows, row_diffs = [], []
-    for (ds, size), g in sel.groupby(GROUP, sort=True):
+    for (ds, family, size), g in sel.groupby(GROUP, sort=True):
         ranked = sorted(g.itertuples(index=False),
                         key=lambda r: (-_key(r.val_accuracy), _key(r.val_nll), order[r.objective]))
         best = ranked[0]
@@ -221,7 +227,8 @@ def compare_objectives(results_df: pd.DataFrame, selection: pd.DataFrame | None 
             theirs = _test_by_seed(df, other)
             d = (mine - theirs.reindex(mine.index)).dropna().sort_index()
             ci = stats.paired_diff_ci(d.to_numpy(), confidence)
-            rows.append({"dataset": ds, "student_size": size, "best": best.objective, "other": other.objective,
+            rows.append({"dataset": ds, "family": family, "student_size": size, "best": best.objective,
+                         "other": other.objective,
                          "n": ci["n"], "diff_mean": ci["mean"], "diff_sd": ci["sd"], "diff_lo": ci["lo"],
                          "diff_hi": ci["hi"], "told_apart": stats.excludes_zero(ci["lo"], ci["hi"]),
                          "p_value": p_value(d)})
@@ -230,17 +237,17 @@ def compare_objectives(results_df: pd.DataFrame, selection: pd.DataFrame | None 
 
 
 def separability(comparisons: pd.DataFrame, *, adjusted: bool = False) -> pd.DataFrame:
-    """Per (dataset, student_size): the validation-best objective, the objectives it can
+    """Per (dataset, family, student_size): the validation-best objective, the objectives it can
     be told apart from (the paired CI of their test difference excludes 0; with
     `adjusted`, Holm's interval) and those it cannot, and `verdict`: "all", "some" or
     "none" of the others told apart. A size with a single objective has no row."""
     flag = "holm_significant" if adjusted else "told_apart"
     rows = []
-    for (ds, size), g in comparisons.groupby(GROUP, sort=True):
+    for (ds, family, size), g in comparisons.groupby(GROUP, sort=True):
         apart = tuple(g.loc[g[flag], "other"])
         not_apart = tuple(g.loc[~g[flag], "other"])
         verdict = "none" if not apart else ("all" if not not_apart else "some")
-        rows.append({"dataset": ds, "student_size": size, "best": g["best"].iloc[0], "apart": apart,
+        rows.append({"dataset": ds, "family": family, "student_size": size, "best": g["best"].iloc[0], "apart": apart,
                      "not_apart": not_apart, "verdict": verdict})
     out = pd.DataFrame(rows, columns=GROUP + ["best", "apart", "not_apart", "verdict"])
     out["student_size"] = out["student_size"].astype("Int64")

@@ -12,10 +12,11 @@ import pandas as pd
 
 from distillstudy.analysis import metrics, objective_stats, stats
 from distillstudy.artifacts import read_record
-from distillstudy.grid import HYPER_COLUMN, OBJECTIVE_MODEL, SPLITS, format_number
+from distillstudy.grid import HYPER_COLUMN, OBJECTIVE_MODEL, SPLITS, format_number, student_name
 
 #: results.csv's columns (stats.COLUMNS, what the report reads); a cell's identifying
-#: columns are those before `seed`: one cell = (dataset, student_size, model, setting, alpha),
+#: columns are those before `seed`: one cell = (dataset, family, student_size, model, setting,
+#: alpha),
 #: `objective` and the hyper-parameter columns (grid.HYPER_COLUMN) spell out its setting.
 COLUMNS = stats.COLUMNS
 CELL_COLUMNS = COLUMNS[:COLUMNS.index("seed")]
@@ -29,8 +30,10 @@ TEACHER_CELL = {column: "" for column in CELL_COLUMNS}
 
 
 def cell_columns(record: dict) -> dict:
-    """A student cell's identifying columns, from the record its distill job wrote."""
-    return {"dataset": record["dataset"], "model": record["model"], "objective": record["objective"],
+    """A student cell's identifying columns, from the record its distill job wrote (a
+    record written before student families has no `family`: it was today's mlp)."""
+    return {"dataset": record["dataset"], "family": record.get("family", stats.LEGACY_FAMILY),
+            "model": record["model"], "objective": record["objective"],
             "setting": record["setting"], "student_size": record["student_size"],
             **{column: format_number(record.get(column)) for column in HYPER_COLUMN.values()},
             "alpha": format_number(record["alpha"])}
@@ -97,7 +100,9 @@ def sort_results(frame: pd.DataFrame, columns: list[str] = COLUMNS, last: str = 
                        _size=pd.to_numeric(frame["student_size"], errors="coerce").fillna(-1),
                        _t=pd.to_numeric(frame["temperature"], errors="coerce").fillna(-1),
                        _a=pd.to_numeric(frame["alpha"], errors="coerce").fillna(-1))
-    key = key.sort_values(["dataset", "_size", "_m", "_t", "setting", "_a", "seed", "split", last], kind="mergesort")
+    # family after dataset (alphabetically; the teacher's "" first, as its size -1 was).
+    key = key.sort_values(["dataset", "family", "_size", "_m", "_t", "setting", "_a", "seed", "split", last],
+                          kind="mergesort")
     return key[columns].reset_index(drop=True)
 
 
@@ -108,7 +113,8 @@ def _finite(value):
 
 
 def summarise(frame: pd.DataFrame) -> dict:
-    """metrics.json: per dataset, the teacher, and per size the baseline against the
+    """metrics.json: per dataset, the teacher, and per student (keyed by
+    grid.student_name(family, size): "h16" for today's mlp, "cnn-8") the baseline against the
     temperature chosen on validation (the report's own rule, stats.best_temperature)
     with its paired test gain and 95% CI, and under "objectives" each objective's
     setting and alpha chosen on validation with its paired test gain and 95% CI (the
@@ -119,18 +125,18 @@ def summarise(frame: pd.DataFrame) -> dict:
         summary[row.dataset] = {"teacher": {"test_accuracy": _finite(row.test_accuracy),
                                             "train_mean_max_prob": _finite(row.train_mean_max_prob)}}
     base = (results[(results.model == "baseline") & (results.split == "test") & (results.metric == "accuracy")]
-            .groupby(["dataset", "student_size"])["value"].mean())
-    for (dataset, size), value in base.items():
-        summary.setdefault(dataset, {})[f"h{size}"] = {"baseline_test_accuracy": _finite(value)}
+            .groupby(["dataset", "family", "student_size"])["value"].mean())
+    for (dataset, family, size), value in base.items():
+        summary.setdefault(dataset, {})[student_name(family, size)] = {"baseline_test_accuracy": _finite(value)}
     for row in stats.best_temperature(results).itertuples(index=False):
-        summary[row.dataset][f"h{row.student_size}"].update({
+        summary[row.dataset][student_name(row.family, row.student_size)].update({
             "best_temperature_on_val": row.temperature,
             "best_test_accuracy": _finite(row.test_accuracy),
             "best_gain": _finite(row.gain_mean),
             "best_gain_ci95": [_finite(row.gain_lo), _finite(row.gain_hi)],
         })
     for row in objective_stats.select_objectives(results).itertuples(index=False):
-        size = summary.setdefault(row.dataset, {}).setdefault(f"h{row.student_size}", {})
+        size = summary.setdefault(row.dataset, {}).setdefault(student_name(row.family, row.student_size), {})
         size.setdefault("objectives", {})[row.objective] = {
             "setting": row.setting, "alpha": _finite(row.alpha), "test_gain": _finite(row.gain_mean),
             "test_gain_ci95": [_finite(row.gain_lo), _finite(row.gain_hi)]}

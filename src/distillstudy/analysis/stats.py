@@ -15,7 +15,9 @@ Model selection never looks at the test split: `best_temperature` picks the
 temperature on the validation split and only then reports its test gain
 (analysis.objective_stats does the same for every objective).
 
-A cell is (dataset, student_size, model, setting, temperature, alpha): `setting`
+A cell is (dataset, family, student_size, model, setting, temperature, alpha): `family`
+is the student family's label (grid.family_label: "mlp", "cnn", ...; "" for the teacher),
+so two families that share a size are different students, never paired or pooled; `setting`
 names an objective's hyper-parameters ("T4" for kd, "alpha1_beta8_T4" for dkd),
 `alpha` is the mixing weight of L = (1 - alpha) CE + alpha term.
 
@@ -35,15 +37,17 @@ import pandas as pd
 from distillstudy.grid import HYPER_ABBREV, OBJECTIVE_MODEL, format_number, number_value
 from scipy import stats as _st
 
-COLUMNS = ["dataset", "model", "objective", "setting", "student_size", "temperature", "alpha", "beta", "gamma",
-           "dkd_alpha", "seed", "split", "metric", "value"]
-#: Columns that tables written before the objectives comparison lack; `normalise_results`
-#: derives them (objective and setting from model and temperature, the rest NaN).
-DERIVED = ("objective", "setting", "beta", "gamma", "dkd_alpha")
+COLUMNS = ["dataset", "family", "model", "objective", "setting", "student_size", "temperature", "alpha", "beta",
+           "gamma", "dkd_alpha", "seed", "split", "metric", "value"]
+#: Columns that older tables lack; `normalise_results` derives them (family LEGACY_FAMILY
+#: for students, objective and setting from model and temperature, the rest NaN).
+DERIVED = ("family", "objective", "setting", "beta", "gamma", "dkd_alpha")
+#: A student row's family where a table has none: before families, every student was this mlp.
+LEGACY_FAMILY = "mlp"
 #: Keys that identify one experimental cell (one row of the grid, all seeds).
-CELL = ["dataset", "student_size", "model", "setting", "temperature", "alpha"]
-#: Keys that pair a cell with its baseline.
-PAIR = ["dataset", "student_size", "seed"]
+CELL = ["dataset", "family", "student_size", "model", "setting", "temperature", "alpha"]
+#: Keys that pair a cell with its baseline: the same student (dataset, family, size) and seed.
+PAIR = ["dataset", "family", "student_size", "seed"]
 #: Student model label -> its objective ("distilled" is kd: the per-temperature code keys on it).
 MODEL_OBJECTIVE = {model: objective for objective, model in OBJECTIVE_MODEL.items()}
 STUDENT_MODELS = tuple(MODEL_OBJECTIVE)
@@ -59,12 +63,13 @@ def _text(v) -> str:
 def normalise_results(df: pd.DataFrame) -> pd.DataFrame:
     """Return a copy with the column types the statistics rely on.
 
-    dataset/model/objective/setting/split/metric: str; temperature: canonical str
+    dataset/family/model/objective/setting/split/metric: str; temperature: canonical str
     ("" when empty); student_size: nullable Int64; alpha, beta, gamma, dkd_alpha,
     value: float; seed: int.
 
-    Tables without the DERIVED columns (or with them empty) are read as the kd-only
-    grid they describe: an empty objective becomes MODEL_OBJECTIVE[model] ("" for
+    Tables without the DERIVED columns (or with them empty) are read as the kd-only,
+    one-family grid they describe: an empty family of a student row becomes
+    LEGACY_FAMILY (the teacher's stays ""), an empty objective MODEL_OBJECTIVE[model] ("" for
     teacher, baseline, control), an empty setting of a "distilled" row "T" + its
     temperature, and beta, gamma, dkd_alpha NaN.
     """
@@ -72,9 +77,10 @@ def normalise_results(df: pd.DataFrame) -> pd.DataFrame:
     if missing:
         raise ValueError(f"results table lacks columns {missing}")
     out = df.reindex(columns=COLUMNS).copy()
-    for c in ("dataset", "model", "objective", "setting", "split", "metric"):
+    for c in ("dataset", "family", "model", "objective", "setting", "split", "metric"):
         out[c] = out[c].astype(object).map(_text).astype(object)
     out["temperature"] = out["temperature"].astype(object).map(format_number).astype(object)
+    out.loc[(out["family"] == "") & (out["model"] != "teacher"), "family"] = LEGACY_FAMILY
     blank = out["objective"] == ""
     out.loc[blank, "objective"] = out.loc[blank, "model"].map(lambda m: MODEL_OBJECTIVE.get(m, ""))
     kd = (out["setting"] == "") & (out["model"] == "distilled") & (out["temperature"] != "")
@@ -159,7 +165,8 @@ def _sort_cells(df: pd.DataFrame, extra: list[str] | None = None) -> pd.DataFram
     if df.empty:
         return df.reset_index(drop=True)
     key = df.assign(_t=df["temperature"].map(number_value))
-    order = ["dataset", "student_size", "model", "_t", "setting", "alpha"] + (extra or [])
+    # Families alphabetically in a dataset (the teacher's "" first): a one-family table keeps its order.
+    order = ["dataset", "family", "student_size", "model", "_t", "setting", "alpha"] + (extra or [])
     order = [c for c in order if c in key.columns]
     return key.sort_values(order, kind="mergesort", na_position="first").drop(columns="_t").reset_index(drop=True)
 
@@ -167,9 +174,9 @@ def _sort_cells(df: pd.DataFrame, extra: list[str] | None = None) -> pd.DataFram
 def paired_diffs(results_df: pd.DataFrame, metric: str, split: str,
                  models: Iterable[str] = STUDENT_MODELS) -> pd.DataFrame:
     """Per-seed paired differences: one row per (cell, seed) that has a baseline
-    with the same (dataset, student_size, seed).
+    with the same (dataset, family, student_size, seed).
 
-    Columns: dataset, student_size, model, temperature, alpha, seed, value,
+    Columns: dataset, family, student_size, model, setting, temperature, alpha, seed, value,
     baseline, diff (= value - baseline).
     """
     df = normalise_results(results_df)
@@ -187,12 +194,11 @@ def paired_diffs(results_df: pd.DataFrame, metric: str, split: str,
 
 def paired_gains(results_df: pd.DataFrame, metric: str, split: str, *, confidence: float = 0.95,
                  models: Iterable[str] = STUDENT_MODELS, bootstrap: bool = False) -> pd.DataFrame:
-    """Mean paired difference (cell - baseline, same dataset, size and seed) per
-    cell, with its confidence interval.
+    """Mean paired difference (cell - baseline, same dataset, family, size and seed)
+    per cell, with its confidence interval.
 
-    Columns: dataset, student_size, model, temperature, alpha, n, mean, sd, lo,
-    hi, significant (CI excludes zero), cell_mean, baseline_mean (both over the
-    paired seeds). Sign: cell minus baseline for every metric, so for nll, ece,
+    Columns: CELL, n, mean, sd, lo, hi, significant (CI excludes zero), cell_mean,
+    baseline_mean (both over the paired seeds). Sign: cell minus baseline for every metric, so for nll, ece,
     brier and kl_teacher negative is better.
     """
     diffs = paired_diffs(results_df, metric, split, models)
@@ -229,12 +235,12 @@ def _tie_key(x: float) -> float:
 
 
 def best_temperature(results_df: pd.DataFrame, *, confidence: float = 0.95) -> pd.DataFrame:
-    """Per (dataset, student_size), the distilled cell (temperature, alpha) with the
+    """Per (dataset, family, student_size), the distilled cell (temperature, alpha) with the
     highest mean *validation* accuracy (ties: lower mean validation nll, then lower
     temperature, then lower alpha), and its paired *test* accuracy gain over the
     baseline. The test split plays no part in the choice.
 
-    Columns: dataset, student_size, temperature, alpha, n_candidates,
+    Columns: dataset, family, student_size, temperature, alpha, n_candidates,
     val_accuracy, val_nll, test_accuracy, baseline_test_accuracy, n, gain_mean,
     gain_sd, gain_lo, gain_hi, significant.
     """
@@ -251,18 +257,19 @@ def best_temperature(results_df: pd.DataFrame, *, confidence: float = 0.95) -> p
         cand["val_nll"] = np.nan
     cand = cand[cand["val_accuracy"].notna()]
     gains = paired_gains(df, "accuracy", "test", confidence=confidence, models=("distilled",))
-    cols = ["dataset", "student_size", "temperature", "alpha", "n_candidates", "val_accuracy", "val_nll",
+    cols = ["dataset", "family", "student_size", "temperature", "alpha", "n_candidates", "val_accuracy", "val_nll",
             "test_accuracy", "baseline_test_accuracy", "n", "gain_mean", "gain_sd", "gain_lo", "gain_hi",
             "significant"]
     rows = []
-    for (ds, size), g in cand.groupby(["dataset", "student_size"], dropna=False, sort=True):
+    for (ds, family, size), g in cand.groupby(["dataset", "family", "student_size"], dropna=False, sort=True):
         ranked = sorted(
             g.itertuples(index=False),
             key=lambda r: (-_tie_key(r.val_accuracy) if not np.isnan(r.val_accuracy) else float("inf"),
                            _tie_key(r.val_nll), number_value(r.temperature),
                            float("inf") if np.isnan(r.alpha) else r.alpha))
         best = ranked[0]
-        m = gains[(gains["dataset"] == ds) & (gains["student_size"] == size) & (gains["temperature"] == best.temperature)
+        m = gains[(gains["dataset"] == ds) & (gains["family"] == family) & (gains["student_size"] == size)
+                  & (gains["temperature"] == best.temperature)
                   & ((gains["alpha"] == best.alpha) | (gains["alpha"].isna() & np.isnan(best.alpha)))]
         if len(m):
             r = m.iloc[0]
@@ -272,8 +279,8 @@ def best_temperature(results_df: pd.DataFrame, *, confidence: float = 0.95) -> p
         else:
             gain = {"test_accuracy": np.nan, "baseline_test_accuracy": np.nan, "n": 0, "gain_mean": np.nan,
                     "gain_sd": np.nan, "gain_lo": np.nan, "gain_hi": np.nan, "significant": False}
-        rows.append({"dataset": ds, "student_size": size, "temperature": best.temperature, "alpha": best.alpha,
-                     "n_candidates": len(g), "val_accuracy": best.val_accuracy, "val_nll": best.val_nll, **gain})
+        rows.append({"dataset": ds, "family": family, "student_size": size, "temperature": best.temperature,
+                     "alpha": best.alpha, "n_candidates": len(g), "val_accuracy": best.val_accuracy, "val_nll": best.val_nll, **gain})
     out = pd.DataFrame(rows, columns=cols)
     out["student_size"] = out["student_size"].astype("Int64")
     out["significant"] = out["significant"].astype(bool)
@@ -281,12 +288,13 @@ def best_temperature(results_df: pd.DataFrame, *, confidence: float = 0.95) -> p
 
 
 def best_configuration(results_df: pd.DataFrame, *, confidence: float = 0.95) -> pd.DataFrame:
-    """Per dataset, the single best distilled configuration chosen on validation:
-    among the rows of `best_temperature`, the highest validation accuracy (ties:
-    lower validation nll, then smaller student). Same columns as best_temperature."""
+    """Per (dataset, family), the single best distilled configuration chosen on
+    validation: among that family's rows of `best_temperature`, the highest validation
+    accuracy (ties: lower validation nll, then smaller student); families are not ranked
+    against each other. Same columns as best_temperature."""
     bt = best_temperature(results_df, confidence=confidence)
     rows = []
-    for _, g in bt.groupby("dataset", sort=True):
+    for _, g in bt.groupby(["dataset", "family"], sort=True):
         ranked = sorted(g.itertuples(index=False),
                         key=lambda r: (-_tie_key(r.val_accuracy), _tie_key(r.val_nll), int(r.student_size)))
         rows.append(ranked[0]._asdict())
@@ -332,6 +340,7 @@ def load_calibration(path: str | os.PathLike) -> pd.DataFrame:
         raise ValueError(f"{path}: calibration table lacks columns {missing}")
     out = raw.reindex(columns=CALIBRATION_COLUMNS, fill_value="")
     out["temperature"] = out["temperature"].map(format_number).astype(object)
+    out.loc[(out["family"] == "") & (out["model"] != "teacher"), "family"] = LEGACY_FAMILY
     blank = lambda s: pd.to_numeric(s.map(lambda v: np.nan if v.strip() == "" else v))  # noqa: E731
     out.loc[out["objective"] == "", "objective"] = out["model"].map(lambda m: MODEL_OBJECTIVE.get(m, ""))
     kd = (out["setting"] == "") & (out["model"] == "distilled") & (out["temperature"] != "")
@@ -346,17 +355,20 @@ def load_calibration(path: str | os.PathLike) -> pd.DataFrame:
 
 
 def pooled_reliability(calibration_df: pd.DataFrame, dataset: str, model: str, student_size=None,
-                       temperature: str = "", alpha=None, split: str = "test", setting: str | None = None
-                       ) -> pd.DataFrame:
+                       temperature: str = "", alpha=None, split: str = "test", setting: str | None = None,
+                       family: str | None = None) -> pd.DataFrame:
     """Reliability bins of one cell pooled over its seeds: per bin the summed
     count and the count-weighted mean confidence and accuracy (nan for empty
     bins). Columns: bin, bin_lower, bin_upper, count, mean_confidence, accuracy;
     `attrs` carries n_seeds and ece (the expected calibration error of the pooled
     bins). Empty frame when the cell is absent. `setting` None matches any setting
     (enough for kd, whose setting is its temperature; name it for dkd, dist, nkd,
-    whose settings can share a temperature)."""
+    whose settings can share a temperature). `family` None matches any family: name it
+    whenever two families share the size, or their students would be pooled together."""
     c = calibration_df
     m = (c["dataset"] == dataset) & (c["model"] == model) & (c["split"] == split)
+    if family is not None and "family" in c.columns:
+        m &= c["family"] == family
     m &= c["student_size"].isna() if student_size is None or _isnan(student_size) else c["student_size"] == student_size
     m &= c["temperature"] == (temperature or "")
     if setting is not None and "setting" in c.columns:

@@ -18,7 +18,7 @@ from matplotlib.lines import Line2D
 
 from distillstudy import grid
 from distillstudy.analysis import design_stats
-from distillstudy.render.plotting import design_figure_key, empty, figure_title, save, size_colours
+from distillstudy.render.plotting import design_figure_key, empty, figure_title, save, size_colours, size_noun
 from distillstudy.render.text import fraction_percent
 
 #: x-axis label of each axis drawn against its level (transfer protocols are categories).
@@ -56,6 +56,7 @@ def plot_design_transfer(summary: pd.DataFrame, dataset: str, path: str | os.Pat
     over the baseline (grey diamonds), each with its CI over seeds; filled markers:
     the CI excludes zero."""
     d = _design_rows(summary, dataset, "transfer")
+    noun = size_noun(d)  # the reference family's: the designs train its students
     title = figure_title(dataset, design_figure_key("transfer"), "test-accuracy gain, pp")
     if d.empty:
         empty(path, title, "no transfer-protocol results")
@@ -91,7 +92,7 @@ def plot_design_transfer(summary: pd.DataFrame, dataset: str, path: str | os.Pat
         ax.set_xticklabels([lv.replace("_", "-") + ("\n(reference)" if lv in refs else "") for lv in levels],
                            fontsize=9)
         ax.set_xlim(-0.6, len(levels) - 0.4)
-        ax.set_title(f"hidden {s}", fontsize=10)
+        ax.set_title(f"{noun} {s}", fontsize=10)
         ax.grid(True, axis="y", alpha=0.3)
         if k == 0:
             ax.set_ylabel("test-accuracy difference (pp)")
@@ -132,6 +133,7 @@ def plot_design_capacity(summary: pd.DataFrame, dataset: str, axis: str, path: s
     if rows is None:
         return
     d, sizes, colours, levels = rows
+    noun = size_noun(d)
     fig, (left, right) = plt.subplots(1, 2, figsize=(10.5, 4.3), sharey=True)
     spread = 1.04  # sizes side by side on the log axis
     for k, s in enumerate(sizes):
@@ -139,7 +141,7 @@ def plot_design_capacity(summary: pd.DataFrame, dataset: str, axis: str, path: s
         c = colours[s]
         shift = spread ** (k - (len(sizes) - 1) / 2)
         _errorbar(left, ds["level_value"] * shift, ds["gain_mean"], ds["gain_lo"], ds["gain_hi"], colour=c,
-                  marker="o", significant=ds["gain_significant"], label=f"hidden {s}", linestyle="-")
+                  marker="o", significant=ds["gain_significant"], label=f"{noun} {s}", linestyle="-")
         ta = 100 * ds["teacher_test_accuracy"] + 0.04 * (k - (len(sizes) - 1) / 2)
         _errorbar(right, ta, ds["gain_mean"], ds["gain_lo"], ds["gain_hi"], colour=c, marker="o",
                   significant=ds["gain_significant"], linestyle="-")
@@ -179,6 +181,7 @@ def plot_design_accuracy(summary: pd.DataFrame, dataset: str, axis: str, path: s
     if rows is None:
         return
     d, sizes, colours, levels = rows
+    noun = size_noun(d)
     log = axis == "label_fraction" or (len(levels) > 1 and levels[-1] / levels[0] >= 8)
     fig, axes = plt.subplots(1, len(sizes), figsize=(4.4 * len(sizes) + 1.0, 4.2), sharey=True, squeeze=False)
     for k, s in enumerate(sizes):
@@ -207,7 +210,7 @@ def plot_design_accuracy(summary: pd.DataFrame, dataset: str, axis: str, path: s
         ax.minorticks_off()
         ax.margins(x=0.12)
         ax.set_xlabel(DESIGN_LEVEL_LABELS[axis])
-        ax.set_title(f"hidden {s}", fontsize=10)
+        ax.set_title(f"{noun} {s}", fontsize=10)
         ax.grid(True, alpha=0.3)
         if k == 0:
             ax.set_ylabel("test accuracy (%)")

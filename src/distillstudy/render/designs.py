@@ -5,6 +5,9 @@ ensemble's gain), its tables and figures, and the designs' effective parameters.
 
 The statistics come from `distillstudy.analysis.design_stats` (paired by seed,
 Student-t CIs, best temperature chosen on validation); this module only words them.
+The designs train the reference family's students (the first of distill.students):
+their sizes are named by that family's noun (grid.family_noun: "hidden width 16",
+"channels 8").
 """
 
 from __future__ import annotations
@@ -18,7 +21,7 @@ from distillstudy import grid
 from distillstudy.analysis import design_stats
 from distillstudy.render import design_figures
 from distillstudy.render.captions import figure_entry
-from distillstudy.render.plotting import design_figure_key
+from distillstudy.render.plotting import design_figure_key, size_noun
 from distillstudy.render.text import (css_class, fraction_percent, gain_text, mean_ci_text, missing, num, pct,
                                       share_text, signed, slug)
 
@@ -57,6 +60,7 @@ def transfer_sentences(ds: str, rows: pd.DataFrame, conf_pct: int, params: dict 
     gain over its hard-label control and the verdict (teacher or augmentation); then the
     teacher's confidence on the transfer points."""
     out = []
+    noun = size_noun(rows)
     labels = {"early_stopped": "the early-stopped teacher (reference)", "in_sample": "in-sample targets",
               "cross_fitted": "cross-fitted targets", "augmented": "the augmented transfer set"}
     for s in sorted(int(x) for x in rows["student_size"].unique()):
@@ -65,15 +69,15 @@ def transfer_sentences(ds: str, rows: pd.DataFrame, conf_pct: int, params: dict 
         if plain:
             parts = [f"{_gain_of(r)} with {labels.get(r['level'], r['level'])} at T = {r['best_temperature'] or 'n/a'}"
                      for r in plain]
-            out.append(f"On {ds}, the H={s} student's test-accuracy gain over the hard-label baseline (temperature "
-                       f"chosen on validation) is " + ", ".join(parts) + ".")
+            out.append(f"On {ds}, the {noun} {s} student's test-accuracy gain over the hard-label baseline "
+                       f"(temperature chosen on validation) is " + ", ".join(parts) + ".")
         aug = rs[rs["level"] == "augmented"]
         if len(aug):
             r = aug.iloc[0]
             oc, cg = r["over_control_mean"], r["control_gain_mean"]
             if missing(oc):
-                out.append(f"On {ds}, with the augmented transfer set the H={s} student gains {_gain_of(r)} over the "
-                           f"baseline; no hard-label control was found to separate augmentation from distillation.")
+                out.append(f"On {ds}, with the augmented transfer set the {noun} {s} student gains {_gain_of(r)} over "
+                           f"the baseline; no hard-label control was found to separate augmentation from distillation.")
                 continue
             if r["over_control_significant"] and oc > 0:
                 link, verdict = "and", "the teacher adds a gain beyond augmentation"
@@ -83,8 +87,8 @@ def transfer_sentences(ds: str, rows: pd.DataFrame, conf_pct: int, params: dict 
                 link, verdict = "but only", "most of the gain is augmentation"
             else:
                 link, verdict = "and", "the data cannot separate the teacher's part from augmentation's"
-            out.append(f"On {ds}, with the augmented transfer set the H={s} student gains {_gain_of(r)} over the "
-                       f"baseline, {link} {_gain_of(r, 'over_control')} over the hard-label control trained on the "
+            out.append(f"On {ds}, with the augmented transfer set the {noun} {s} student gains {_gain_of(r)} over "
+                       f"the baseline, {link} {_gain_of(r, 'over_control')} over the hard-label control trained on the "
                        f"same copies (the control itself gains {_gain_of(r, 'control_gain')} over the baseline): "
                        f"{verdict}.")
     conf_t = rows.drop_duplicates("level")
@@ -113,6 +117,7 @@ def _largest(rs: pd.DataFrame) -> pd.Series | None:
 def curve_sentences(ds: str, axis: str, rows: pd.DataFrame, conf_pct: int) -> list[str]:
     """epochs and label_fraction: baseline accuracy and gain per level, and where the gain peaks."""
     out = []
+    noun = size_noun(rows)
     for s in sorted(int(x) for x in rows["student_size"].unique()):
         rs = rows[rows["student_size"] == s].sort_values("level_value")
         parts = []
@@ -122,7 +127,7 @@ def curve_sentences(ds: str, axis: str, rows: pd.DataFrame, conf_pct: int) -> li
             parts.append(f"with {lv}{' (reference)' if r.is_reference else ''} the baseline reaches "
                          f"{pct(r.baseline_mean)} and the best distilled student (T = {r.best_temperature or 'n/a'}) "
                          f"gains {gain_text(r.gain_mean, r.gain_lo, r.gain_hi)}")
-        text = f"On {ds}, H={s}: " + "; ".join(parts) + "."
+        text = f"On {ds}, {noun} {s}: " + "; ".join(parts) + "."
         top = _largest(rs)
         if top is not None and len(rs) > 1:
             lv = f"{top['level']} epochs" if axis == "epochs" else level_text(axis, top["level"])
@@ -144,6 +149,7 @@ def capacity_sentences(ds: str, axis: str, rows: pd.DataFrame, conf_pct: int) ->
     """teacher_width and ensemble: the teacher's accuracy per level, each size's gain per
     level, and (teacher width) whether the gain peaks at an intermediate width."""
     out = []
+    noun = _capital(size_noun(rows))
     lv = rows.drop_duplicates("level").sort_values("level_value")
     out.append(f"On {ds}, the teacher's test accuracy is " + ", ".join(
         f"{pct(r.teacher_test_accuracy)} at {level_text(axis, r.level, r.is_reference)}"
@@ -152,7 +158,7 @@ def capacity_sentences(ds: str, axis: str, rows: pd.DataFrame, conf_pct: int) ->
         rs = rows[rows["student_size"] == s].sort_values("level_value")
         parts = [f"{gain_text(r.gain_mean, r.gain_lo, r.gain_hi)} at {level_text(axis, r.level)}"
                  for r in rs.itertuples(index=False)]
-        text = f"H={s}: gain over the baseline " + ", ".join(parts) + "."
+        text = f"{noun} {s}: gain over the baseline " + ", ".join(parts) + "."
         top = _largest(rs)
         if top is not None and len(rs) > 2 and axis == "teacher_width":
             vals = list(rs["level_value"])
@@ -171,12 +177,18 @@ def capacity_sentences(ds: str, axis: str, rows: pd.DataFrame, conf_pct: int) ->
     return out
 
 
-def share_sentences(ds: str, share: pd.DataFrame) -> list[str]:
+def _capital(text: str) -> str:
+    return text[:1].upper() + text[1:]
+
+
+def share_sentences(ds: str, share: pd.DataFrame, noun: str = "size") -> list[str]:
     """Ensemble: the students from the ensemble and from the single teacher, and the
-    student's share of the ensemble's gain (`design_stats.SHARE_FORMULA`) when defined."""
+    student's share of the ensemble's gain (`design_stats.SHARE_FORMULA`) when defined;
+    `noun` names the students' size."""
     out = []
+    noun = _capital(noun)
     for r in share[share["dataset"] == ds].itertuples(index=False):
-        head = (f"H={r.student_size}, M = {r.level}: the best-on-validation student distilled from the ensemble "
+        head = (f"{noun} {r.student_size}, M = {r.level}: the best-on-validation student distilled from the ensemble "
                 f"(T = {r.ensemble_temperature or 'n/a'}) reaches {pct(r.student_ensemble)} test accuracy, from the "
                 f"single teacher (T = {r.single_temperature or 'n/a'}) {pct(r.student_single)}, a paired difference "
                 f"of {gain_text(r.student_gain_mean, r.student_gain_lo, r.student_gain_hi)}")
@@ -199,7 +211,7 @@ def design_table(axis: str, rows: pd.DataFrame) -> tuple[list[str], list[list[di
     transfer-set and control columns only where some level has them."""
     has_ctrl = bool(rows["over_control_mean"].notna().any() or rows["control_gain_mean"].notna().any())
     has_transfer = bool(rows["teacher_transfer_accuracy"].notna().any())
-    cols = ["level", "hidden size", "teacher test acc."]
+    cols = ["level", size_noun(rows), "teacher test acc."]
     if has_transfer:
         cols += ["teacher acc. on transfer points", "teacher max-prob. on transfer points"]
     cols += ["baseline test acc. (± CI)", "best T (val)", "best distilled test acc.", "gain over baseline (pp) [CI]"]
@@ -231,10 +243,10 @@ def design_table(axis: str, rows: pd.DataFrame) -> tuple[list[str], list[list[di
     return cols, out
 
 
-def share_table(ds: str, share: pd.DataFrame) -> tuple[list[str], list[list[dict]]]:
-    """The ensemble share table for one dataset, cells as in `design_table`."""
+def share_table(ds: str, share: pd.DataFrame, noun: str = "size") -> tuple[list[str], list[list[dict]]]:
+    """The ensemble share table for one dataset, cells as in `design_table` (`noun`: the size's)."""
     sub = share[share["dataset"] == ds]
-    cols = ["M", "hidden size", "ensemble test accuracy", "single teacher test accuracy",
+    cols = ["M", noun, "ensemble test accuracy", "single teacher test accuracy",
             "student from ensemble (best T)", "student from single teacher (best T)",
             "student difference (pp) [CI]", "share of the ensemble's gain [CI]"]
     rows = []
@@ -306,8 +318,8 @@ def designs_section(designs: pd.DataFrame | None, params: dict | None, figures_d
                 sentences = capacity_sentences(ds, axis, rows, conf_pct)
             share_cols, share_rows = [], []
             if axis == "ensemble":
-                sentences += share_sentences(ds, share)
-                share_cols, share_rows = share_table(ds, share)
+                sentences += share_sentences(ds, share, size_noun(rows))
+                share_cols, share_rows = share_table(ds, share, size_noun(rows))
             cols, trows = design_table(axis, rows)
             p = figures_dir / slug(ds) / f"{key}.png"
             if axis == "transfer":

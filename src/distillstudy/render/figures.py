@@ -4,8 +4,10 @@ generalisation, and reliability diagrams.
 
 Each function takes the long results table (as from `stats.load_results`), a
 dataset name and an output path, writes one PNG atomically and closes its
-figure. PNGs carry no timestamp or software metadata, so identical inputs give
-identical bytes.
+figure. The table's students must be of one family (the report passes one panel's
+rows: `plotting.size_noun` refuses several); `label` titles the figure (default: the
+dataset) and the family's noun (grid.family_noun) names the sizes. PNGs carry no
+timestamp or software metadata, so identical inputs give identical bytes.
 
     >>> from distillstudy.analysis import stats
     >>> from distillstudy.render import figures
@@ -27,7 +29,7 @@ from matplotlib.patches import Patch
 
 from distillstudy.grid import number_value
 from distillstudy.analysis import stats
-from distillstudy.render.plotting import empty, figure_title, save, size_colours
+from distillstudy.render.plotting import empty, figure_title, save, size_colours, size_noun
 
 #: The metrics drawn against temperature (figure keys "<metric>_vs_t") -> y-axis label.
 METRIC_LABELS = {
@@ -41,13 +43,14 @@ def _alpha_label(a) -> str:
 
 
 def plot_gain_heatmap(results_df: pd.DataFrame, dataset: str, path: str | os.PathLike, *,
-                      confidence: float = 0.95) -> None:
+                      confidence: float = 0.95, label: str | None = None) -> None:
     """Mean paired test-accuracy gain (distilled - baseline, percentage points)
     over temperature (x) x student size (y); '*' and bold mark cells whose CI
     excludes zero. Diverging colours centred at 0 (blue = distillation helps)."""
     g = stats.paired_gains(results_df, "accuracy", "test", confidence=confidence, models=("distilled",))
     g = g[g["dataset"] == dataset]
-    title = figure_title(dataset, "gain_heatmap", "pp")
+    noun = size_noun(g)
+    title = figure_title(label or dataset, "gain_heatmap", "pp")
     if g.empty:
         empty(path, title, "no paired distilled/baseline results")
         return
@@ -84,7 +87,7 @@ def plot_gain_heatmap(results_df: pd.DataFrame, dataset: str, path: str | os.Pat
             ax.text(j + 0.5, i + 0.5, txt, ha="center", va="center", color=colour,
                     fontweight="bold" if sig[i, j] else "normal", fontsize=10)
     ax.set_xlabel("temperature T")
-    ax.set_ylabel("student hidden size")
+    ax.set_ylabel(f"student {noun}")
     ax.tick_params(axis="y", rotation=0)
     ax.set_title(title + f"\n* = {int(confidence * 100)}% CI over seeds excludes 0", fontsize=10)
     fig.tight_layout()
@@ -92,14 +95,15 @@ def plot_gain_heatmap(results_df: pd.DataFrame, dataset: str, path: str | os.Pat
 
 
 def plot_metric_vs_temperature(results_df: pd.DataFrame, dataset: str, metric: str, path: str | os.PathLike, *,
-                               confidence: float = 0.95) -> None:
+                               confidence: float = 0.95, label: str | None = None) -> None:
     """Test `metric` (a key of METRIC_LABELS) against temperature (log2 axis), one
     line per student size with a CI band over seeds; each size's hard-label baseline
     as a dashed horizontal line of the same colour; the teacher as a black dotted line."""
     cs = stats.cell_summary(results_df, metric, "test", confidence=confidence)
     cs = cs[cs["dataset"] == dataset]
+    noun = size_noun(cs)
+    title = figure_title(label or dataset, f"{metric}_vs_t")
     label = METRIC_LABELS[metric]
-    title = figure_title(dataset, f"{metric}_vs_t")
     dist = cs[cs["model"] == "distilled"].assign(tnum=lambda d: d["temperature"].map(number_value))
     dist = dist[dist["tnum"] > 0]
     if dist.empty:
@@ -128,7 +132,7 @@ def plot_metric_vs_temperature(results_df: pd.DataFrame, dataset: str, metric: s
         b = base[base["student_size"] == s]
         if len(b):
             ax.axhline(float(b["mean"].mean()), color=c, linestyle="--", lw=1.2)
-        handles.append(Line2D([], [], color=c, marker="o", label=f"hidden {s}"))
+        handles.append(Line2D([], [], color=c, marker="o", label=f"{noun} {s}"))
     if len(teacher):
         ax.axhline(float(teacher["mean"].mean()), color="black", linestyle=":", lw=1.8)
     if len(alphas) > 1:
@@ -151,7 +155,8 @@ def plot_metric_vs_temperature(results_df: pd.DataFrame, dataset: str, metric: s
     save(fig, path)
 
 
-def plot_fidelity(results_df: pd.DataFrame, dataset: str, path: str | os.PathLike, *, split: str = "test") -> None:
+def plot_fidelity(results_df: pd.DataFrame, dataset: str, path: str | os.PathLike, *, split: str = "test",
+                  label: str | None = None) -> None:
     """Fidelity vs generalisation: mean agreement with the teacher (x) against
     mean accuracy (y), one point per (size, temperature) cell, coloured by size;
     hard-label baselines as crosses, logit matching as squares; a thin line joins
@@ -160,7 +165,8 @@ def plot_fidelity(results_df: pd.DataFrame, dataset: str, path: str | os.PathLik
     agr = stats.cell_summary(results_df, "agreement", split)
     m = acc.merge(agr, on=stats.CELL, suffixes=("_acc", "_agr"))
     m = m[(m["dataset"] == dataset) & (m["model"] != "teacher")]
-    title = figure_title(dataset, "fidelity", split)
+    noun = size_noun(m)
+    title = figure_title(label or dataset, "fidelity", split)
     if m.empty:
         empty(path, title, "no agreement results")
         return
@@ -178,7 +184,7 @@ def plot_fidelity(results_df: pd.DataFrame, dataset: str, path: str | os.PathLik
         if r.model == "distilled":
             ax.annotate(f"T={r.temperature}", (r.mean_agr, r.mean_acc), textcoords="offset points",
                         xytext=(4, 4), fontsize=7, color="#333333")
-    handles = [Line2D([], [], color=colours[s], marker="o", linestyle="", label=f"hidden {s}") for s in colours]
+    handles = [Line2D([], [], color=colours[s], marker="o", linestyle="", label=f"{noun} {s}") for s in colours]
     present = set(m["model"])
     names = {"distilled": "distilled (label: T)", "baseline": "hard-label baseline", "logit_mse": "logit matching"}
     handles += [Line2D([], [], color="grey", marker=markers[k], linestyle="", markeredgecolor="black", label=names[k])
@@ -197,7 +203,7 @@ def plot_fidelity(results_df: pd.DataFrame, dataset: str, path: str | os.PathLik
 
 
 def plot_best_temperature(results_df: pd.DataFrame, dataset: str, path: str | os.PathLike, *,
-                          confidence: float = 0.95) -> None:
+                          confidence: float = 0.95, label: str | None = None) -> None:
     """Best temperature (chosen on validation) against student size.
 
     Background: for every student size (x) and temperature (y) the mean
@@ -206,9 +212,10 @@ def plot_best_temperature(results_df: pd.DataFrame, dataset: str, path: str | os
     temperatures is flat there. A black line joins the selected temperature of
     each size; its label is that choice's paired *test* gain over the baseline
     ('*' when the CI excludes zero; filled marker = significant)."""
-    title = figure_title(dataset, "best_t", "on validation")
+    title = figure_title(label or dataset, "best_t", "on validation")
     va = stats.cell_summary(results_df, "accuracy", "val", confidence=confidence)
     va = va[(va["dataset"] == dataset) & (va["model"] == "distilled")]
+    noun = size_noun(va)
     bt = stats.best_temperature(results_df, confidence=confidence)
     bt = bt[bt["dataset"] == dataset]
     if va.empty or bt.empty:
@@ -261,7 +268,7 @@ def plot_best_temperature(results_df: pd.DataFrame, dataset: str, path: str | os
                     ha="center", fontsize=8, fontweight="bold", zorder=5,
                     bbox={"boxstyle": "round,pad=0.15", "facecolor": "white", "edgecolor": "none", "alpha": 0.85})
     ax.plot(xs, ys, color="black", lw=1.5, zorder=3)
-    ax.set_xlabel("student hidden size")
+    ax.set_xlabel(f"student {noun}")
     ax.set_ylabel("temperature T")
     ax.tick_params(axis="y", rotation=0)
     handles = [Line2D([], [], color="black", marker="o", markerfacecolor="white", markersize=9,
@@ -274,18 +281,20 @@ def plot_best_temperature(results_df: pd.DataFrame, dataset: str, path: str | os
     save(fig, path)
 
 
-def plot_reliability(calibration_df: pd.DataFrame, dataset: str, panels: list[dict], path: str | os.PathLike) -> None:
+def plot_reliability(calibration_df: pd.DataFrame, dataset: str, panels: list[dict], path: str | os.PathLike, *,
+                     label: str | None = None) -> None:
     """Reliability diagrams, one column per model in `panels` (dicts with label,
-    model, student_size, temperature, alpha), pooled over seeds on the test split.
+    model, student_size, temperature, alpha and, for a student, its family), pooled
+    over seeds on the test split.
 
     Top: accuracy per confidence bin (blue bars) against the diagonal of perfect
     calibration, the gap to each bin's mean confidence in red (red above a bar:
     over-confident; red inside it: under-confident), pooled ECE in the title.
     Bottom: share of test predictions per bin (log scale)."""
-    title = figure_title(dataset, "reliability", "test, pooled over seeds")
+    title = figure_title(label or dataset, "reliability", "test, pooled over seeds")
     pooled = [(p, stats.pooled_reliability(calibration_df, dataset, p["model"], p.get("student_size"),
                                            p.get("temperature", ""), p.get("alpha"),
-                                           setting=p.get("setting")))
+                                           setting=p.get("setting"), family=p.get("family")))
               for p in panels]
     pooled = [(p, r) for p, r in pooled if len(r) and r["count"].sum() > 0]
     if not pooled:

@@ -1,7 +1,7 @@
-"""The report's first screen, "Which objective?": per dataset one table (rows: student
-sizes; columns: objectives in objective_stats.ORDER), each cell the validation-selected
-test-accuracy gain over the baseline with its CI, the selected setting and alpha beneath;
-the sentences that say which objectives can and cannot be told apart; the same with Holm's
+"""The report's first screen, "Which objective?": per panel (a dataset's students of one
+family) one table (rows: student sizes; columns: objectives in objective_stats.ORDER),
+each cell the validation-selected test-accuracy gain over the baseline with its CI, the
+selected setting and alpha beneath; the sentences that say which objectives can and cannot be told apart; the same with Holm's
 correction folded away; and the figure of the same numbers.
 
 The statistics come from `distillstudy.analysis.objective_stats`; this module only words
@@ -21,7 +21,7 @@ from matplotlib.lines import Line2D
 from distillstudy.analysis import objective_stats
 from distillstudy.analysis.stats import excludes_zero
 from distillstudy.render.captions import figure_entry
-from distillstudy.render.plotting import empty, figure_title, save, size_colours
+from distillstudy.render.plotting import empty, figure_title, save, size_colours, size_noun
 from distillstudy.render.text import css_class, gain_text, missing, signed, slug
 
 FIGURE = "objectives"
@@ -87,21 +87,24 @@ def _diff(r, adjusted: bool, inline: bool = False) -> str:
 
 def size_sentences(sel: pd.DataFrame, comparisons: pd.DataFrame, conf_pct: int, adjusted: bool = False
                    ) -> list[str]:
-    """Per student size: the validation-best objective, and which others its test accuracy
-    can (paired CI of the difference excludes zero) and cannot be told apart from."""
+    """Per student size (of one family: `sel` and `comparisons` one panel's rows): the
+    validation-best objective, and which others its test accuracy can (paired CI of the
+    difference excludes zero) and cannot be told apart from."""
     flag = "holm_significant" if adjusted else "told_apart"
+    noun = size_noun(sel)
+    noun = noun[:1].upper() + noun[1:]
     ci = "Holm-adjusted interval" if adjusted else f"{conf_pct}% CI"
     out = []
     for s, g in sel.groupby("student_size", sort=True):
         c = comparisons[comparisons["student_size"] == s]
         if c.empty:
-            out.append(f"Hidden size {int(s)}: only {_listing(list(g['objective']))} was trained; there is "
+            out.append(f"{noun} {int(s)}: only {_listing(list(g['objective']))} was trained; there is "
                        f"nothing to compare.")
             continue
         best = c["best"].iloc[0]
         b = g[g["objective"] == best].iloc[0]
         lo, hi = (b["holm_lo"], b["holm_hi"]) if adjusted else (b["gain_lo"], b["gain_hi"])
-        head = (f"Hidden size {int(s)}: {best} is best on validation (its test gain over the baseline: "
+        head = (f"{noun} {int(s)}: {best} is best on validation (its test gain over the baseline: "
                 f"{_gain(b['gain_mean'], lo, hi)}).")
         apart, same = c[c[flag]], c[~c[flag]]
         if (c["n"] < 2).all():
@@ -129,13 +132,14 @@ def size_sentences(sel: pd.DataFrame, comparisons: pd.DataFrame, conf_pct: int, 
 
 
 def plot_objectives(selection: pd.DataFrame, dataset: str, path: str | os.PathLike, *,
-                    confidence: float = 0.95, best: dict | None = None) -> None:
+                    confidence: float = 0.95, best: dict | None = None, label: str | None = None) -> None:
     """The objectives table as a figure: per objective (x, ORDER) and student size (one
     colour each, side by side) the validation-selected test-accuracy gain over the
     baseline in percentage points with its CI; filled markers where the CI excludes
     zero; a star above the best-on-validation objective of a size where it is marked."""
     sel = selection[selection["dataset"] == dataset]
-    title = figure_title(dataset, FIGURE, "pp")
+    noun = size_noun(sel)
+    title = figure_title(label or dataset, FIGURE, "pp")
     if sel.empty:
         empty(path, title, "no distilled students with validation results")
         return
@@ -165,7 +169,7 @@ def plot_objectives(selection: pd.DataFrame, dataset: str, path: str | os.PathLi
     ax.set_ylabel("test-accuracy gain over baseline (pp)")
     ax.grid(True, axis="y", alpha=0.3)
     pct = round(confidence * 100)
-    handles = [Line2D([], [], color=colours[s], marker="o", label=f"hidden {s}") for s in sizes]
+    handles = [Line2D([], [], color=colours[s], marker="o", label=f"{noun} {s}") for s in sizes]
     handles += [Line2D([], [], color="grey", marker="o", linestyle="", label=f"filled: {pct}% CI excludes 0"),
                 Line2D([], [], color="grey", marker="o", markerfacecolor="white", linestyle="",
                        label="hollow: CI includes 0"),
@@ -178,12 +182,18 @@ def plot_objectives(selection: pd.DataFrame, dataset: str, path: str | os.PathLi
 
 
 def objectives_section(ds: str, selection: pd.DataFrame, comparisons: pd.DataFrame, figures_dir: Path,
-                       conf: float) -> dict:
-    """One dataset's objectives table (unadjusted CIs), its Holm-adjusted twin, the
-    sentences, and the figure (written to figures_dir/<slug>/objectives.png)."""
+                       conf: float, *, family: str | None = None, label: str | None = None) -> dict:
+    """One panel's objectives table (unadjusted CIs), its Holm-adjusted twin, the
+    sentences, and the figure (written to figures_dir/<slug(label)>/objectives.png).
+    A panel is dataset `ds`'s students of `family` (None: the tables hold one family);
+    `label` names it in headings, anchors and figure folders (default: `ds`)."""
     conf_pct = round(conf * 100)
+    label = label or ds
     sel = selection[selection["dataset"] == ds]
     cmp = comparisons[comparisons["dataset"] == ds]
+    if family is not None:
+        sel, cmp = sel[sel["family"] == family], cmp[cmp["family"] == family]
+    noun = size_noun(sel)
     columns = objective_stats.objective_order(sel["objective"])
     best = best_objectives(sel, cmp)
     n_cand = sorted({int(n) for n in sel["n_candidates"]})
@@ -210,11 +220,11 @@ def objectives_section(ds: str, selection: pd.DataFrame, comparisons: pd.DataFra
         f"stops), so it excludes zero exactly when Holm rejects. These intervals carry Holm's decisions; they are "
         f"not simultaneous intervals (only Bonferroni's level, that of the first step, covers all gains at once "
         f"with {conf_pct}% probability).")
-    folder = figures_dir / slug(ds)
+    folder = figures_dir / slug(label)
     path = folder / f"{FIGURE}.png"
-    plot_objectives(selection, ds, path, confidence=conf, best=best)
-    return {"name": ds, "anchor": "obj-" + folder.name, "columns": columns,
+    plot_objectives(sel, ds, path, confidence=conf, best=best, label=label)
+    return {"name": label, "dataset": ds, "noun": noun, "anchor": "obj-" + folder.name, "columns": columns,
             "rows": _rows(sel, columns, best, adjusted=False), "holm_rows": _rows(sel, columns, best, adjusted=True),
             "selection_note": selection_note, "shown_note": shown_note, "holm_note": holm_note,
             "sentences": size_sentences(sel, cmp, conf_pct), "holm_sentences": size_sentences(sel, cmp, conf_pct, True),
-            "figure": figure_entry(FIGURE, ds, path, conf_pct)}
+            "figure": figure_entry(FIGURE, label, path, conf_pct)}

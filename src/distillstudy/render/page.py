@@ -3,8 +3,12 @@
 `render_page` takes what the report stage has read (results, calibration bins,
 designs, walkthrough table, datasets' metadata, provenance, wall times), writes
 the figures into `figures_dir`, and returns the HTML text. Its first screen is
-"Which objective?" (render.objectives), one table and figure per dataset; the
-per-temperature detail follows. Every image is
+"Which objective?" (render.objectives), one table and figure per panel; the
+per-temperature detail follows, one section per panel. A panel is one dataset's
+students of one family (grid.distill_students), with the dataset's teacher: sizes of
+two families count different things and are never tabled or drawn together. Its label
+is the dataset's name when the study has one family (the report of a one-family study
+reads as before families existed), else "<dataset> · <family> students". Every image is
 embedded as a base64 data URI, styles are inline, and nothing is fetched from the
 network, so the page opens anywhere. Every user-provided string goes through
 Jinja2 autoescaping. Nothing time-dependent is generated here: the same inputs
@@ -20,6 +24,7 @@ import jinja2
 import pandas as pd
 import yaml
 
+from distillstudy import grid
 from distillstudy.render import designs as design_sections
 from distillstudy.render import objectives, tables
 
@@ -66,12 +71,65 @@ def teacher_kind(spec: dict | None) -> str:
     return f"your module {spec['factory']}, trained here"
 
 
+def family_order(results: pd.DataFrame, params: dict | None) -> list[str]:
+    """The student families of `results`, in the order distill.students lists them
+    (those params do not name, or all when params name none, alphabetically after)."""
+    present = sorted(set(results.loc[results["model"] != "teacher", "family"]) - {""})
+    distill = (params or {}).get("distill") or {}
+    listed = ([e["label"] for e in grid.distill_students(distill)]
+              if distill.get("students") or distill.get("sizes") else [])
+    return [f for f in listed if f in present] + [f for f in present if f not in listed]
+
+
+def panels(results: pd.DataFrame, params: dict | None) -> list[tuple[str, str, str]]:
+    """(dataset, family, label) of every panel: datasets alphabetically, each dataset's
+    families in `family_order`; label as the module docstring says."""
+    families = family_order(results, params)
+    students = results[results["model"] != "teacher"]
+    out = []
+    for ds in sorted(students["dataset"].unique()):
+        here = set(students.loc[students["dataset"] == ds, "family"])
+        for family in (f for f in families if f in here):
+            out.append((ds, family, ds if len(families) == 1 else f"{ds} · {family} students"))
+    return out
+
+
+def panel_frame(frame: pd.DataFrame | None, dataset: str, family: str) -> pd.DataFrame | None:
+    """A panel's rows of results or calibration bins: the dataset's students of `family`
+    and its teacher."""
+    if frame is None:
+        return None
+    keep = (frame["dataset"] == dataset) & ((frame["family"] == family) | (frame["model"] == "teacher"))
+    return frame[keep].reset_index(drop=True)
+
+
+FAMILY_NAMES = {"mlp": "MLP", "cnn": "CNN"}
+
+
+def students_text(results: pd.DataFrame, families: list[str]) -> str:
+    """The students of the page's subtitle: 'MLP students (hidden width 16, 64)', and
+    'CNN students (channels 8, 32)', 'MLP students with 3 hidden layers (...)', or a
+    factory's 'tiny_cnn students (size 4)'."""
+    parts = []
+    for family in families:
+        depth = family[3:] if family.startswith("mlp") and family[3:].isdigit() else ""
+        name = (f"MLP students with {depth} hidden layers" if depth
+                else f"{FAMILY_NAMES.get(family, family)} students")
+        sizes = sorted({int(s) for s in results.loc[(results["family"] == family) & (results["model"] != "teacher"),
+                                                     "student_size"].dropna()})
+        parts.append(f"{name} ({grid.family_noun(family)} {', '.join(str(s) for s in sizes)})")
+    if not parts:
+        return "students"
+    return parts[0] if len(parts) == 1 else ", ".join(parts[:-1]) + " and " + parts[-1]
+
+
 def render_page(results: pd.DataFrame, *, figures_dir: Path, params: dict, datasets_meta: list[dict],
                 provenance: dict, benchmarks: pd.DataFrame | None = None,
                 calibration: pd.DataFrame | None = None, designs: pd.DataFrame | None = None,
                 walkthrough: pd.DataFrame | None = None, walkthrough_pngs: list = (),
                 confidence: float = 0.95, title: str = "distillstudy report") -> str:
-    """The report's HTML; its figures are written to `figures_dir/<dataset slug>/<key>.png`.
+    """The report's HTML; its figures are written to `figures_dir/<panel slug>/<key>.png`
+    (text.slug of the panel's label: the dataset's name in a one-family study).
 
     `results` and `calibration` as from `stats.load_results` / `stats.load_calibration`
     (calibration None: no reliability diagrams); `designs` as from
@@ -82,22 +140,25 @@ def render_page(results: pd.DataFrame, *, figures_dir: Path, params: dict, datas
     """
     figures_dir = Path(figures_dir)
     figures_dir.mkdir(parents=True, exist_ok=True)
-    summaries = tables.summary_tables(results, confidence)
-    students = results[results["model"] != "teacher"]
-    names = sorted(students["dataset"].unique())
-    objective_sections = [objectives.objectives_section(ds, summaries["objectives"], summaries["objective_cmp"],
-                                                        figures_dir, confidence) for ds in names]
-    datasets = [tables.dataset_section(ds, results, summaries, figures_dir, confidence, calibration)
-                for ds in names]
+    objective_sections, datasets = [], []
+    for ds, family, label in panels(results, params):
+        view = panel_frame(results, ds, family)
+        summaries = tables.summary_tables(view, confidence)
+        objective_sections.append(objectives.objectives_section(
+            ds, summaries["objectives"], summaries["objective_cmp"], figures_dir, confidence, family=family,
+            label=label))
+        datasets.append(tables.dataset_section(ds, view, summaries, figures_dir, confidence,
+                                               panel_frame(calibration, ds, family), label=label))
     own_teachers = {d["name"]: d["teacher"] for d in params.get("prepare", {}).get("datasets", []) if "teacher" in d}
     for section in datasets:
-        section["teacher_kind"] = teacher_kind(own_teachers.get(section["name"]))
+        section["teacher_kind"] = teacher_kind(own_teachers.get(section["dataset"]))
     design_section = design_sections.designs_section(designs, params, figures_dir, confidence)
     conf_pct = int(round(confidence * 100))
     meta_columns, meta_rows, meta_details = tables.meta_table(datasets_meta)
     bench_rows, bench_total = tables.bench_rows(benchmarks)
     return _environment().get_template(TEMPLATE).render(
         title=title,
+        students=students_text(results, family_order(results, params)),
         datasets=datasets,
         objectives=objective_sections,
         method_note=_method_note(conf_pct),

@@ -50,8 +50,21 @@ def short(name: str, n: int = 60) -> str:
     return name if len(name) <= n else name[: n - 1] + "…"
 
 
+def size_noun(frame) -> str:
+    """What the sizes of the students in `frame` count (grid.family_noun of their one
+    family; "size" when there are none). A figure draws one family's students: two
+    families' sizes mean different things, and two students of the same size would be
+    drawn as one, so a frame with several families is refused (select one first)."""
+    students = frame[frame["model"] != "teacher"] if "model" in frame.columns else frame
+    families = sorted(set(students["family"]) - {""}) if "family" in students.columns else []
+    if len(families) > 1:
+        raise ValueError(f"a figure draws one student family; this frame has {families}: select one")
+    return grid.family_noun(families[0]) if families else "size"
+
+
 def figure_title(dataset: str, key: str, context: str = "") -> str:
-    """A PNG's title: '<dataset>: <grid.FIGURE_TITLES[key]>', then `context` in brackets."""
+    """A PNG's title: '<dataset>: <grid.FIGURE_TITLES[key]>', then `context` in brackets
+    (`dataset` is the report's panel label: the dataset, or "<dataset> · <family> students")."""
     return f"{short(dataset)}: {grid.FIGURE_TITLES[key]}" + (f" ({context})" if context else "")
 
 

@@ -1,4 +1,5 @@
-"""The report's tables and per-dataset sections: summary sentences, the per-size and
+"""The report's tables and per-panel sections (a panel: one dataset's students of one
+family, with the dataset's teacher): summary sentences, the per-size and
 all-cells gain tables with their figures, the walkthrough table and verdict, the
 datasets' metadata, and the wall time per rule.
 
@@ -18,7 +19,7 @@ from distillstudy.analysis import objective_stats, stats
 from distillstudy.grid import setting_name
 from distillstudy.render import figures
 from distillstudy.render.captions import data_uri, figure_entry
-from distillstudy.render.plotting import STUDY_FIGURES
+from distillstudy.render.plotting import STUDY_FIGURES, size_noun
 from distillstudy.render.text import css_class, gain_text, mean_ci_text, missing, num, pct, slug
 
 #: A teacher whose mean max-probability on its training points reaches this is
@@ -28,7 +29,7 @@ META_COLUMNS = ["name", "kind", "n_train", "n_val", "n_test", "n_features", "n_c
 
 
 def summary_tables(df: pd.DataFrame, confidence: float) -> dict:
-    """The statistics behind every dataset section, over all datasets at once."""
+    """The statistics behind the dataset sections of `df` (the report passes one panel's rows)."""
     selection = objective_stats.select_objectives(df, confidence=confidence)
     return {
         "objectives": selection,
@@ -56,25 +57,30 @@ def _lookup(df: pd.DataFrame, **kw) -> pd.Series | None:
     return None if sub.empty else sub.iloc[0]
 
 
-def reliability_panels(best) -> list[dict]:
-    """Teacher, then the baseline of the best configuration's size and that configuration."""
+def reliability_panels(best, noun: str = "size") -> list[dict]:
+    """Teacher, then the baseline of the best configuration's student (its family and
+    size; `noun` names the size) and that configuration."""
     panels = [{"label": "teacher", "model": "teacher", "student_size": None, "temperature": "", "alpha": None}]
     if best is not None:
-        size = int(best["student_size"])
-        panels.append({"label": f"hard-label baseline, hidden {size}", "model": "baseline", "student_size": size,
-                       "temperature": "", "alpha": None})
-        panels.append({"label": f"best distilled: hidden {size}, T = {best['temperature']}", "model": "distilled",
+        size, family = int(best["student_size"]), best["family"]
+        panels.append({"label": f"hard-label baseline, {noun} {size}", "model": "baseline", "student_size": size,
+                       "temperature": "", "alpha": None, "family": family})
+        panels.append({"label": f"best distilled: {noun} {size}, T = {best['temperature']}", "model": "distilled",
                        "student_size": size, "temperature": best["temperature"], "alpha": best["alpha"],
-                       "setting": setting_name("kd", {"temperature": best["temperature"]})})
+                       "setting": setting_name("kd", {"temperature": best["temperature"]}), "family": family})
     return panels
 
 
 def dataset_section(ds: str, df: pd.DataFrame, summaries: dict, figures_dir: Path, conf: float,
-                    calibration: pd.DataFrame | None = None) -> dict:
-    """One dataset's summary sentences, per-size and all-cells tables, and figures
-    (written under `figures_dir/<slug>/`). `summaries` holds the statistics of every
-    dataset (`summary_tables`); `calibration` None leaves out the reliability diagrams."""
+                    calibration: pd.DataFrame | None = None, *, label: str | None = None) -> dict:
+    """One panel's summary sentences, per-size and all-cells tables, and figures
+    (written under `figures_dir/<slug(label)>/`). `df` holds dataset `ds`'s students of
+    ONE family (and its teacher; the report's panel), `summaries` its statistics
+    (`summary_tables`); `label` names the panel (default `ds`); `calibration` None leaves
+    out the reliability diagrams."""
     conf_pct = int(round(conf * 100))
+    label = label or ds
+    noun = size_noun(df[df["dataset"] == ds])
     teach = _lookup(summaries["teacher"], dataset=ds)
     t_acc = teach["test_accuracy"] if teach is not None else float("nan")
     t_mmp = teach["train_mean_max_prob"] if teach is not None else float("nan")
@@ -88,12 +94,13 @@ def dataset_section(ds: str, df: pd.DataFrame, summaries: dict, figures_dir: Pat
     best = _lookup(summaries["best_cfg"], dataset=ds)
     summary = []
     if best is None:
-        summary.append(f"{ds}: no distilled students with validation results, so no configuration could be selected.")
+        summary.append(f"{label}: no distilled students with validation results, so no configuration could be "
+                       f"selected.")
     else:
         sig_word = ("its CI excludes zero" if best["significant"] else "its CI includes zero, so the difference is "
                     "not statistically distinguishable from no effect")
         summary.append(
-            f"{ds}: the best distilled configuration on the validation split is hidden size {int(best['student_size'])}"
+            f"{label}: the best distilled configuration on the validation split is {noun} {int(best['student_size'])}"
             f" at temperature T = {best['temperature']} (validation accuracy {pct(best['val_accuracy'])}). On the test "
             f"split its accuracy gain over the hard-label baseline of the same size is "
             f"{gain_text(best['gain_mean'], best['gain_lo'], best['gain_hi'])} ({conf_pct}% CI, paired over "
@@ -161,23 +168,25 @@ def dataset_section(ds: str, df: pd.DataFrame, summaries: dict, figures_dir: Pat
             out[name + "_sig"] = "nsig" if x is None else css_class(x["significant"], x["mean"], up)
         cells.append(out)
 
-    folder = figures_dir / slug(ds)
+    folder = figures_dir / slug(label)
     draw = {
-        "gain_heatmap": lambda p: figures.plot_gain_heatmap(df, ds, p, confidence=conf),
-        "accuracy_vs_t": lambda p: figures.plot_metric_vs_temperature(df, ds, "accuracy", p, confidence=conf),
-        "nll_vs_t": lambda p: figures.plot_metric_vs_temperature(df, ds, "nll", p, confidence=conf),
-        "best_t": lambda p: figures.plot_best_temperature(df, ds, p, confidence=conf),
-        "fidelity": lambda p: figures.plot_fidelity(df, ds, p),
-        "reliability": lambda p: figures.plot_reliability(calibration, ds, reliability_panels(best), p),
+        "gain_heatmap": lambda p: figures.plot_gain_heatmap(df, ds, p, confidence=conf, label=label),
+        "accuracy_vs_t": lambda p: figures.plot_metric_vs_temperature(df, ds, "accuracy", p, confidence=conf,
+                                                                      label=label),
+        "nll_vs_t": lambda p: figures.plot_metric_vs_temperature(df, ds, "nll", p, confidence=conf, label=label),
+        "best_t": lambda p: figures.plot_best_temperature(df, ds, p, confidence=conf, label=label),
+        "fidelity": lambda p: figures.plot_fidelity(df, ds, p, label=label),
+        "reliability": lambda p: figures.plot_reliability(calibration, ds, reliability_panels(best, noun), p,
+                                                          label=label),
     }
     figs = []
     for key in STUDY_FIGURES:
         if key == "objectives" or (key == "reliability" and calibration is None):
             continue  # the objectives figure is drawn with its table (render.objectives)
         draw[key](folder / f"{key}.png")
-        figs.append(figure_entry(key, ds, folder / f"{key}.png", conf_pct))
+        figs.append(figure_entry(key, label, folder / f"{key}.png", conf_pct))
 
-    return {"name": ds, "anchor": "ds-" + folder.name, "summary": summary, "onehot_warning": warning,
+    return {"name": label, "dataset": ds, "noun": noun, "anchor": "ds-" + folder.name, "summary": summary, "onehot_warning": warning,
             "teacher_acc": pct(t_acc), "teacher_nll": num(teach["test_nll"] if teach is not None else np.nan),
             "teacher_mmp": num(t_mmp, 4),
             "teacher_params": "" if teach is None or missing(teach["n_params"]) else f"{int(teach['n_params']):,}",

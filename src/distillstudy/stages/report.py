@@ -8,7 +8,8 @@
         --figures-dir reports/figures --plots-dir reports/plots
 
 Writes the self-contained `out_html` (distillstudy.render.page), one PNG per
-dataset and figure key under `<figures_dir>/<dataset slug>/<key>.png` (the layout
+panel and figure key under `<figures_dir>/<panel slug>/<key>.png` (a panel: one
+dataset's students of one family, its slug the dataset's in a one-family study; the layout
 that `report(..., patterns=["{dataset}/{figure}.png"])` in workflow/rules/report.smk
 hands to `snakemake --report`), and the DVC plot table
 `<plots_dir>/acc_vs_temperature.csv` (distillstudy.render.plots).
