@@ -18,6 +18,7 @@ import pytest
 
 from conftest import ROOT, make_workspace, run
 from distillstudy import grid
+from distillstudy import students
 from distillstudy.artifacts import load_npz, read_record, save_npz
 from distillstudy.engine import datasets, seeds
 from distillstudy.engine.factories import check_students
@@ -115,9 +116,9 @@ def test_a_deeper_mlp_keeps_the_closed_form_path_and_its_own_seeds(prepared):
 def test_the_shorthand_sizes_is_the_mlp_family():
     short = {"sizes": [16, 64], "alpha": 0.9}
     long = {"students": [{"family": "mlp", "depth": 2, "sizes": [16, 64]}], "alpha": 0.9}
-    assert grid.distill_students(short) == grid.distill_students(long)
-    assert [grid.student_name("mlp", s) for s in (16, 64)] == ["h16", "h64"]
-    assert grid.parse_student("cnn-8") == ("cnn", 8) and grid.parse_student("h16") == ("mlp", 16)
+    assert students.distill_students(short) == students.distill_students(long)
+    assert [students.student_name("mlp", s) for s in (16, 64)] == ["h16", "h64"]
+    assert students.parse_student("cnn-8") == ("cnn", 8) and students.parse_student("h16") == ("mlp", 16)
 
 
 def families_params(*families) -> dict:
@@ -194,7 +195,7 @@ def test_three_families_on_npz_images_run_through_snakemake(tmp_path):
     run(["snakemake", "-c2"], ws)
     for student in ("h8", "cnn-2", "tiny-3"):
         record = read_record(load_npz(ws / f"models/students/imgs/{student}/baseline.logits.npz"))
-        assert grid.student_name(record["family"], record["student_size"]) == student
+        assert students.student_name(record["family"], record["student_size"]) == student
     results = pd.read_csv(ws / "reports/results.csv", keep_default_na=False)
     students = results[results.model != "teacher"]
     assert set(zip(students.family, students.student_size.astype(int))) == {("mlp", 8), ("cnn", 2), ("tiny", 3)}

@@ -30,7 +30,8 @@ from pathlib import Path
 import grimp
 import yaml
 
-from distillstudy.grid import STAGES, distill_students, factory_file, is_factory
+from distillstudy.grid import STAGES, factory_file
+from distillstudy.students import distill_students, is_factory
 
 PACKAGE = "distillstudy"
 ROOT = Path(__file__).resolve().parents[1]

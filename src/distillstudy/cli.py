@@ -230,7 +230,7 @@ def add_validate(sub):
 
 
 def cmd_validate(a):
-    from distillstudy.grid import distill_students, is_factory
+    from distillstudy.students import distill_students, is_factory
     from distillstudy.params import load_params
 
     params = load_params(a.params)

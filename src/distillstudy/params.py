@@ -20,8 +20,8 @@ import jsonschema
 import numpy as np
 import yaml
 
-from distillstudy.grid import (distill_alphas, distill_objectives, distill_students, factory_file, format_number,
-                              is_factory, reference_family)
+from distillstudy.grid import distill_alphas, distill_objectives, factory_file, format_number
+from distillstudy.students import distill_students, is_factory, reference_family
 from distillstudy.errors import ParamsError
 
 #: Ships inside the package, so validation works outside a checkout too.

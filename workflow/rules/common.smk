@@ -15,21 +15,23 @@ from distillstudy.grid import (
     FIGURE_TITLES,
     NEEDS_TRANSFER_SET,
     VARIANT_PATTERN,
-    STUDENT_PATTERN,
-    dataset_students,
     dataset_variants,
     design_temperature_cells,
-    distill_students,
     factory_file,
-    is_factory,
-    parse_student,
-    reference_family,
-    student_name,
     parse_variant,
     study_cells,
     variant_cells,
     variant_epochs,
     variant_settings,
+)
+from distillstudy.students import (
+    STUDENT_PATTERN,
+    dataset_students,
+    distill_students,
+    is_factory,
+    parse_student,
+    reference_family,
+    student_name,
 )
 
 # Stage commands run the `distillstudy` of the Python that runs Snakemake.
@@ -50,7 +52,7 @@ except ParamsError as exc:
     raise WorkflowError(str(exc)) from None
 
 DATASETS = {d["name"]: d for d in config["prepare"]["datasets"]}
-# Per dataset, its students' path names ("h16", "cnn-8"; grid.student_name) and the
+# Per dataset, its students' path names ("h16", "cnn-8"; students.student_name) and the
 # family entry behind each name.
 STUDENTS = {
     name: {student_name(entry["label"], size): entry for entry, size in dataset_students(config, name)}

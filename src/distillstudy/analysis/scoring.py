@@ -12,7 +12,8 @@ import pandas as pd
 
 from distillstudy.analysis import metrics, objective_stats, stats
 from distillstudy.artifacts import read_record
-from distillstudy.grid import HYPER_COLUMN, OBJECTIVE_MODEL, SPLITS, format_number, student_name
+from distillstudy.grid import HYPER_COLUMN, OBJECTIVE_MODEL, SPLITS, format_number
+from distillstudy.students import student_name
 
 #: results.csv's columns (stats.COLUMNS, what the report reads); a cell's identifying
 #: columns are those before `seed`: one cell = (dataset, family, student_size, model, setting,
@@ -114,7 +115,7 @@ def _finite(value):
 
 def summarise(frame: pd.DataFrame) -> dict:
     """metrics.json: per dataset, the teacher, and per student (keyed by
-    grid.student_name(family, size): "h16" for today's mlp, "cnn-8") the baseline against the
+    students.student_name(family, size): "h16" for today's mlp, "cnn-8") the baseline against the
     temperature chosen on validation (the report's own rule, stats.best_temperature)
     with its paired test gain and 95% CI, and under "objectives" each objective's
     setting and alpha chosen on validation with its paired test gain and 95% CI (the

@@ -16,7 +16,7 @@ temperature on the validation split and only then reports its test gain
 (analysis.objective_stats does the same for every objective).
 
 A cell is (dataset, family, student_size, model, setting, temperature, alpha): `family`
-is the student family's label (grid.family_label: "mlp", "cnn", ...; "" for the teacher),
+is the student family's label (students.family_label: "mlp", "cnn", ...; "" for the teacher),
 so two families that share a size are different students, never paired or pooled; `setting`
 names an objective's hyper-parameters ("T4" for kd, "alpha1_beta8_T4" for dkd),
 `alpha` is the mixing weight of L = (1 - alpha) CE + alpha term.

@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Callable
 
 from distillstudy.engine import runtime  # noqa: F401  (first: imports torch with the GC off)
+from distillstudy import students
 import torch
 from torch import nn
 
@@ -28,7 +29,7 @@ from distillstudy.artifacts import file_sha256
 from distillstudy.engine import families
 from distillstudy.engine.models import Standardize
 from distillstudy.errors import ParamsError
-from distillstudy.grid import distill_students, is_factory
+from distillstudy.students import distill_students, is_factory
 from distillstudy.params import dataset_input_shape
 
 SPEC = re.compile(r"(?P<file>[^:]+\.py):(?P<function>[A-Za-z_][A-Za-z0-9_]*)")
@@ -139,7 +140,7 @@ def load_weights(module: nn.Module, path: str | Path, where: str) -> None:
 
 def student_factory(entry: dict, root: str | Path = ".") -> Callable:
     """f(input_shape, n_classes, size) -> nn.Module for one distill.students entry
-    (grid.distill_students): the built-in mlp (with its depth) or cnn, or your factory."""
+    (students.distill_students): the built-in mlp (with its depth) or cnn, or your factory."""
     where = f"student family {entry['label']!r}"
     if entry["family"] == "mlp":
         depth = entry.get("depth", 2)

@@ -6,7 +6,7 @@ ensemble's gain), its tables and figures, and the designs' effective parameters.
 The statistics come from `distillstudy.analysis.design_stats` (paired by seed,
 Student-t CIs, best temperature chosen on validation); this module only words them.
 The designs train the reference family's students (the first of distill.students):
-their sizes are named by that family's noun (grid.family_noun: "hidden width 16",
+their sizes are named by that family's noun (students.family_noun: "hidden width 16",
 "channels 8").
 """
 

@@ -6,7 +6,7 @@ Each function takes the long results table (as from `stats.load_results`), a
 dataset name and an output path, writes one PNG atomically and closes its
 figure. The table's students must be of one family (the report passes one panel's
 rows: `plotting.size_noun` refuses several); `label` titles the figure (default: the
-dataset) and the family's noun (grid.family_noun) names the sizes. PNGs carry no
+dataset) and the family's noun (students.family_noun) names the sizes. PNGs carry no
 timestamp or software metadata, so identical inputs give identical bytes.
 
     >>> from distillstudy.analysis import stats

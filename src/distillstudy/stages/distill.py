@@ -35,8 +35,8 @@ from distillstudy.engine.generic import GenericStack, train_generic
 from distillstudy.engine.models import StackedMLP, count_student_params, save_state, student_layer_sizes
 from distillstudy.engine.train import stacked_logits, train_stacked
 from distillstudy.errors import ParamsError
-from distillstudy.grid import DEFAULT_DEPTH, HYPER_COLUMN, REFERENCE, SPLITS, factory_file, family_label, is_factory, \
-    parse_cell, student_name
+from distillstudy.grid import HYPER_COLUMN, REFERENCE, SPLITS, factory_file, parse_cell
+from distillstudy.students import DEFAULT_DEPTH, family_label, is_factory, student_name
 
 # Recorded in every cell's provenance: how the cell was trained.
 ENGINE = "stacked seeds, batched matmuls, closed-form backward, fused Adam"  # the mlp (train.train_stacked)
