@@ -123,7 +123,6 @@ def test_the_shorthand_sizes_is_the_mlp_family():
 
 def families_params(*families) -> dict:
     params = npz_params(teacher={"logits": "data/raw/t.npz"})
-    del params["distill"]["sizes"]
     params["distill"]["students"] = [{"family": "mlp", "sizes": [8]}, *families]
     return params
 

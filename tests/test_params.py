@@ -63,7 +63,7 @@ BAD = [
     ("seeds not an integer", ["distill", "seeds"], 2.5, ["distill.seeds", "2.5"]),
     ("negative seeds", ["distill", "seeds"], -1, ["distill.seeds", "-1"]),
     ("global seed negative", ["seed"], -3, ["seed", "-3"]),
-    ("student size zero", ["distill", "sizes"], [16, 0], ["distill.sizes[1]", "0"]),
+    ("student size zero", ["distill", "students", 0, "sizes"], [16, 0], ["distill.students[0].sizes[1]", "0"]),
     ("missing CSV file", ["prepare", "datasets"], [{"name": "t", "kind": "csv", "path": "data/raw/nope.csv", "label": "y"}],
      ["prepare.datasets[0].path", "nope.csv", "does not exist"]),
     ("missing section", ["teacher"], DELETE, ["teacher", "required"]),
@@ -71,7 +71,7 @@ BAD = [
     # study designs
     ("design on an unknown dataset", ["designs", "datasets"], ["digits", "mnist"],
      ["designs.datasets[1]", "'mnist'", "not a dataset of prepare.datasets"]),
-    ("design size off the grid", ["designs", "sizes"], [8, 32], ["designs.sizes[1]", "32", "not one of distill.sizes"]),
+    ("design size off the grid", ["designs", "sizes"], [8, 32], ["designs.sizes[1]", "32", "not one of the sizes of the reference family 'mlp'"]),
     ("designs without sizes", ["designs", "sizes"], [], ["designs.sizes", "at least one student size"]),
     ("unknown transfer protocol", ["designs", "transfer"], ["augmented", "mixup"], ["designs.transfer[1]", "mixup"]),
     ("label fraction above one", ["designs", "label_fraction"], [0.1, 1.5], ["designs.label_fraction[1]", "1.5"]),

@@ -111,7 +111,7 @@ def test_diverging_cell_fails_alone_with_its_name_and_epoch(finished, tmp_path):
     finished study whose sine H = 8 cells are removed: those train again beside it."""
     params = tiny_params()
     params["prepare"]["datasets"] = [{"name": "sine", "kind": "sine", "n_train": 120, "n_test": 400}]
-    params["distill"]["sizes"] = [8]
+    params["distill"]["students"] = [{"family": "mlp", "sizes": [8]}]
     # float32 logits / T overflow to inf
     params["distill"]["objectives"] = {"kd": {"temperature": [1, 1e-40]}, "logit_mse": {}}
     params["distill"]["alpha"] = [0.9]

@@ -138,7 +138,7 @@ def npz_params(**teacher) -> dict:
     params = tiny_params()
     params["prepare"]["datasets"] = [{"name": "imgs", "kind": "npz", "path": "data/raw/imgs.npz", **teacher}]
     params["designs"]["datasets"] = []
-    params["distill"]["sizes"] = [8]
+    params["distill"]["students"] = [{"family": "mlp", "sizes": [8]}]
     params["designs"]["sizes"] = [8]
     params["distill"]["objectives"] = {"kd": {"temperature": [2]}, "dkd": {"alpha": [1], "beta": [2],
                                                                          "temperature": [2]}}

@@ -315,7 +315,8 @@ def check_params(params: dict, base: str | Path = ".") -> None:
         if len(students) != 1:
             messages.append("distill: give distill.students (the student families, e.g. students: [{family: mlp, "
                             "sizes: [16, 64]}]) or its shorthand distill.sizes, " +
-                            ("not both" if students else "one of them"))
+                            ("not both (a --configfile that gives distill.sizes over a params.yaml with "
+                             "distill.students: give distill.students there too)" if students else "one of them"))
             return _raise(messages)
         messages += _students_errors(params, Path(base))
         messages += _duplicate_errors(params["walkthrough"]["n_train"], "walkthrough.n_train", int)

@@ -21,7 +21,6 @@ from pathlib import Path
 from typing import Callable
 
 from distillstudy.engine import runtime  # noqa: F401  (first: imports torch with the GC off)
-from distillstudy import students
 import torch
 from torch import nn
 
@@ -140,7 +139,7 @@ def load_weights(module: nn.Module, path: str | Path, where: str) -> None:
 
 def student_factory(entry: dict, root: str | Path = ".") -> Callable:
     """f(input_shape, n_classes, size) -> nn.Module for one distill.students entry
-    (students.distill_students): the built-in mlp (with its depth) or cnn, or your factory."""
+    (distill_students): the built-in mlp (with its depth) or cnn, or your factory."""
     where = f"student family {entry['label']!r}"
     if entry["family"] == "mlp":
         depth = entry.get("depth", 2)

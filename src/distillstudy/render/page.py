@@ -5,7 +5,7 @@ designs, walkthrough table, datasets' metadata, provenance, wall times), writes
 the figures into `figures_dir`, and returns the HTML text. Its first screen is
 "Which objective?" (render.objectives), one table and figure per panel; the
 per-temperature detail follows, one section per panel. A panel is one dataset's
-students of one family (students.distill_students), with the dataset's teacher: sizes of
+students of one family (distill.students), with the dataset's teacher: sizes of
 two families count different things and are never tabled or drawn together. Its label
 is the dataset's name when the study has one family (the report of a one-family study
 reads as before families existed), else "<dataset> · <family> students". Every image is
@@ -24,8 +24,7 @@ import jinja2
 import pandas as pd
 import yaml
 
-from distillstudy import grid
-from distillstudy import students
+from distillstudy.students import distill_students, family_noun
 from distillstudy.render import designs as design_sections
 from distillstudy.render import objectives, tables
 
@@ -77,7 +76,7 @@ def family_order(results: pd.DataFrame, params: dict | None) -> list[str]:
     (those params do not name, or all when params name none, alphabetically after)."""
     present = sorted(set(results.loc[results["model"] != "teacher", "family"]) - {""})
     distill = (params or {}).get("distill") or {}
-    listed = ([e["label"] for e in students.distill_students(distill)]
+    listed = ([e["label"] for e in distill_students(distill)]
               if distill.get("students") or distill.get("sizes") else [])
     return [f for f in listed if f in present] + [f for f in present if f not in listed]
 
@@ -118,7 +117,7 @@ def students_text(results: pd.DataFrame, families: list[str]) -> str:
                 else f"{FAMILY_NAMES.get(family, family)} students")
         sizes = sorted({int(s) for s in results.loc[(results["family"] == family) & (results["model"] != "teacher"),
                                                      "student_size"].dropna()})
-        parts.append(f"{name} ({students.family_noun(family)} {', '.join(str(s) for s in sizes)})")
+        parts.append(f"{name} ({family_noun(family)} {', '.join(str(s) for s in sizes)})")
     if not parts:
         return "students"
     return parts[0] if len(parts) == 1 else ", ".join(parts[:-1]) + " and " + parts[-1]

@@ -16,7 +16,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import seaborn as sns  # noqa: E402
 
 from distillstudy import grid  # noqa: E402
-from distillstudy import students
+from distillstudy.students import family_noun  # noqa: E402
 from distillstudy.artifacts import atomic_path  # noqa: E402
 
 
@@ -52,7 +52,7 @@ def short(name: str, n: int = 60) -> str:
 
 
 def size_noun(frame) -> str:
-    """What the sizes of the students in `frame` count (students.family_noun of their one
+    """What the sizes of the students in `frame` count (family_noun of their one
     family; "size" when there are none). A figure draws one family's students: two
     families' sizes mean different things, and two students of the same size would be
     drawn as one, so a frame with several families is refused (select one first)."""
@@ -60,7 +60,7 @@ def size_noun(frame) -> str:
     families = sorted(set(students["family"]) - {""}) if "family" in students.columns else []
     if len(families) > 1:
         raise ValueError(f"a figure draws one student family; this frame has {families}: select one")
-    return students.family_noun(families[0]) if families else "size"
+    return family_noun(families[0]) if families else "size"
 
 
 def figure_title(dataset: str, key: str, context: str = "") -> str:
