@@ -168,7 +168,7 @@ def test_distill_rule(ran):
 def test_evaluate_rule(ran):
     ws, before = run_rule(ran, "evaluate")
     results = pd.read_csv(ws / "reports/results.csv", dtype=str, keep_default_na=False)
-    assert list(results.columns) == ["dataset", "model", "objective", "setting", "student_size", "temperature",
+    assert list(results.columns) == ["dataset", "family", "model", "objective", "setting", "student_size", "temperature",
                                      "alpha", "beta", "gamma", "dkd_alpha", "seed", "split", "metric", "value"]
     assert set(results["model"]) == {"teacher", "baseline", "distilled", "logit_mse", "dkd", "dist", "ls_kd", "nkd"}
     dkd = results[results.model == "dkd"]
@@ -179,7 +179,7 @@ def test_evaluate_rule(ran):
     # reliability bins of every model and seed on test (15 bins, as ece_bins)
     cal = pd.read_csv(ws / "reports/calibration.csv", dtype={"temperature": str}, keep_default_na=False)
     assert set(cal["split"]) == {"test"} and set(cal["model"]) == set(results["model"])
-    per_model = cal.groupby(["dataset", "model", "student_size", "setting", "alpha", "seed"])
+    per_model = cal.groupby(["dataset", "family", "model", "student_size", "setting", "alpha", "seed"])
     assert (per_model.size() == 15).all()
     assert per_model["count"].sum().groupby("dataset").nunique().eq(1).all()  # every model: the whole test split
     designs = pd.read_csv(ws / "reports/designs.csv", dtype=str, keep_default_na=False)
@@ -196,7 +196,7 @@ def test_walkthrough_rule(ran):
     ws, before = run_rule(ran, "walkthrough")
     frame = pd.read_csv(ws / "reports/walkthrough.csv")
     assert list(frame.columns) == ["n_train", "model", "split", "log_loss"]
-    assert len(frame) == 2 * 3 * 2
+    assert len(frame) == 2 * 5 * 2  # n values x (student, teacher, distilled, oracle_distilled, truth) x splits
     assert (ws / "reports/walkthrough/test_log_loss.png").read_bytes()[:4] == b"\x89PNG"
     assert_same_bytes(ws, before)
 

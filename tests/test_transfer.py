@@ -168,7 +168,7 @@ def test_cross_fitted_target_never_comes_from_a_teacher_that_saw_the_point(digit
             assert torch.equal(value.cpu(), states[f"fold{j}"][key]), (j, key)
     # Test-time teacher: log mean probability of the fold teachers.
     val = [forward(rebuild(digits, states[f"fold{j}"]), arrays["x_val"]) for j in range(k)]
-    np.testing.assert_allclose(out["logits_val"], transfer.log_mean_prob(val), rtol=0, atol=1e-5)
+    np.testing.assert_allclose(out["logits_val"], metrics.log_mean_prob(val), rtol=0, atol=1e-5)
     assert stored["folds"]["k"] == k and sum(stored["folds"]["sizes"]) == n
 
 
@@ -234,7 +234,7 @@ def test_ensemble_member0_is_the_reference_and_targets_are_log_mean_probs(digits
     assert not torch.equal(reference["head.weight"], states["member1"]["head.weight"])
     members = [rebuild(digits, states[f"member{m}"]) for m in range(3)]
     for split, key in (("train", "logits"), ("test", "logits_test")):
-        expect = transfer.log_mean_prob([forward(m, arrays[f"x_{split}"]) for m in members])
+        expect = metrics.log_mean_prob([forward(m, arrays[f"x_{split}"]) for m in members])
         np.testing.assert_allclose(out[key], expect, rtol=0, atol=1e-5)
     ens = stored["ensemble"]
     assert len(ens["member_test_accuracy"]) == 3

@@ -80,3 +80,12 @@ def all_metrics(logits, y, teacher_logits=None, n_bins: int = 15) -> dict[str, f
         out["agreement"] = agreement(logits, teacher_logits)
         out["kl_teacher"] = kl_teacher_student(logits, teacher_logits)
     return out
+
+
+def log_mean_prob(logits: list[np.ndarray]) -> np.ndarray:
+    """log(mean_m softmax(logits_m)) in float64, returned as float32 (n, C): several
+    teachers (fold teachers, ensemble members) combined into one."""
+    log_p = np.stack([log_softmax(z) for z in logits])  # (M, n, C)
+    top = log_p.max(axis=0)
+    combined = top + np.log(np.exp(log_p - top).mean(axis=0))
+    return combined.astype(np.float32)

@@ -76,14 +76,6 @@ from distillstudy.engine.models import save_states
 from distillstudy.engine.teachers import TeacherFactory, stratified_folds, stratified_subset
 
 
-def log_mean_prob(logits: list[np.ndarray]) -> np.ndarray:
-    """log(mean_m softmax(logits_m)) in float64, returned as float32 (n, C)."""
-    log_p = np.stack([metrics.log_softmax(z) for z in logits])  # (M, n, C)
-    top = log_p.max(axis=0)
-    combined = top + np.log(np.exp(log_p - top).mean(axis=0))
-    return combined.astype(np.float32)
-
-
 class _Stage:
     """One run's inputs, the engine's teacher factory, and what the variant has produced so
     far: the weights of every teacher trained here and every teacher's record (scored here)."""
@@ -200,8 +192,8 @@ def _cross_fitted(stage: _Stage, parsed, params) -> dict:
         val.append(out["val"])
         test.append(out["test"])
     what = "convex teachers" if stage.kind in grid.FIXED_TEACHER_KINDS else "early-stopped teachers"
-    return {**_whole_train(stage), "logits": logits, "logits_val": log_mean_prob(val),
-            "logits_test": log_mean_prob(test), "fold": fold, "train_mask": train_mask,
+    return {**_whole_train(stage), "logits": logits, "logits_val": metrics.log_mean_prob(val),
+            "logits_test": metrics.log_mean_prob(test), "fold": fold, "train_mask": train_mask,
             "protocol": (f"cross-fitted logits: the training points are split into {k} stratified folds and "
                          f"each point's logits come from the one of {k} {what} that was trained on the other "
                          "folds, never from one that saw it"),
@@ -278,7 +270,7 @@ def _ensemble(stage: _Stage, parsed, params) -> dict:
         for out in stage.train_stack([f"member{j}" for j in range(1, m)], member_seeds, [None] * (m - 1)):
             for s in per_split:
                 per_split[s].append(out[s])
-    combined = {s: log_mean_prob(per_split[s]) for s in per_split}
+    combined = {s: metrics.log_mean_prob(per_split[s]) for s in per_split}
     return {**_whole_train(stage), "logits": combined["train"], "logits_val": combined["val"],
             "logits_test": combined["test"],
             "protocol": (f"log of the mean probability, on the training points, of {m} teachers of the reference "
@@ -366,25 +358,13 @@ def run(*, data: str, meta: str, teacher_model: str, teacher_logits: str, datase
     n_train = stage.n_train
     fold = built.get("fold", np.full(len(built["source"]), -1, dtype=np.int64))
     train_mask = built.get("train_mask", np.zeros((0, n_train), dtype=bool))
-    out = {
-        "x": np.ascontiguousarray(built["x"], dtype=np.float32),
-        "y": np.ascontiguousarray(built["y"], dtype=np.int64),
-        "source": np.ascontiguousarray(built["source"], dtype=np.int64),
-        "logits": np.ascontiguousarray(built["logits"], dtype=np.float32),
-        "logits_val": np.ascontiguousarray(built["logits_val"], dtype=np.float32),
-        "logits_test": np.ascontiguousarray(built["logits_test"], dtype=np.float32),
-        "fold": np.ascontiguousarray(fold, dtype=np.int64),
-        "train_mask": np.ascontiguousarray(train_mask, dtype=bool),
-    }
+    types = {"x": np.float32, "y": np.int64, "source": np.int64, "logits": np.float32, "logits_val": np.float32,
+             "logits_test": np.float32}
+    out = {key: np.ascontiguousarray(built[key], dtype=dtype) for key, dtype in types.items()}
+    out.update(fold=np.ascontiguousarray(fold, dtype=np.int64), train_mask=np.ascontiguousarray(train_mask, dtype=bool))
     record = {
-        "dataset": dataset,
-        "variant": variant,
-        "axis": parsed["axis"],
-        "level": parsed["level"],
-        "kind": info["kind"],
-        "protocol": built["protocol"],
-        "test_time_teacher": built["test_time_teacher"],
-        "teachers": stage.teachers,
+        "dataset": dataset, "variant": variant, "axis": parsed["axis"], "level": parsed["level"], "kind": info["kind"],
+        "protocol": built["protocol"], "test_time_teacher": built["test_time_teacher"], "teachers": stage.teachers,
         "teacher_hyperparameters": {k: v for k, v in hyper.items() if v is not None},
         "n_transfer": int(len(out["y"])),
         "n_train": n_train,
