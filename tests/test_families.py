@@ -231,3 +231,4 @@ def test_the_readme_s_worked_example_runs_as_written(tmp_path):
     for family in ("mlp", "cnn", "tiny_cnn"):
         assert f"imgs · {family} students" in html
     assert "offline logits from data/raw/imgs_teacher.npz" in html
+    assert "The study designs (transfer protocols, teacher width, ensembles, label fractions, epochs) do not apply" in html

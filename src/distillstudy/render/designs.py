@@ -55,6 +55,24 @@ def _no_ci_sentence(rows: pd.DataFrame, conf_pct: int) -> str | None:
             f"these differences from no effect.")
 
 
+def oracle_share(rows: pd.DataFrame) -> str | None:
+    """How much of the oracle teacher's gain the trained (early-stopped) teacher delivers,
+    for one student size: gain(reference) / gain(oracle), a ratio of two paired mean gains
+    (a point estimate, no interval), given only where the oracle's gain is positive with a
+    CI that excludes zero; otherwise said why not."""
+    ref, oracle = rows[rows["level"] == "early_stopped"], rows[rows["level"] == "oracle"]
+    if ref.empty or oracle.empty:
+        return None
+    r, o = ref.iloc[0], oracle.iloc[0]
+    if missing(o["gain_mean"]) or missing(r["gain_mean"]):
+        return None
+    if not (o["gain_significant"] and o["gain_mean"] > 0):
+        return (f"the oracle teacher's own gain ({_gain_of(o)}) is not above zero with confidence, so the share of "
+                f"it that the trained teacher delivers ({_gain_of(r)}) is not estimated.")
+    return (f"the trained teacher delivers {r['gain_mean'] / o['gain_mean']:.0%} of the oracle teacher's gain "
+            f"({_gain_of(r)} against {_gain_of(o)}; a ratio of the two mean gains, without an interval).")
+
+
 def transfer_sentences(ds: str, rows: pd.DataFrame, conf_pct: int, params: dict | None) -> list[str]:
     """Per student size: the gain with each transfer protocol; for the augmented set, the
     gain over its hard-label control and the verdict (teacher or augmentation); then the
@@ -62,7 +80,8 @@ def transfer_sentences(ds: str, rows: pd.DataFrame, conf_pct: int, params: dict 
     out = []
     noun = size_noun(rows)
     labels = {"early_stopped": "the early-stopped teacher (reference)", "in_sample": "in-sample targets",
-              "cross_fitted": "cross-fitted targets", "augmented": "the augmented transfer set"}
+              "cross_fitted": "cross-fitted targets", "augmented": "the augmented transfer set",
+              "oracle": "the oracle teacher (the true p(y | x))"}
     for s in sorted(int(x) for x in rows["student_size"].unique()):
         rs = rows[rows["student_size"] == s]
         plain = [r for _, r in rs.iterrows() if r["level"] != "augmented"]
@@ -71,6 +90,9 @@ def transfer_sentences(ds: str, rows: pd.DataFrame, conf_pct: int, params: dict 
                      for r in plain]
             out.append(f"On {ds}, the {noun} {s} student's test-accuracy gain over the hard-label baseline "
                        f"(temperature chosen on validation) is " + ", ".join(parts) + ".")
+        share = oracle_share(rs)
+        if share:
+            out.append(f"On {ds}, {noun} {s}: {share}")
         aug = rs[rs["level"] == "augmented"]
         if len(aug):
             r = aug.iloc[0]

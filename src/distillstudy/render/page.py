@@ -123,6 +123,18 @@ def students_text(results: pd.DataFrame, families: list[str]) -> str:
     return parts[0] if len(parts) == 1 else ", ".join(parts[:-1]) + " and " + parts[-1]
 
 
+def designs_note(spec: dict | None) -> str:
+    """Why the study designs are not run on a dataset whose teacher they cannot retrain
+    (params.check_params refuses them there), said where its results are."""
+    if spec and "logits" in spec:
+        return ("The study designs (transfer protocols, teacher width, ensembles, label fractions, epochs) do not "
+                "apply to this dataset: they retrain or re-run the teacher, and this teacher is offline logits.")
+    if spec and "weights" in spec:
+        return ("The study designs do not apply to this dataset: they retrain teachers of its kind here, and this "
+                "teacher's weights were trained elsewhere, so a second factor would change with each axis.")
+    return ""
+
+
 def render_page(results: pd.DataFrame, *, figures_dir: Path, params: dict, datasets_meta: list[dict],
                 provenance: dict, benchmarks: pd.DataFrame | None = None,
                 calibration: pd.DataFrame | None = None, designs: pd.DataFrame | None = None,
@@ -152,6 +164,7 @@ def render_page(results: pd.DataFrame, *, figures_dir: Path, params: dict, datas
     own_teachers = {d["name"]: d["teacher"] for d in params.get("prepare", {}).get("datasets", []) if "teacher" in d}
     for section in datasets:
         section["teacher_kind"] = teacher_kind(own_teachers.get(section["dataset"]))
+        section["designs_note"] = designs_note(own_teachers.get(section["dataset"]))
     design_section = design_sections.designs_section(designs, params, figures_dir, confidence)
     conf_pct = int(round(confidence * 100))
     meta_columns, meta_rows, meta_details = tables.meta_table(datasets_meta)

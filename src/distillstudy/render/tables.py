@@ -206,7 +206,8 @@ def walkthrough_section(walkthrough: pd.DataFrame | None, walkthrough_pngs: Iter
         split = "test" if "test" in p.stem.lower() else "train" if "train" in p.stem.lower() else ""
         title = f"Walkthrough: mean {split} log loss against n" if split else f"Walkthrough figure {p.name}"
         caption = ("Mean log loss over the trials against the number of training points n, for the hard-label "
-                   "student, the distilled (logit-matching) student and the teacher. ")
+                   "student, the distilled (logit-matching) student, the same student distilled from the oracle "
+                   "teacher (the true logits), the teacher, and the truth (the true probability: the floor). ")
         caption += {"test": "On test data, look for the distilled line below the student's at every n, and the "
                             "teacher lowest.",
                     "train": "On training data, compare with the test figure: a model with a lower training loss "
@@ -236,7 +237,23 @@ def walkthrough_section(walkthrough: pd.DataFrame | None, walkthrough_pngs: Iter
                            f"of {len(test)} values of n; it did not at n = {worse}, unlike the walkthrough.")
         else:
             verdict = "The walkthrough table lacks the student or distilled model, so they cannot be compared."
+        if {"student", "distilled", "oracle_distilled"} <= set(test.columns) and len(test):
+            verdict += " " + oracle_sentence(test)
     return {"figures": figs, "rows": rows, "models": models, "verdict": verdict}
+
+
+def oracle_sentence(test: pd.DataFrame) -> str:
+    """The walkthrough's oracle: the share of the oracle teacher's log-loss gain that the
+    trained teacher delivers, (student - distilled) / (student - oracle_distilled), per n
+    (mean test log loss over the trials; a ratio of means, no interval)."""
+    gain_oracle = test["student"] - test["oracle_distilled"]
+    share = (test["student"] - test["distilled"]) / gain_oracle.where(gain_oracle > 0)
+    listed = ", ".join(f"n = {n}: {v:.0%}" if pd.notna(v) else f"n = {n}: n/a (no oracle gain)"
+                       for n, v in share.items())
+    return (f"Distilled from the oracle teacher (the true logits), the same polynomial student's test log loss is "
+            f"{num(test['oracle_distilled'].iloc[0], 3)} at n = {test.index[0]} and "
+            f"{num(test['oracle_distilled'].iloc[-1], 3)} at n = {test.index[-1]}; the trained teacher delivers this "
+            f"share of the oracle's gain over the hard-label student: {listed} (ratios of mean log losses).")
 
 
 def _scalar(v) -> bool:
