@@ -145,6 +145,36 @@ def test_a_study_with_a_factory_teacher_runs_through_snakemake(tmp_path):
     assert "(Rule: teacher)" in text and "(Rule: prepare)" not in text
 
 
+@pytest.mark.slow
+def test_a_study_with_a_factory_teacher_s_weights_runs_through_snakemake(tmp_path):
+    """Weights trained elsewhere: loaded, not retrained, the students learn from exactly that
+    module's logits; new weights re-run the teacher."""
+    params = npz_params(teacher={"factory": "zoo/models.py:mlp", "weights": "data/raw/mlp.pt"})
+    ws = make_workspace(tmp_path / "study", params)
+    x, y, _ = images(n=90)
+    np.savez(ws / "data/raw/imgs.npz", x=x, y=y)
+    (ws / "zoo").mkdir()
+    (ws / "zoo/models.py").write_text(ZOO)
+    torch.manual_seed(7)
+    net = factories.load_factory("zoo/models.py:mlp", ws, "teacher", "test")((4, 4), 3)
+    torch.save(net.state_dict(), ws / "data/raw/mlp.pt")
+    run(["snakemake", "-c2"], ws)
+    meta = json.loads((ws / "models/teachers/imgs.json").read_text())
+    assert "not retrained" in meta["fit"]["selection"] and meta["source"]["weights"] == "data/raw/mlp.pt"
+    prepared = np.load(ws / "data/prepared/imgs.npz")
+    net.eval()
+    with torch.no_grad():
+        expected = net(torch.from_numpy(prepared["x_train"]).reshape(-1, 4, 4)).numpy()
+    np.testing.assert_allclose(np.load(ws / "models/teachers/imgs.logits.npz")["logits_train"], expected,
+                               rtol=1e-6, atol=1e-6)
+    assert "with the weights data/raw/mlp.pt, not retrained" in (ws / "reports/index.html").read_text()
+    torch.manual_seed(8)
+    torch.save(factories.load_factory("zoo/models.py:mlp", ws, "teacher", "test")((4, 4), 3).state_dict(),
+               ws / "data/raw/mlp.pt")
+    out = run(["snakemake", "-c2"], ws)
+    assert "(Rule: teacher)" in out.stdout + out.stderr
+
+
 def test_params_refuse_a_missing_factory_file_and_designs_on_a_factory_teacher(tmp_path):
     from distillstudy.params import check_params
 

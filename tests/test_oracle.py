@@ -51,6 +51,10 @@ def test_the_transfer_stage_writes_the_oracle_on_every_split(tmp_path, monkeypat
         p = 1 / (1 + np.exp(-(out[key][:, 1] - out[key][:, 0])))
         np.testing.assert_allclose(p, 0.4 * np.sin(arrays[f"x_{split}"][:, 0].astype(np.float64)) + 0.5, atol=1e-6)
     np.testing.assert_array_equal(out["x"], arrays["x_train"])
+    # what evaluate's designs table reads of it (analysis.designs.set_teacher)
+    from distillstudy.analysis.designs import set_teacher
+    teacher_of_set = set_teacher(out, {"seed": 1, "n_params": 9, "logits_train": None}, len(arrays["y_train"]))
+    assert teacher_of_set["n_params"] == 0 and teacher_of_set["seed"] is None
     with pytest.raises(ValueError, match="the oracle teacher needs the true p"):
         datasets.prepare("d", "digits", "d.npz", "d.json", seed=3, val_fraction=0.25, test_fraction=0.25)
         transfer.run(data="d.npz", meta="d.json", teacher_model="t.pt", teacher_logits="t.npz", dataset="d",

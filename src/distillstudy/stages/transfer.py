@@ -211,7 +211,7 @@ def _oracle(stage: _Stage, parsed, params) -> dict:
                          f"{', '.join(grid.PROTOCOL_KINDS['oracle'])} data have (kind {stage.kind!r})")
     logits = {s: datasets.sine_oracle_logits(stage.arrays[f"x_{s}"]).astype(np.float32) for s in grid.SPLITS}
     stage.teachers.append({"name": "oracle", "seed": None, "architecture": "true log p(y | x) = log(0.4 sin x + 0.5)",
-                           "trained_here": False, "metrics": stage.member_metrics(logits)})
+                           "n_params": 0, "trained_here": False, "metrics": stage.member_metrics(logits)})
     return {**_whole_train(stage), "logits": logits["train"], "logits_val": logits["val"],
             "logits_test": logits["test"], "protocol": "the true conditional distribution's log-probabilities "
             "on the training points (the oracle teacher)", "test_time_teacher": "the oracle itself"}
