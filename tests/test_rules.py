@@ -170,7 +170,12 @@ def test_evaluate_rule(ran):
     results = pd.read_csv(ws / "reports/results.csv", dtype=str, keep_default_na=False)
     assert list(results.columns) == ["dataset", "family", "model", "objective", "setting", "student_size", "temperature",
                                      "alpha", "beta", "gamma", "dkd_alpha", "seed", "split", "metric", "value"]
-    assert set(results["model"]) == {"teacher", "baseline", "distilled", "logit_mse", "dkd", "dist", "ls_kd", "nkd"}
+    assert set(results["model"]) == {"teacher", "baseline", "distilled", "logit_mse", "dkd", "dist", "ls_kd", "nkd",
+                                     "baseline_untuned"}
+    # distill.tune tunes sine only: its cells record their choice, digits' do not
+    chosen = results[results.metric == "lr"]
+    assert set(chosen.dataset) == {"sine"} and set(chosen.value.astype(float)) <= {0.003, 0.01}
+    assert set(results.loc[results.model == "baseline_untuned", "dataset"]) == {"sine"}
     dkd = results[results.model == "dkd"]
     assert set(zip(dkd.setting, dkd.dkd_alpha, dkd.beta, dkd.temperature)) == {("alpha1_beta8_T4", "1", "8", "4")}
     assert set(results.loc[results.model == "distilled", "temperature"]) == {"1", "4"}
@@ -215,6 +220,10 @@ def test_report_rule(ran):
         "design_ensemble.png", "design_epochs.png", "design_label_fraction.png", "design_teacher_width.png",
         "design_transfer.png"]
     assert '<section id="designs">' in html
+    # the tuned sine panel: the tuning note and the tuned-against-untuned baseline table
+    sine = html[html.index("<h2>Dataset: sine</h2>"):]
+    assert "Equal-effort tuning" in sine and "the same 2 candidates" in sine and "untuned baseline" in sine
+    assert "Equal-effort tuning" not in html[html.index("<h2>Dataset: digits</h2>"):html.index("<h2>Dataset: sine</h2>")]
 
 
 def test_snakemake_report(ran):

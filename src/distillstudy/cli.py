@@ -131,6 +131,9 @@ def add_distill(sub):
     p.add_argument("--size", type=positive_int, required=True, help="the family's size (mlp width, cnn channels)")
     p.add_argument("--family", default="mlp", help="mlp, cnn, or your factory '<file>.py:<function>'")
     p.add_argument("--depth", type=positive_int, help="mlp only: hidden layers (default 2)")
+    p.add_argument("--tune-lr", type=float, nargs="+", help="tune on validation: learning rates")
+    p.add_argument("--tune-weight-decay", type=float, nargs="+", help="tune on validation: weight decays")
+    p.add_argument("--tune-epochs", type=positive_int, nargs="+", help="tune on validation: epochs levels")
     p.add_argument("--cell", required=True,
                    help="baseline | control | <objective>[_<setting>]_mix<alpha>, e.g. kd_T4_mix0.9")
     p.add_argument("--seeds", type=positive_int, required=True, help="number of replicates")
@@ -144,11 +147,20 @@ def add_distill(sub):
     p.add_argument("--out-logits", required=True)
 
 
+def _tune(a) -> dict | None:
+    given = [a.tune_lr, a.tune_weight_decay, a.tune_epochs]
+    if not any(given):
+        return None
+    if not all(given):
+        raise SystemExit("distillstudy distill: --tune-lr, --tune-weight-decay and --tune-epochs go together")
+    return {"lr": a.tune_lr, "weight_decay": a.tune_weight_decay, "epochs": a.tune_epochs}
+
+
 def cmd_distill(a):
     from distillstudy.stages import distill
 
     distill.run(data=a.data, teacher_logits=a.teacher_logits, transfer=a.transfer, variant=a.variant,
-                dataset=a.dataset, size=a.size, family=a.family, depth=a.depth,
+                dataset=a.dataset, size=a.size, family=a.family, depth=a.depth, tune=_tune(a),
                 cell=a.cell, n_seeds=a.seeds, global_seed=a.seed, epochs=a.epochs,
                 batch_size=a.batch_size, lr=a.lr, weight_decay=a.weight_decay,
                 out_model=a.out_model, out_logits=a.out_logits, threads=a.threads)

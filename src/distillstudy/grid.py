@@ -25,6 +25,8 @@ from __future__ import annotations
 import math
 import re
 
+from distillstudy.students import reference_family
+
 #: The prepared splits, in this order everywhere (files, tables, reports).
 #: The stages, in DAG order: each is a module of distillstudy.stages, a CLI subcommand, a
 #: Snakemake rule and a DVC stage of the same name.
@@ -45,7 +47,10 @@ AXES = {
 }
 PREFIX_AXIS = {prefix: axis for axis, (prefix, _) in AXES.items()}
 #: Snakemake wildcard pattern of a variant name ("labels-0.1", "transfer-augmented").
-VARIANT_PATTERN = rf"(?:{'|'.join(PREFIX_AXIS)})-[A-Za-z0-9_.+-]+"
+#: The designs' own reference level, trained untuned, where distill.tune tunes the main grid
+#: of a design dataset: each axis must change one factor, and tuning would be a second.
+UNTUNED = "untuned"
+VARIANT_PATTERN = rf"(?:{UNTUNED}|(?:{'|'.join(PREFIX_AXIS)})-[A-Za-z0-9_.+-]+)"
 #: Axes whose variants need a transfer set of their own (the `transfer` stage).
 NEEDS_TRANSFER_SET = ("transfer", "teacher_width", "ensemble", "label_fraction")
 #: Axes whose hard-label baseline differs from the reference's (it is trained per level).
@@ -118,6 +123,14 @@ def distill_objectives(distill: dict) -> dict:
     if distill.get("logit_mse", False):
         objectives["logit_mse"] = {}
     return objectives
+
+
+def tuned(distill: dict, dataset: str, family: str, variant: str = "reference") -> bool:
+    """Whether distill.tune tunes the cells of (dataset, family label): the main grid's
+    only (a study design's variant keeps the untuned setting: its axis is the one change)."""
+    tune = distill.get("tune")
+    return bool(tune) and variant == REFERENCE and dataset in (tune.get("datasets") or [dataset]) \
+        and family in (tune.get("families") or [family])
 
 
 def distill_alphas(distill: dict) -> list[float]:
@@ -226,7 +239,7 @@ def variant_name(axis: str, level) -> str:
 
 def parse_variant(name: str) -> dict:
     """'labels-0.1' -> {'axis': 'label_fraction', 'level': '0.1', 'value': 0.1}."""
-    if name == REFERENCE:
+    if name in (REFERENCE, UNTUNED):
         return {"axis": None, "level": None, "value": None}
     prefix, _, level = name.partition("-")
     if prefix not in PREFIX_AXIS or not level:
@@ -306,14 +319,17 @@ def dataset_variants(params: dict, dataset: dict) -> list[str]:
             continue
         names += [variant_name(axis, level) for level in axis_levels(axis, params)[1:]
                   if dataset["kind"] in PROTOCOL_KINDS.get(level, (dataset["kind"],))]
+    if names and tuned(params["distill"], dataset["name"], reference_family(params)["label"]):
+        names.insert(0, UNTUNED)  # the designs' reference level, untuned as every variant
     return names
+
 
 
 def variant_cells(variant: str, temperature_cells: list[str]) -> list[str]:
     """Cells trained under a non-reference variant (the reference's are the main grid's)."""
     axis = parse_variant(variant)["axis"]
     cells = list(temperature_cells)
-    if axis in OWN_BASELINE:
+    if axis in OWN_BASELINE or variant == UNTUNED:
         cells = [BASELINE, *cells]
     if variant == variant_name("transfer", "augmented"):
         cells = [CONTROL, *cells]  # the augmented copies with their source's hard label

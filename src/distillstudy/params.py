@@ -226,6 +226,17 @@ def _students_errors(params: dict, base: Path) -> list[str]:
         if is_factory(entry["family"]) and not (base / factory_file(entry["family"])).is_file():
             messages.append(f"{where}.family: factory file {factory_file(entry['family'])!r} does not exist "
                             f"(relative to {base.resolve()})")
+    tune = distill.get("tune") or {}
+    for j, name in enumerate(tune.get("datasets") or []):
+        if name not in names:
+            messages.append(f"distill.tune.datasets[{j}]: {name!r} is not a dataset of prepare.datasets "
+                            f"(names: {', '.join(names)})")
+    for j, label in enumerate(tune.get("families") or []):
+        if label not in labels:
+            messages.append(f"distill.tune.families[{j}]: {label!r} is not a family of distill.students "
+                            f"(labels: {', '.join(labels)})")
+    for key in ("lr", "weight_decay", "epochs"):
+        messages += _duplicate_errors(tune.get(key, []), f"distill.tune.{key}", format_number)
     for name in names:
         if name not in covered:
             messages.append(f"distill.students: no family is trained on dataset {name!r} (list it in a family's "

@@ -20,6 +20,7 @@ from distillstudy.grid import (
     factory_file,
     parse_variant,
     study_cells,
+    tuned,
     variant_cells,
     variant_epochs,
     variant_settings,
@@ -181,6 +182,16 @@ def student_code(wildcards) -> list:
     """Your student factory's file: a dependency of its cells (edit it and they re-run)."""
     family = student_family(wildcards)["family"]
     return [factory_file(family)] if is_factory(family) else []
+
+
+def tune_args(wildcards) -> str:
+    """`--tune-lr ... --tune-weight-decay ... --tune-epochs ...` where distill.tune tunes the cell."""
+    distill = config["distill"]
+    if not tuned(distill, wildcards.dataset, student_family(wildcards)["label"], variant_of(wildcards)):
+        return ""
+    grid = distill["tune"]
+    return " ".join(f"--tune-{key.replace('_', '-')} {' '.join(str(v) for v in grid[key])}"
+                    for key in ("lr", "weight_decay", "epochs"))
 
 
 def distill_targets_flag(wildcards):

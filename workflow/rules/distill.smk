@@ -16,6 +16,7 @@ rule distill:
     params:
         variant=variant_of,
         student=student_args,
+        tune=tune_args,
         targets_flag=distill_targets_flag,
         seeds=config["distill"]["seeds"],
         seed=config["seed"],
@@ -44,5 +45,5 @@ rule distill:
         " --dataset {wildcards.dataset} {params.student} --cell {wildcards.cell}"
         " --seeds {params.seeds} --seed {params.seed}"
         " --epochs {params.epochs} --batch-size {params.batch_size} --lr {params.lr}"
-        " --weight-decay {params.weight_decay} --threads {threads}"
+        " --weight-decay {params.weight_decay} {params.tune} --threads {threads}"
         " --out-model {output.model} --out-logits {output.logits} > {log} 2>&1"

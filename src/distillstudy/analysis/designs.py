@@ -31,7 +31,7 @@ from distillstudy.analysis.stats import LEGACY_FAMILY
 from distillstudy.grid import SPLITS
 from distillstudy.artifacts import load_npz
 from distillstudy.artifacts import read_record
-from distillstudy.grid import AXES, REFERENCE, format_number, parse_variant
+from distillstudy.grid import AXES, REFERENCE, UNTUNED, format_number, parse_variant
 
 COLUMNS = ["dataset", "axis", "level", "family", "model", "student_size", "temperature", "alpha", "seed",
            "split", "metric", "value"]
@@ -113,14 +113,17 @@ def _load_cells(reference_paths: list[str], design_paths: list[str]) -> dict[tup
 
 def dataset_levels(name: str, data: dict, reference: dict, cells: dict, sets: dict) -> list[Level]:
     """Every level of every axis present for one dataset, the reference level first."""
-    variants = list(dict.fromkeys(v for (d, v, _, _) in cells if d == name and v != REFERENCE))
+    # Where distill.tune tuned the main grid, the designs' reference level is their own
+    # untuned cells (grid.UNTUNED), trained as every variant is: one factor per axis.
+    ref_variant = UNTUNED if any(d == name and v == UNTUNED for (d, v, _, _) in cells) else REFERENCE
+    variants = list(dict.fromkeys(v for (d, v, _, _) in cells if d == name and v not in (REFERENCE, UNTUNED)))
     levels = []
     for axis in AXES:
         names = [v for v in variants if parse_variant(v)["axis"] == axis]
         if not names:
             continue
         sizes = sorted({size for (d, v, size, _) in cells if d == name and v in names})
-        ref_cells = {k: c for k, c in cells.items() if k[0] == name and k[1] == REFERENCE and k[2] in sizes
+        ref_cells = {k: c for k, c in cells.items() if k[0] == name and k[1] == ref_variant and k[2] in sizes
                      and read_record(c)["model"] in ("baseline", "distilled")}
         ref_level = (format_number(read_record(next(iter(ref_cells.values())))["epochs"]) if axis == "epochs"
                      else format_number(AXES[axis][1]))

@@ -26,7 +26,12 @@ CELL_COLUMNS = COLUMNS[:COLUMNS.index("seed")]
 CALIBRATION_COLUMNS = stats.CALIBRATION_COLUMNS
 CALIBRATION_SPLIT = "test"
 CALIBRATION_FILE = "calibration.csv"
-MODEL_ORDER = {"teacher": 0, "baseline": 1, "control": 2, **{model: 3 + i for i, model in enumerate(OBJECTIVE_MODEL.values())}}
+#: results.csv `model` of a tuned baseline's untuned twin (distill.lr, epochs, weight_decay),
+#: and the split-"all" metrics that record a tuned cell's chosen optimiser settings.
+UNTUNED_BASELINE = "baseline_untuned"
+TUNED_METRICS = ("lr", "weight_decay", "epochs")
+MODEL_ORDER = {"teacher": 0, "baseline": 1, UNTUNED_BASELINE: 1.5, "control": 2,
+               **{model: 3 + i for i, model in enumerate(OBJECTIVE_MODEL.values())}}
 TEACHER_CELL = {column: "" for column in CELL_COLUMNS}
 
 
@@ -86,13 +91,19 @@ def cell_calibration_rows(data: dict, cell: dict, n_bins: int) -> list[dict]:
 def cell_rows(data: dict, teacher: dict, cell: dict, n_bins: int) -> list[dict]:
     record = read_record(cell)
     rows = []
-    for member, seed in enumerate(record["seeds"]):
-        base = {**cell_columns(record), "seed": seed}
-        rows.append({**base, "split": "all", "metric": "n_params", "value": record["n_params"]})
-        for s in SPLITS:
-            scores = metrics.all_metrics(cell[f"logits_{s}"][member], data[f"y_{s}"],
-                                         teacher[f"logits_{s}"], n_bins)
-            rows += [{**base, "split": s, "metric": m, "value": v} for m, v in scores.items()]
+    models = [("", "logits")]  # (model override, logits prefix): the cell's own students
+    if "untuned_logits_test" in cell:  # a tuned baseline also keeps its untuned twin (distill.tune)
+        models.append((UNTUNED_BASELINE, "untuned_logits"))
+    for model, prefix in models:
+        for member, seed in enumerate(record["seeds"]):
+            base = {**cell_columns(record), "seed": seed, **({"model": model} if model else {})}
+            rows.append({**base, "split": "all", "metric": "n_params", "value": record["n_params"]})
+            if "tuning" in record and not model:  # the optimiser settings chosen on validation
+                rows += [{**base, "split": "all", "metric": k, "value": record[k]} for k in TUNED_METRICS]
+            for s in SPLITS:
+                scores = metrics.all_metrics(cell[f"{prefix}_{s}"][member], data[f"y_{s}"],
+                                             teacher[f"logits_{s}"], n_bins)
+                rows += [{**base, "split": s, "metric": m, "value": v} for m, v in scores.items()]
     return rows
 
 

@@ -65,7 +65,7 @@ class GenericStack:
 
 def train_generic(stack: GenericStack, x: torch.Tensor, y: torch.Tensor, teacher_logits: torch.Tensor,
                   objective: Objective, *, epochs: int, batch_size: int, lr: float, weight_decay: float,
-                  run_name: str) -> list[float]:
+                  run_name: str, on_epoch=None) -> list[float]:
     """Train every member of `stack` on standardised inputs x (n, *input_shape); return the
     mean training loss per epoch (as train_stacked: the members' mean of their epoch losses)."""
     params = list(stack.params.values())
@@ -107,5 +107,8 @@ def train_generic(stack: GenericStack, x: torch.Tensor, y: torch.Tensor, teacher
             raise TrainingDiverged(f"{run_name}: loss is not finite at epoch {epoch} for seed(s) "
                                    f"{[stack.seeds[i] for i in bad]}; lower distill.lr or check the data")
         history.append(float(epoch_loss.mean()))
+        if on_epoch is not None:  # checkpoints of one run (the tuning's epochs levels)
+            on_epoch(epoch)
+            stack.template.train()
     stack.template.eval()
     return history

@@ -80,8 +80,9 @@ class FusedAdam:
 
 def train_stacked(model: nn.Module, x: torch.Tensor, y: torch.Tensor, teacher_logits: torch.Tensor,
                   objective: Objective, *, epochs: int, batch_size: int, lr: float,
-                  weight_decay: float, run_name: str) -> list[float]:
+                  weight_decay: float, run_name: str, on_epoch=None) -> list[float]:
     """Train every member of a StackedMLP; return the mean training loss per epoch.
+    `on_epoch(epoch)`, when given, is called after each epoch (checkpoints of one run).
 
     The step minimises the SUM of the members' batch-mean losses, so each member
     receives exactly the gradient it would get if trained alone (one fused Adam
@@ -138,6 +139,8 @@ def train_stacked(model: nn.Module, x: torch.Tensor, y: torch.Tensor, teacher_lo
                 raise TrainingDiverged(f"{run_name}: loss is not finite at epoch {epoch} for seed(s) {seeds}; "
                                        "lower distill.lr or check the data")
             history.append(float(epoch_loss.mean()))
+            if on_epoch is not None:
+                on_epoch(epoch)
     return history
 
 

@@ -56,15 +56,11 @@ def _no_ci_sentence(rows: pd.DataFrame, conf_pct: int) -> str | None:
 
 
 def oracle_share(rows: pd.DataFrame) -> str | None:
-    """How much of the oracle teacher's gain the trained (early-stopped) teacher delivers,
-    for one student size: gain(reference) / gain(oracle), a ratio of two paired mean gains
-    (a point estimate, no interval), given only where the oracle's gain is positive with a
-    CI that excludes zero; otherwise said why not."""
+    """The share of the oracle's gain the trained teacher delivers at one size: gain(reference) /
+    gain(oracle), a ratio of mean gains (no interval), only where the oracle's CI is above zero."""
     ref, oracle = rows[rows["level"] == "early_stopped"], rows[rows["level"] == "oracle"]
-    if ref.empty or oracle.empty:
-        return None
-    r, o = ref.iloc[0], oracle.iloc[0]
-    if missing(o["gain_mean"]) or missing(r["gain_mean"]):
+    r, o = (ref.iloc[0], oracle.iloc[0]) if len(ref) and len(oracle) else (None, None)
+    if r is None or missing(o["gain_mean"]) or missing(r["gain_mean"]):
         return None
     if not (o["gain_significant"] and o["gain_mean"] > 0):
         return (f"the oracle teacher's own gain ({_gain_of(o)}) is not above zero with confidence, so the share of "
@@ -324,6 +320,10 @@ def designs_section(designs: pd.DataFrame | None, params: dict | None, figures_d
              f"size uses the same replicate seeds), with Student-t {conf_pct}% CIs over seeds that are not corrected "
              f"for multiple comparisons: across the many cells of these tables about {100 - conf_pct}% would "
              f"exclude zero by chance alone.")
+    if ((params or {}).get("distill") or {}).get("tune"):
+        intro += (" Where distill.tune tunes the main grid, the designs' reference level is trained separately with "
+                  "the untuned setting (distill.lr, distill.epochs, distill.weight_decay), as every level is: "
+                  "tuning would otherwise be a second change beside each axis's own.")
     axes = []
     for axis in design_stats.axes_present(designs):
         key = design_figure_key(axis)

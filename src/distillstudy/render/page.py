@@ -123,6 +123,20 @@ def students_text(results: pd.DataFrame, families: list[str]) -> str:
     return parts[0] if len(parts) == 1 else ", ".join(parts[:-1]) + " and " + parts[-1]
 
 
+def tuning_note(tune: dict | None, section: dict) -> str:
+    """What distill.tune did for a panel whose cells were tuned (section["tuned"])."""
+    if not tune or not section.get("tuned"):
+        return ""
+    n = len(tune["lr"]) * len(tune["weight_decay"]) * len(tune["epochs"])
+    grid = (f"learning rate {', '.join(f'{v:g}' for v in tune['lr'])} × weight decay "
+            f"{', '.join(f'{v:g}' for v in tune['weight_decay'])} × epochs {', '.join(str(v) for v in tune['epochs'])}")
+    return (f"Every cell here, the hard-label baseline and each distillation setting alike, chose its optimiser "
+            f"settings on the validation split from the same {n} candidates ({grid}; the epochs levels are "
+            f"checkpoints of one run): the same tuning effort, so the same selection optimism, and the gains above "
+            f"are over the tuned baseline. The untuned baseline (distill.lr, distill.epochs, distill.weight_decay, "
+            f"same seeds) is shown for comparison; each cell's chosen settings are in the all-cells table.")
+
+
 def designs_note(spec: dict | None) -> str:
     """Why the study designs are not run on a dataset whose teacher they cannot retrain
     (params.check_params refuses them there), said where its results are."""
@@ -165,6 +179,7 @@ def render_page(results: pd.DataFrame, *, figures_dir: Path, params: dict, datas
     for section in datasets:
         section["teacher_kind"] = teacher_kind(own_teachers.get(section["dataset"]))
         section["designs_note"] = designs_note(own_teachers.get(section["dataset"]))
+        section["tuning_note"] = tuning_note(params.get("distill", {}).get("tune"), section)
     design_section = design_sections.designs_section(designs, params, figures_dir, confidence)
     conf_pct = int(round(confidence * 100))
     meta_columns, meta_rows, meta_details = tables.meta_table(datasets_meta)

@@ -15,7 +15,7 @@ from typing import Iterable
 import numpy as np
 import pandas as pd
 
-from distillstudy.analysis import objective_stats, stats
+from distillstudy.analysis import objective_stats, stats, tuning_stats
 from distillstudy.grid import setting_name
 from distillstudy.render import figures
 from distillstudy.render.captions import data_uri, figure_entry
@@ -42,6 +42,8 @@ def summary_tables(df: pd.DataFrame, confidence: float) -> dict:
         "gain_ece": stats.paired_gains(df, "ece", "test", confidence=confidence),
         "gain_agr": stats.paired_gains(df, "agreement", "test", confidence=confidence),
         "cells_acc": stats.cell_summary(df, "accuracy", "test", confidence=confidence),
+        "tuned_baseline": tuning_stats.baseline_tuning(df, confidence=confidence),
+        "chosen": tuning_stats.chosen_settings(df),
     }
 
 
@@ -69,6 +71,26 @@ def reliability_panels(best, noun: str = "size") -> list[dict]:
                        "student_size": size, "temperature": best["temperature"], "alpha": best["alpha"],
                        "setting": setting_name("kd", {"temperature": best["temperature"]}), "family": family})
     return panels
+
+
+def settings_text(row) -> str:
+    """'lr 0.01 · 80 epochs' (and the weight decay when not 0) of a tuned cell; '' if untuned."""
+    if row is None or missing(row.get("lr")):
+        return ""
+    decay = "" if not row.get("weight_decay") else f" · weight decay {row['weight_decay']:g}"
+    return f"lr {row['lr']:g} · {int(row['epochs'])} epochs{decay}"
+
+
+def tuning_rows(summaries: dict, ds: str) -> list[dict]:
+    """Per size: the tuned baseline (its chosen settings) against its untuned twin."""
+    tab = summaries["tuned_baseline"]
+    rows = []
+    for r in tab[tab["dataset"] == ds].itertuples(index=False):
+        rows.append({"size": int(r.student_size), "tuned": pct(r.tuned), "untuned": pct(r.untuned),
+                     "chosen": settings_text(r._asdict()), "n": int(r.n),
+                     "diff": gain_text(r.diff_mean, r.diff_lo, r.diff_hi),
+                     "diff_sig": css_class(r.significant, r.diff_mean)})
+    return rows
 
 
 def dataset_section(ds: str, df: pd.DataFrame, summaries: dict, figures_dir: Path, conf: float,
@@ -152,6 +174,7 @@ def dataset_section(ds: str, df: pd.DataFrame, summaries: dict, figures_dir: Pat
                        lmse_sig=css_class(lm["significant"], lm["gain_mean"]))
         size_rows.append(row)
 
+    chosen = summaries["chosen"][summaries["chosen"]["dataset"] == ds]
     cells = []
     for c in acc_g.itertuples(index=False):
         key = dict(student_size=c.student_size, model=c.model, temperature=c.temperature, alpha=c.alpha)
@@ -159,7 +182,8 @@ def dataset_section(ds: str, df: pd.DataFrame, summaries: dict, figures_dir: Pat
         model = c.model if c.model == "distilled" or not c.setting else f"{c.model} ({c.setting})"
         out = {"size": int(c.student_size), "model": model, "t": c.temperature or "—",
                "alpha": "—" if missing(c.alpha) else f"{c.alpha:g}", "n": int(c.n),
-               "acc": gain_text(c.mean, c.lo, c.hi), "acc_sig": css_class(c.significant, c.mean)}
+               "acc": gain_text(c.mean, c.lo, c.hi), "acc_sig": css_class(c.significant, c.mean),
+               "tuned": settings_text(_lookup(chosen, **key))}
         for name, tab, scale, digits, unit, up in (("nll", nll_g, 1.0, 3, "", False), ("ece", ece_g, 1.0, 3, "", False),
                                                    ("agr", agr_g, 100.0, 1, " pp", True)):
             x = _lookup(tab, **key)
@@ -186,7 +210,8 @@ def dataset_section(ds: str, df: pd.DataFrame, summaries: dict, figures_dir: Pat
         draw[key](folder / f"{key}.png")
         figs.append(figure_entry(key, label, folder / f"{key}.png", conf_pct))
 
-    return {"name": label, "dataset": ds, "noun": noun, "anchor": "ds-" + folder.name, "summary": summary, "onehot_warning": warning,
+    return {"name": label, "dataset": ds, "noun": noun, "anchor": "ds-" + folder.name,
+            "tuning_rows": tuning_rows(summaries, ds), "tuned": bool(len(chosen)), "summary": summary, "onehot_warning": warning,
             "teacher_acc": pct(t_acc), "teacher_nll": num(teach["test_nll"] if teach is not None else np.nan),
             "teacher_mmp": num(t_mmp, 4),
             "teacher_params": "" if teach is None or missing(teach["n_params"]) else f"{int(teach['n_params']):,}",

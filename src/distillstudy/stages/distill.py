@@ -22,6 +22,7 @@ from __future__ import annotations
 # First: imports torch with the garbage collector off (engine/runtime.py; 0.5 s a job).
 from distillstudy.engine import runtime  # noqa: I001
 
+import copy
 import json
 import time
 
@@ -29,13 +30,13 @@ import numpy as np
 import torch
 
 from distillstudy.artifacts import file_sha256, load_npz, save_npz
-from distillstudy.engine import factories, seeds
+from distillstudy.engine import factories, seeds, tuning
 from distillstudy.engine.cell_loss import objective_fn
 from distillstudy.engine.generic import GenericStack, train_generic
 from distillstudy.engine.models import StackedMLP, count_student_params, save_state, student_layer_sizes
 from distillstudy.engine.train import stacked_logits, train_stacked
-from distillstudy.errors import ParamsError
-from distillstudy.grid import HYPER_COLUMN, REFERENCE, SPLITS, factory_file, parse_cell
+from distillstudy.errors import ParamsError, TrainingDiverged
+from distillstudy.grid import BASELINE, HYPER_COLUMN, REFERENCE, SPLITS, factory_file, parse_cell
 from distillstudy.students import DEFAULT_DEPTH, family_label, is_factory, student_name
 
 # Recorded in every cell's provenance: how the cell was trained.
@@ -64,9 +65,13 @@ def run(*, data: str, dataset: str, size: int, cell: str,
         n_seeds: int, global_seed: int, epochs: int, batch_size: int, lr: float,
         weight_decay: float, out_model: str, out_logits: str, teacher_logits: str | None = None,
         transfer: str | None = None, variant: str = REFERENCE, threads: int = 1,
-        family: str = "mlp", depth: int | None = None) -> dict:
+        family: str = "mlp", depth: int | None = None, tune: dict | None = None) -> dict:
     """Train every seed of one cell of one student family (`family`: mlp, cnn or your
-    factory '<file>.py:<function>'; `depth`: an mlp's hidden layers)."""
+    factory '<file>.py:<function>'; `depth`: an mlp's hidden layers). With `tune`
+    ({"lr": [...], "weight_decay": [...], "epochs": [...]}) the cell is trained at every
+    candidate of that grid and reported at the one chosen on validation
+    (engine/tuning.py); `lr`, `weight_decay`, `epochs` are then the untuned setting, whose
+    logits a baseline cell also keeps (untuned_logits_*) when it is a candidate."""
     try:
         spec = parse_cell(cell)
     except ValueError as error:
@@ -80,53 +85,87 @@ def run(*, data: str, dataset: str, size: int, cell: str,
     arrays = load_npz(data)
     x_np, y_np, t_np, source = training_set(arrays, teacher_logits, transfer)
     member_seeds = seeds.student_seeds(global_seed, dataset, size, n_seeds, family=label)
-    n_classes = t_np.shape[1]
-    x = torch.from_numpy(np.ascontiguousarray(x_np)).to(device)
-    y = torch.from_numpy(np.ascontiguousarray(y_np)).to(device)
-    t = torch.from_numpy(np.ascontiguousarray(t_np)).to(device)
+    x, y, t = (torch.from_numpy(np.ascontiguousarray(a)).to(device) for a in (x_np, y_np, t_np))
+    inputs = {s: torch.from_numpy(arrays[f"x_{s}"]).to(device) for s in SPLITS}
     where = "" if variant == REFERENCE else f"{variant}, "
     run_name = f"distill[{dataset}, {where}{student_name(label, size)}, {cell}]"
     objective = objective_fn(spec["objective"], spec["alpha"], spec["hyper"])
-    train = dict(epochs=epochs, batch_size=batch_size, lr=lr, weight_decay=weight_decay, run_name=run_name)
-    started = time.perf_counter()
     if family == "mlp":
-        student = _closed_form(arrays, x, y, t, objective, entry["depth"], size, member_seeds, device, train)
+        def build():
+            return _closed_form(arrays, t, entry["depth"], size, member_seeds, device)
     else:
-        student = _generic(arrays, x, y, t, objective, {**entry, "label": label}, size, member_seeds, device, train)
+        def build():
+            return _generic(arrays, x, t, {**entry, "label": label}, size, member_seeds, device)
+    levels = sorted({int(e) for e in tune["epochs"]}) if tune else [int(epochs)]
+    grid = tuning.runs(tune["lr"], tune["weight_decay"]) if tune else [(float(lr), float(weight_decay))]
+    started = time.perf_counter()
+    candidates, kept = [], {}
+    for run_lr, run_decay in grid:
+        student = build()
+
+        def checkpoint(epoch, student=student, run_lr=run_lr, run_decay=run_decay):
+            if epoch in levels:  # the logits of every split and the weights at this epochs level
+                logits = {s: student["logits"](inputs[s]).cpu().numpy().astype(np.float32) for s in SPLITS}
+                kept[(run_lr, run_decay, epoch)] = (logits, copy.deepcopy(student["state"]()))
+        try:
+            history = student["train"](x, y, t, objective, epochs=levels[-1], batch_size=batch_size, lr=run_lr,
+                                       weight_decay=run_decay, run_name=run_name, on_epoch=checkpoint)
+        except TrainingDiverged as exc:
+            if not tune:
+                raise
+            candidates += [{"lr": run_lr, "weight_decay": run_decay, "epochs": e, "diverged": str(exc)}
+                           for e in levels if (run_lr, run_decay, e) not in kept]
+            history = None
+        for e in levels:
+            if (run_lr, run_decay, e) in kept and history is not None:
+                candidates.append({"lr": run_lr, "weight_decay": run_decay, "epochs": e, "final_train_loss": history[e - 1],
+                                   **tuning.val_scores(kept[(run_lr, run_decay, e)][0]["val"], arrays["y_val"])})
+    try:
+        chosen = tuning.choose(candidates)
+    except ValueError:
+        raise TrainingDiverged(f"{run_name}: every tuning candidate diverged: "
+                               f"{'; '.join(c['diverged'] for c in candidates)}") from None
     seconds = time.perf_counter() - started
-    logits = {f"logits_{s}": student["logits"](torch.from_numpy(arrays[f"x_{s}"]).to(device))
-              .cpu().numpy().astype(np.float32) for s in SPLITS}
-    if not all(np.isfinite(v).all() for v in logits.values()):
+    logits, state = kept[(chosen["lr"], chosen["weight_decay"], chosen["epochs"])]
+    out = {f"logits_{s}": logits[s] for s in SPLITS}
+    untuned = (float(lr), float(weight_decay), int(epochs))
+    if tune and spec["model"] == BASELINE and untuned in kept:  # the tuned baseline's comparison
+        out.update({f"untuned_logits_{s}": kept[untuned][0][s] for s in SPLITS})
+    if not all(np.isfinite(v).all() for v in out.values()):
         raise RuntimeError(f"{run_name}: non-finite logits after training")
-    history = student["history"]
     record = {
         "dataset": dataset, "variant": variant, "family": label, "family_spec": family,
         "student_size": int(size), "cell": cell, **spec, **hyper_columns(spec["hyper"]), **source,
         "seeds": member_seeds, **student["about"],
-        "epochs": epochs, "batch_size": batch_size, "lr": lr, "weight_decay": weight_decay,
-        "final_train_loss": history[-1], "selection": "last epoch",
+        "epochs": chosen["epochs"], "batch_size": batch_size, "lr": chosen["lr"], "weight_decay": chosen["weight_decay"],
+        "final_train_loss": chosen["final_train_loss"],
+        "selection": "epochs, lr and weight decay chosen on validation" if tune else "last epoch",
         "runtime": {**settings, "engine": student["engine"], "stacked_members": len(member_seeds)},
     }
-    save_state(out_model, student["state"])
-    save_npz(out_logits, {**logits, "record": np.array(json.dumps(record, sort_keys=True))})
-    print(f"{run_name}: {len(member_seeds)} seeds, {epochs} epochs, final loss {history[-1]:.4f}, "
-          f"{seconds:.1f} s")
+    if tune:
+        record["tuning"] = {"grid": {k: sorted(float(v) for v in tune[k]) for k in tuning.GRID_KEYS},
+                            "candidates": candidates, "chosen": tuning.candidate_name(**{k: chosen[k] for k in tuning.GRID_KEYS}),
+                            "untuned": dict(zip(tuning.GRID_KEYS, untuned)), "untuned_kept": "untuned_logits_test" in out}
+    save_state(out_model, state)
+    save_npz(out_logits, {**out, "record": np.array(json.dumps(record, sort_keys=True))})
+    print(f"{run_name}: {len(member_seeds)} seeds, {tuning.candidate_name(chosen['lr'], chosen['weight_decay'], chosen['epochs'])}"
+          f"{f' chosen of {len(candidates)}' if tune else ''}, final loss {chosen['final_train_loss']:.4f}, {seconds:.1f} s")
     return record
 
 
-def _closed_form(arrays, x, y, t, objective, depth, size, member_seeds, device, train) -> dict:
+def _closed_form(arrays, t, depth, size, member_seeds, device) -> dict:
     """The mlp: StackedMLP and train.train_stacked's closed-form backward."""
     sizes = student_layer_sizes(arrays["x_train"].shape[1], size, t.shape[1], depth)
     # Standardised with the training split's statistics in every variant, so a transfer
     # set's copies or subset are seen on the scale the test points are.
     model = StackedMLP(sizes, member_seeds, arrays["mean"], arrays["std"]).to(device)
-    history = train_stacked(model, x, y, t, objective, **train)
-    return {"history": history, "state": model.state_dict(), "engine": ENGINE,
+    return {"train": lambda x, y, t, objective, **how: train_stacked(model, x, y, t, objective, **how),
+            "state": model.state_dict, "engine": ENGINE,
             "logits": lambda inputs: stacked_logits(model, inputs),
             "about": {"layer_sizes": sizes, "depth": depth, "n_params": count_student_params(sizes)}}
 
 
-def _generic(arrays, x, y, t, objective, entry, size, member_seeds, device, train) -> dict:
+def _generic(arrays, x, t, entry, size, member_seeds, device) -> dict:
     """Any other family: built by its factory, trained by engine/generic.py (vmap over the
     seeds). Inputs are standardised with the training split's statistics, then reshaped
     to one example's shape (input_shape) as the factory contract says."""
@@ -144,15 +183,13 @@ def _generic(arrays, x, y, t, objective, entry, size, member_seeds, device, trai
     def standardise(inputs):
         return ((inputs - mean) / std).reshape(-1, *shape)
 
-    sample = standardise(x[:2])
-    stack = GenericStack(lambda: fn(shape, n_classes, size), member_seeds, sample, where)
-    history = train_generic(stack, standardise(x), y, t, objective, **train)
+    stack = GenericStack(lambda: fn(shape, n_classes, size), member_seeds, standardise(x[:2]), where)
     about = {"input_shape": list(shape), "n_params": int(sum(p[0].numel() for p in stack.params.values()))}
     if is_factory(entry["family"]):
         about["factory_sha256"] = file_sha256(factory_file(entry["family"]))
-    state = {**{k: v.detach() for k, v in stack.params.items()}, **stack.buffers}
-    return {"history": history, "state": state, "engine": GENERIC_ENGINE,
-            "logits": lambda inputs: stack.logits(standardise(inputs)), "about": about}
+    return {"train": lambda x, y, t, objective, **how: train_generic(stack, standardise(x), y, t, objective, **how),
+            "state": lambda: {**{k: v.detach() for k, v in stack.params.items()}, **stack.buffers},
+            "engine": GENERIC_ENGINE, "logits": lambda inputs: stack.logits(standardise(inputs)), "about": about}
 
 
 def read_record(logits_npz: dict) -> dict:
