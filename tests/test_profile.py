@@ -16,6 +16,7 @@ def test_plain_snakemake_shows_a_failed_jobs_message(tmp_path):
     params["prepare"]["datasets"] = [{"name": "flat", "kind": "csv", "path": "data/raw/flat.csv",
                                       "label": "y"}]
     params["designs"]["datasets"] = []
+    params["distill"].pop("tune")  # it names the tiny study's sine
     ws = make_workspace(tmp_path / "study", params)
     rows = "\n".join(f"{i / 10},{i % 7},a" for i in range(60))
     (ws / "data/raw/flat.csv").write_text("x1,x2,y\n" + rows + "\n")

@@ -138,6 +138,7 @@ def test_bad_csv_stops_prepare_and_writes_nothing_downstream(tmp_path):
     params = tiny_params()
     params["prepare"]["datasets"] = [{"name": "table", "kind": "csv", "path": "data/raw/t.csv", "label": "y"}]
     params["designs"]["datasets"] = ["table"]  # a CSV dataset may carry the study designs too
+    params["distill"].pop("tune")  # it names the tiny study's sine
     ws = make_workspace(tmp_path / "study", params)
     (ws / "data/raw/t.csv").write_text("a,b,y\n1,2,x\n3,oops,z\n4,5,x\n")
     proc = run(["snakemake", "-c2", "--show-failed-logs"], ws, check=False)
