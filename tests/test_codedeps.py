@@ -119,4 +119,8 @@ def test_your_files_outside_data_raw_join_the_dvc_stages_that_read_them():
         {"name": "c", "kind": "csv", "path": "tables/c.csv", "label": "y"}]}}
     assert codedeps.user_files("prepare", params) == ("elsewhere/a_logits.npz", "tables/c.csv")
     assert codedeps.user_files("teacher", params) == ("zoo/big.pt", "zoo/nets.py")
+    assert codedeps.user_files("transfer", params) == ("zoo/big.pt", "zoo/nets.py")  # the designs rebuild it
     assert codedeps.user_files("distill", params) == ()
+    params["distill"] = {"students": [{"family": "mlp", "sizes": [4]}, {"family": "zoo/students.py:tiny", "sizes": [2]}],
+                         "alpha": 0.9}
+    assert codedeps.user_files("distill", params) == ("zoo/students.py",)

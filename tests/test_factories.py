@@ -12,11 +12,11 @@ import pandas as pd
 import pytest
 import torch
 
-from conftest import make_workspace, run
-from distillstudy.engine import datasets, factories
+from conftest import run
+from distillstudy.engine import factories
 from distillstudy.errors import ParamsError
 from distillstudy.stages import teacher as teacher_stage
-from test_user_data import images, npz_params
+from test_user_data import images, images_workspace, npz_params, prepare_images
 
 ZOO = textwrap.dedent('''
     import math
@@ -62,12 +62,7 @@ KNOBS = dict(max_epochs=3, patience=2, batch_size=16, lr=0.01, weight_decay=0.0,
 def prepared(tmp_path, monkeypatch):
     """npz images (4x4, three classes) prepared in tmp_path, zoo/models.py beside them; cwd there."""
     monkeypatch.chdir(tmp_path)
-    x, y, _ = images(n=90)
-    np.savez("imgs.npz", x=x, y=y)
-    (tmp_path / "zoo").mkdir()
-    (tmp_path / "zoo/models.py").write_text(ZOO)
-    datasets.prepare("imgs", "npz", "p.npz", "p.json", path="imgs.npz", seed=1, val_fraction=0.2,
-                     test_fraction=0.25)
+    prepare_images(tmp_path, ZOO)
     return tmp_path
 
 
@@ -129,11 +124,7 @@ def test_bad_factories_are_refused_naming_factory_file_and_problem(prepared, fac
 @pytest.mark.slow
 def test_a_study_with_a_factory_teacher_runs_through_snakemake(tmp_path):
     params = npz_params(teacher={"factory": "zoo/models.py:conv"})
-    ws = make_workspace(tmp_path / "study", params)
-    x, y, _ = images(n=90)
-    np.savez(ws / "data/raw/imgs.npz", x=x, y=y)
-    (ws / "zoo").mkdir()
-    (ws / "zoo/models.py").write_text(ZOO)
+    ws = images_workspace(tmp_path / "study", params, ZOO)
     run(["snakemake", "-c2"], ws)
     meta = json.loads((ws / "models/teachers/imgs.json").read_text())
     assert meta["architecture"] == "zoo/models.py:conv"
@@ -150,11 +141,7 @@ def test_a_study_with_a_factory_teacher_s_weights_runs_through_snakemake(tmp_pat
     """Weights trained elsewhere: loaded, not retrained, the students learn from exactly that
     module's logits; new weights re-run the teacher."""
     params = npz_params(teacher={"factory": "zoo/models.py:mlp", "weights": "data/raw/mlp.pt"})
-    ws = make_workspace(tmp_path / "study", params)
-    x, y, _ = images(n=90)
-    np.savez(ws / "data/raw/imgs.npz", x=x, y=y)
-    (ws / "zoo").mkdir()
-    (ws / "zoo/models.py").write_text(ZOO)
+    ws = images_workspace(tmp_path / "study", params, ZOO)
     torch.manual_seed(7)
     net = factories.load_factory("zoo/models.py:mlp", ws, "teacher", "test")((4, 4), 3)
     torch.save(net.state_dict(), ws / "data/raw/mlp.pt")
@@ -203,11 +190,7 @@ def test_the_study_designs_rebuild_a_factory_teacher(tmp_path):
     params["designs"].update({"datasets": ["imgs"], "transfer": ["cross_fitted", "augmented"], "epochs": [],
                               "teacher_width": [0.5], "ensemble": [2], "label_fraction": []})
     params["transfer"]["folds"] = 3
-    ws = make_workspace(tmp_path / "study", params)
-    x, y, _ = images(n=90)
-    np.savez(ws / "data/raw/imgs.npz", x=x, y=y)
-    (ws / "zoo").mkdir()
-    (ws / "zoo/models.py").write_text(ZOO)
+    ws = images_workspace(tmp_path / "study", params, ZOO)
     run(["snakemake", "-c2"], ws)
     sets = sorted(p.name for p in (ws / "models/transfer/imgs").glob("*.json"))
     assert sets == ["ensemble-2.json", "transfer-augmented.json", "transfer-cross_fitted.json"]

@@ -20,12 +20,12 @@ from conftest import ROOT, make_workspace, run
 from distillstudy import grid
 from distillstudy import students
 from distillstudy.artifacts import load_npz, read_record, save_npz
-from distillstudy.engine import datasets, seeds
+from distillstudy.engine import seeds
 from distillstudy.engine.factories import check_students
 from distillstudy.errors import ParamsError
 from distillstudy.params import check_params
 from distillstudy.stages import distill
-from test_user_data import images, npz_params
+from test_user_data import images, images_workspace, npz_params, prepare_images
 
 ZOO = textwrap.dedent('''
     import math
@@ -60,12 +60,7 @@ CELL = dict(n_seeds=3, global_seed=11, epochs=3, batch_size=16, lr=0.01, weight_
 def prepared(tmp_path, monkeypatch):
     """npz 4x4 images prepared in tmp_path with random teacher logits; zoo/models.py beside them."""
     monkeypatch.chdir(tmp_path)
-    x, y, _ = images(n=90)
-    np.savez("imgs.npz", x=x, y=y)
-    (tmp_path / "zoo").mkdir()
-    (tmp_path / "zoo/models.py").write_text(ZOO)
-    datasets.prepare("imgs", "npz", "p.npz", "p.json", path="imgs.npz", seed=1, val_fraction=0.2,
-                     test_fraction=0.25)
+    prepare_images(tmp_path, ZOO)
     arrays = load_npz("p.npz")
     rng = np.random.default_rng(0)
     save_npz("t.npz", {f"logits_{s}": rng.normal(size=(len(arrays[f"y_{s}"]), 3)).astype(np.float32)
@@ -185,12 +180,8 @@ def test_three_families_on_npz_images_run_through_snakemake(tmp_path):
     """An offline teacher on 4x4 images taught to the mlp, the cnn and your factory; editing
     your factory's file re-runs its cells only."""
     params = families_params({"family": "cnn", "sizes": [2]}, {"family": "zoo/models.py:tiny", "sizes": [3]})
-    ws = make_workspace(tmp_path / "study", params)
-    x, y, logits = images(n=90)
-    np.savez(ws / "data/raw/imgs.npz", x=x, y=y)
-    np.savez(ws / "data/raw/t.npz", logits=logits)
-    (ws / "zoo").mkdir()
-    (ws / "zoo/models.py").write_text(ZOO)
+    ws = images_workspace(tmp_path / "study", params, ZOO)
+    np.savez(ws / "data/raw/t.npz", logits=images(n=90)[2])
     run(["snakemake", "-c2"], ws)
     for student in ("h8", "cnn-2", "tiny-3"):
         record = read_record(load_npz(ws / f"models/students/imgs/{student}/baseline.logits.npz"))

@@ -134,6 +134,28 @@ def test_bad_user_files_are_refused_naming_file_and_problem(case, message, tmp_p
     assert not (tmp_path / "p.npz").exists()
 
 
+def images_workspace(dest, params: dict, zoo: str | None = None, n: int = 90):
+    """A study workspace with `n` 4x4 images in data/raw/imgs.npz and, when given, `zoo`
+    as zoo/models.py (your factories); returns it."""
+    ws = make_workspace(dest, params)
+    x, y, _ = images(n=n)
+    np.savez(ws / "data/raw/imgs.npz", x=x, y=y)
+    if zoo is not None:
+        (ws / "zoo").mkdir()
+        (ws / "zoo/models.py").write_text(zoo)
+    return ws
+
+
+def prepare_images(folder, zoo: str) -> None:
+    """90 4x4 images prepared as p.npz / p.json in `folder` (the cwd), zoo/models.py beside them."""
+    x, y, _ = images(n=90)
+    np.savez("imgs.npz", x=x, y=y)
+    (folder / "zoo").mkdir()
+    (folder / "zoo/models.py").write_text(zoo)
+    datasets.prepare("imgs", "npz", "p.npz", "p.json", path="imgs.npz", seed=1, val_fraction=0.2,
+                     test_fraction=0.25)
+
+
 def npz_params(**teacher) -> dict:
     params = tiny_params()
     params["prepare"]["datasets"] = [{"name": "imgs", "kind": "npz", "path": "data/raw/imgs.npz", **teacher}]

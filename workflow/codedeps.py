@@ -122,8 +122,9 @@ def dependent_stages(path: str) -> list[str]:
 def user_files(stage: str, params: dict | None = None) -> tuple[str, ...]:
     """Files params.yaml names that a stage reads: an offline teacher's logits and data
     outside data/raw/ (prepare; data/raw/ is a dependency already), a teacher factory's
-    file and weights (teacher), a student family's factory (distill). Snakemake's rules take them as inputs; DVC needs them
-    listed, so dvc.yaml's generated block carries them after the stage's code."""
+    file and weights (teacher, and transfer, whose designs rebuild it), a student family's
+    factory (distill). Snakemake's rules take them as inputs; DVC needs them listed, so
+    dvc.yaml's generated block carries them after the stage's code."""
     if params is None:
         params = yaml.safe_load((ROOT / "params.yaml").read_text(encoding="utf-8"))
     files = []
@@ -131,7 +132,7 @@ def user_files(stage: str, params: dict | None = None) -> tuple[str, ...]:
         teacher = spec.get("teacher", {})
         if stage == "prepare":
             files += [f for f in (spec.get("path"), teacher.get("logits")) if f]
-        if stage == "teacher":
+        if stage in ("teacher", "transfer"):  # the designs rebuild a factory teacher too
             files += [f for f in (factory_file(teacher["factory"]) if "factory" in teacher else None,
                                   teacher.get("weights")) if f]
     if stage == "distill" and "distill" in params:  # your student families' factories
