@@ -115,3 +115,15 @@ def test_the_designs_keep_an_untuned_reference_where_the_main_grid_is_tuned():
     assert not grid.tuned(params["distill"], "digits", "mlp", grid.UNTUNED)
     params["distill"]["tune"]["datasets"] = ["sine"]
     assert grid.UNTUNED not in grid.dataset_variants(params, digits)
+
+
+def test_a_diverging_learning_rate_is_recorded_and_left_out(digits):
+    """lr 1e30 overflows: all its epochs levels are recorded as diverged, the cell reports
+    the best of the others; a cell where every candidate diverges fails naming them."""
+    record = distill.run(data="d.npz", teacher_logits="t.npz", cell="baseline", out_model="m.pt", out_logits="x.npz",
+                         tune={"lr": [0.003, 1e30], "weight_decay": [0.0], "epochs": [2, 6]}, **CELL)
+    diverged = [c for c in record["tuning"]["candidates"] if c.get("diverged")]
+    assert {(c["lr"], c["epochs"]) for c in diverged} == {(1e30, 2), (1e30, 6)} and record["lr"] == 0.003
+    with pytest.raises(Exception, match="every tuning candidate diverged"):
+        distill.run(data="d.npz", teacher_logits="t.npz", cell="baseline", out_model="m.pt", out_logits="y.npz",
+                    tune={"lr": [1e30], "weight_decay": [0.0], "epochs": [2]}, **CELL)

@@ -113,11 +113,14 @@ def run(*, data: str, dataset: str, size: int, cell: str,
         except TrainingDiverged as exc:
             if not tune:
                 raise
-            candidates += [{"lr": run_lr, "weight_decay": run_decay, "epochs": e, "diverged": str(exc)}
-                           for e in levels if (run_lr, run_decay, e) not in kept]
-            history = None
+            # The whole run is out, its earlier checkpoints too: an lr that diverges later is
+            # unstable, and each candidate keeps the loss history its run finished with.
+            for e in levels:
+                kept.pop((run_lr, run_decay, e), None)
+                candidates.append({"lr": run_lr, "weight_decay": run_decay, "epochs": e, "diverged": str(exc)})
+            continue
         for e in levels:
-            if (run_lr, run_decay, e) in kept and history is not None:
+            if (run_lr, run_decay, e) in kept:
                 candidates.append({"lr": run_lr, "weight_decay": run_decay, "epochs": e, "final_train_loss": history[e - 1],
                                    **tuning.val_scores(kept[(run_lr, run_decay, e)][0]["val"], arrays["y_val"])})
     try:
