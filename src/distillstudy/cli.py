@@ -148,12 +148,14 @@ def add_distill(sub):
 
 
 def _tune(a) -> dict | None:
+    from distillstudy.grid import TUNING_KEYS
+
     given = [a.tune_lr, a.tune_weight_decay, a.tune_epochs]
     if not any(given):
         return None
     if not all(given):
         raise SystemExit("distillstudy distill: --tune-lr, --tune-weight-decay and --tune-epochs go together")
-    return {"lr": a.tune_lr, "weight_decay": a.tune_weight_decay, "epochs": a.tune_epochs}
+    return dict(zip(TUNING_KEYS, given))
 
 
 def cmd_distill(a):

@@ -164,6 +164,11 @@ def setting_name(objective: str, hyper: dict) -> str:
 
 BASELINE = "baseline"    # hard labels only (alpha = 0), the pairing reference of every cell
 CONTROL = "control"      # hard labels on a transfer set's inputs (the augmented variant's control)
+#: results.csv `model` of a tuned baseline's untuned twin (distill.lr, epochs, weight_decay).
+UNTUNED_BASELINE = "baseline_untuned"
+#: The optimiser settings distill.tune spans, in a candidate's order (and results.csv's
+#: split-"all" metrics recording a tuned cell's choice).
+TUNING_KEYS = ("lr", "weight_decay", "epochs")
 #: A distillation cell is "<objective>[_<setting>]_mix<alpha>": kd_T4_mix0.9,
 #: logit_mse_mix0.9, dkd_alpha1_beta8_T4_mix0.5 (alpha: the mixing weight).
 MIX = "mix"

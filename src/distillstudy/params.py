@@ -20,7 +20,7 @@ import jsonschema
 import numpy as np
 import yaml
 
-from distillstudy.grid import distill_alphas, distill_objectives, factory_file, format_number
+from distillstudy.grid import TUNING_KEYS, distill_alphas, distill_objectives, factory_file, format_number
 from distillstudy.students import distill_students, is_factory, reference_family
 from distillstudy.errors import ParamsError
 
@@ -235,7 +235,7 @@ def _students_errors(params: dict, base: Path) -> list[str]:
         if label not in labels:
             messages.append(f"distill.tune.families[{j}]: {label!r} is not a family of distill.students "
                             f"(labels: {', '.join(labels)})")
-    for key in ("lr", "weight_decay", "epochs"):
+    for key in TUNING_KEYS:
         messages += _duplicate_errors(tune.get(key, []), f"distill.tune.{key}", format_number)
     for name in names:
         if name not in covered:

@@ -37,6 +37,18 @@ def family_label(entry: dict) -> str:
     return family if family in BUILTIN_FAMILIES else family.rsplit(":", 1)[1].strip()
 
 
+#: How the report names a built-in family's students ("MLP students (hidden width 16)").
+FAMILY_TITLES = {"mlp": "MLP", "cnn": "CNN"}
+
+
+def family_title(label: str) -> str:
+    """'MLP students', 'MLP students with 3 hidden layers', 'CNN students', 'tiny_cnn students'."""
+    depth = re.fullmatch(r"mlp([0-9]+)", label)
+    if depth:
+        return f"MLP students with {depth[1]} hidden layers"
+    return f"{FAMILY_TITLES.get(label, label)} students"
+
+
 def family_noun(label: str) -> str:
     """'hidden width' (any mlp), 'channels' (cnn), 'size' (a factory)."""
     return SIZE_NOUNS.get("mlp" if re.fullmatch(r"mlp[0-9]*", label) else label, "size")

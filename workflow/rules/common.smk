@@ -14,6 +14,7 @@ from distillstudy.grid import (
     CELL_PATTERN,
     FIGURE_TITLES,
     NEEDS_TRANSFER_SET,
+    TUNING_KEYS,
     VARIANT_PATTERN,
     dataset_variants,
     design_temperature_cells,
@@ -191,7 +192,7 @@ def tune_args(wildcards) -> str:
         return ""
     grid = distill["tune"]
     return " ".join(f"--tune-{key.replace('_', '-')} {' '.join(str(v) for v in grid[key])}"
-                    for key in ("lr", "weight_decay", "epochs"))
+                    for key in TUNING_KEYS)
 
 
 def distill_targets_flag(wildcards):

@@ -12,7 +12,7 @@ import pandas as pd
 
 from distillstudy.analysis import metrics, objective_stats, stats
 from distillstudy.artifacts import read_record
-from distillstudy.grid import HYPER_COLUMN, OBJECTIVE_MODEL, SPLITS, format_number
+from distillstudy.grid import HYPER_COLUMN, OBJECTIVE_MODEL, SPLITS, TUNING_KEYS, UNTUNED_BASELINE, format_number
 from distillstudy.students import student_name
 
 #: results.csv's columns (stats.COLUMNS, what the report reads); a cell's identifying
@@ -26,10 +26,6 @@ CELL_COLUMNS = COLUMNS[:COLUMNS.index("seed")]
 CALIBRATION_COLUMNS = stats.CALIBRATION_COLUMNS
 CALIBRATION_SPLIT = "test"
 CALIBRATION_FILE = "calibration.csv"
-#: results.csv `model` of a tuned baseline's untuned twin (distill.lr, epochs, weight_decay),
-#: and the split-"all" metrics that record a tuned cell's chosen optimiser settings.
-UNTUNED_BASELINE = "baseline_untuned"
-TUNED_METRICS = ("lr", "weight_decay", "epochs")
 MODEL_ORDER = {"teacher": 0, "baseline": 1, UNTUNED_BASELINE: 1.5, "control": 2,
                **{model: 3 + i for i, model in enumerate(OBJECTIVE_MODEL.values())}}
 TEACHER_CELL = {column: "" for column in CELL_COLUMNS}
@@ -99,7 +95,7 @@ def cell_rows(data: dict, teacher: dict, cell: dict, n_bins: int) -> list[dict]:
             base = {**cell_columns(record), "seed": seed, **({"model": model} if model else {})}
             rows.append({**base, "split": "all", "metric": "n_params", "value": record["n_params"]})
             if "tuning" in record and not model:  # the optimiser settings chosen on validation
-                rows += [{**base, "split": "all", "metric": k, "value": record[k]} for k in TUNED_METRICS]
+                rows += [{**base, "split": "all", "metric": k, "value": record[k]} for k in TUNING_KEYS]
             for s in SPLITS:
                 scores = metrics.all_metrics(cell[f"{prefix}_{s}"][member], data[f"y_{s}"],
                                              teacher[f"logits_{s}"], n_bins)

@@ -20,10 +20,9 @@ from __future__ import annotations
 import itertools
 
 import numpy as np
+from scipy.special import log_softmax
 
-#: The keys of distill.tune that span the grid (its `datasets` and `families` say where it
-#: applies: grid.tuned).
-GRID_KEYS = ("lr", "weight_decay", "epochs")
+from distillstudy.grid import TUNING_KEYS
 
 
 def runs(lrs, decays) -> list[tuple[float, float]]:
@@ -35,16 +34,11 @@ def candidate_name(lr: float, weight_decay: float, epochs: int) -> str:
     return f"lr={lr:g}, weight_decay={weight_decay:g}, epochs={int(epochs)}"
 
 
-def _log_softmax(z: np.ndarray) -> np.ndarray:
-    z = z.astype(np.float64)
-    top = z.max(axis=-1, keepdims=True)
-    return z - top - np.log(np.exp(z - top).sum(axis=-1, keepdims=True))
-
-
 def val_scores(val_logits: np.ndarray, y_val: np.ndarray) -> dict:
     """Mean over seeds of the validation accuracy and NLL of (seeds, n, classes) logits."""
     accuracy = (val_logits.argmax(axis=-1) == y_val[None, :]).mean(axis=1)
-    nll = -np.take_along_axis(_log_softmax(val_logits), y_val[None, :, None], axis=-1)[..., 0].mean(axis=1)
+    log_p = log_softmax(val_logits.astype(np.float64), axis=-1)
+    nll = -np.take_along_axis(log_p, y_val[None, :, None], axis=-1)[..., 0].mean(axis=1)
     return {"val_accuracy": float(accuracy.mean()), "val_nll": float(nll.mean())}
 
 

@@ -24,7 +24,7 @@ import jinja2
 import pandas as pd
 import yaml
 
-from distillstudy.students import distill_students, family_noun
+from distillstudy.students import distill_students, family_noun, family_title
 from distillstudy.render import designs as design_sections
 from distillstudy.render import objectives, tables
 
@@ -103,21 +103,15 @@ def panel_frame(frame: pd.DataFrame | None, dataset: str, family: str) -> pd.Dat
     return frame[keep].reset_index(drop=True)
 
 
-FAMILY_NAMES = {"mlp": "MLP", "cnn": "CNN"}
-
-
 def students_text(results: pd.DataFrame, families: list[str]) -> str:
     """The students of the page's subtitle: 'MLP students (hidden width 16, 64)', and
     'CNN students (channels 8, 32)', 'MLP students with 3 hidden layers (...)', or a
     factory's 'tiny_cnn students (size 4)'."""
     parts = []
     for family in families:
-        depth = family[3:] if family.startswith("mlp") and family[3:].isdigit() else ""
-        name = (f"MLP students with {depth} hidden layers" if depth
-                else f"{FAMILY_NAMES.get(family, family)} students")
         sizes = sorted({int(s) for s in results.loc[(results["family"] == family) & (results["model"] != "teacher"),
                                                      "student_size"].dropna()})
-        parts.append(f"{name} ({family_noun(family)} {', '.join(str(s) for s in sizes)})")
+        parts.append(f"{family_title(family)} ({family_noun(family)} {', '.join(str(s) for s in sizes)})")
     if not parts:
         return "students"
     return parts[0] if len(parts) == 1 else ", ".join(parts[:-1]) + " and " + parts[-1]

@@ -36,7 +36,7 @@ from distillstudy.engine.generic import GenericStack, train_generic
 from distillstudy.engine.models import StackedMLP, count_student_params, save_state, student_layer_sizes
 from distillstudy.engine.train import stacked_logits, train_stacked
 from distillstudy.errors import ParamsError, TrainingDiverged
-from distillstudy.grid import BASELINE, HYPER_COLUMN, REFERENCE, SPLITS, factory_file, parse_cell
+from distillstudy.grid import BASELINE, HYPER_COLUMN, REFERENCE, SPLITS, TUNING_KEYS, factory_file, parse_cell
 from distillstudy.students import DEFAULT_DEPTH, family_label, is_factory, student_name
 
 # Recorded in every cell's provenance: how the cell was trained.
@@ -146,9 +146,9 @@ def run(*, data: str, dataset: str, size: int, cell: str,
         "runtime": {**settings, "engine": student["engine"], "stacked_members": len(member_seeds)},
     }
     if tune:
-        record["tuning"] = {"grid": {k: sorted(float(v) for v in tune[k]) for k in tuning.GRID_KEYS},
-                            "candidates": candidates, "chosen": tuning.candidate_name(**{k: chosen[k] for k in tuning.GRID_KEYS}),
-                            "untuned": dict(zip(tuning.GRID_KEYS, untuned)), "untuned_kept": "untuned_logits_test" in out}
+        record["tuning"] = {"grid": {k: sorted(float(v) for v in tune[k]) for k in TUNING_KEYS},
+                            "candidates": candidates, "chosen": tuning.candidate_name(**{k: chosen[k] for k in TUNING_KEYS}),
+                            "untuned": dict(zip(TUNING_KEYS, untuned)), "untuned_kept": "untuned_logits_test" in out}
     save_state(out_model, state)
     save_npz(out_logits, {**out, "record": np.array(json.dumps(record, sort_keys=True))})
     print(f"{run_name}: {len(member_seeds)} seeds, {tuning.candidate_name(chosen['lr'], chosen['weight_decay'], chosen['epochs'])}"
