@@ -39,3 +39,17 @@ def test_modules_read_in_one_sitting():
     long = {p.relative_to(ROOT).as_posix(): n for p in (ROOT / "src/distillstudy").rglob("*.py")
             if (n := len(p.read_text(encoding="utf-8").splitlines())) > MAX_LINES}
     assert long == {}
+
+
+def test_the_independence_contract_lists_every_stage():
+    """pyproject.toml names the stages one by one (stages/transfer_sets.py is the transfer
+    stage's own helper): a stage added to grid.STAGES must be added there too."""
+    import tomllib
+
+    from distillstudy.grid import STAGES
+
+    contracts = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["importlinter"]["contracts"]
+    independent = next(c for c in contracts if c["type"] == "independence")
+    assert independent["modules"] == [f"distillstudy.stages.{s}" for s in STAGES]
+    on_disk = {p.stem for p in (ROOT / "src/distillstudy/stages").glob("*.py")} - {"__init__"}
+    assert on_disk - set(STAGES) == {"transfer_sets"}

@@ -177,6 +177,7 @@ def add_evaluate(sub):
     p.add_argument("--design-cells", nargs="*", default=[], help="study-design variants' cell logits")
     p.add_argument("--transfer-sets", nargs="*", default=[], help="study-design variants' transfer sets")
     p.add_argument("--out-designs", help="designs.csv (written, header only, when there are no designs)")
+    p.add_argument("--out-variance", help="variance.csv (written, header only, without designs.resamples)")
     p.add_argument("--ece-bins", type=positive_int, required=True)
     p.add_argument("--out-results", required=True)
     p.add_argument("--out-metrics", required=True)
@@ -187,7 +188,8 @@ def cmd_evaluate(a):
 
     evaluate.run(data=a.data, teachers=a.teachers, teacher_meta=a.teacher_meta, cells=a.cells,
                  ece_bins=a.ece_bins, out_results=a.out_results, out_metrics=a.out_metrics,
-                 design_cells=a.design_cells, transfer_sets=a.transfer_sets, out_designs=a.out_designs)
+                 design_cells=a.design_cells, transfer_sets=a.transfer_sets, out_designs=a.out_designs,
+                 out_variance=a.out_variance)
 
 
 def add_walkthrough(sub):
@@ -219,6 +221,7 @@ def add_report(sub):
     p.add_argument("--calibration", help="calibration.csv from evaluate (omit: no reliability diagrams)")
     p.add_argument("--walkthrough", help="walkthrough.csv (omit when the walkthrough is disabled)")
     p.add_argument("--designs", help="designs.csv from evaluate (omit: no study-design section)")
+    p.add_argument("--variance", help="variance.csv from evaluate (omit: no variance design)")
     p.add_argument("--walkthrough-pngs", nargs="*", default=[])
     p.add_argument("--dataset-meta", nargs="+", required=True)
     p.add_argument("--params-json", required=True, help="the effective params as one JSON string")
@@ -234,6 +237,7 @@ def cmd_report(a):
     report.run(results=a.results, dataset_meta=a.dataset_meta, params=json.loads(a.params_json),
                out_html=a.out_html, figures_dir=a.figures_dir, plots_dir=a.plots_dir, calibration=a.calibration,
                walkthrough=a.walkthrough, walkthrough_pngs=a.walkthrough_pngs, designs=a.designs,
+               variance=a.variance,
                benchmarks=a.benchmarks)
     print(f"report: wrote {a.out_html}")
 

@@ -14,6 +14,12 @@ the students of `designs.sizes` on `designs.datasets` at every temperature:
     label_fraction  1               labels-0.1          the share of training points (and labels),
                                                         trained for epochs / fraction (same steps)
 
+and one that is not a one-factor change but R replicates of the whole study:
+
+    resamples       (the split)     resample-3          bootstrap resample r of the training split, its
+                                                        teacher refitted on it: the students' variance
+                                                        across training sets (analysis/variance.py)
+
 A variant's files live under models/students/{dataset}/{variant}/...; the reference's
 directly under models/students/{dataset}/ (its name here is "reference").
 Every cell of every variant of a (dataset, size) uses the same replicate seeds as the
@@ -45,16 +51,18 @@ AXES = {
     "ensemble": ("ensemble", 1),
     "label_fraction": ("labels", 1.0),
 }
-PREFIX_AXIS = {prefix: axis for axis, (prefix, _) in AXES.items()}
+#: The variance design's replicates (not an axis: no level is compared with a reference).
+RESAMPLES = "resamples"
+PREFIX_AXIS = {**{prefix: axis for axis, (prefix, _) in AXES.items()}, "resample": RESAMPLES}
 #: Snakemake wildcard pattern of a variant name ("labels-0.1", "transfer-augmented").
 #: The designs' own reference level, trained untuned, where distill.tune tunes the main grid
 #: of a design dataset: each axis must change one factor, and tuning would be a second.
 UNTUNED = "untuned"
 VARIANT_PATTERN = rf"(?:{UNTUNED}|(?:{'|'.join(PREFIX_AXIS)})-[A-Za-z0-9_.+-]+)"
 #: Axes whose variants need a transfer set of their own (the `transfer` stage).
-NEEDS_TRANSFER_SET = ("transfer", "teacher_width", "ensemble", "label_fraction")
+NEEDS_TRANSFER_SET = ("transfer", "teacher_width", "ensemble", "label_fraction", RESAMPLES)
 #: Axes whose hard-label baseline differs from the reference's (it is trained per level).
-OWN_BASELINE = ("epochs", "label_fraction")
+OWN_BASELINE = ("epochs", "label_fraction", RESAMPLES)
 #: Dataset kinds whose teacher has no width and no seed dependence (a convex fit).
 FIXED_TEACHER_KINDS = ("sine",)
 
@@ -255,7 +263,7 @@ def parse_variant(name: str) -> dict:
         if level not in PROTOCOLS:
             raise ValueError(f"variant {name!r}: unknown transfer protocol {level!r} (one of {', '.join(PROTOCOLS)})")
         value = level
-    elif axis in ("epochs", "ensemble"):
+    elif axis in ("epochs", "ensemble", RESAMPLES):
         value = int(level)
     else:
         value = float(level)
@@ -279,7 +287,7 @@ def variant_settings(variant: str) -> tuple[str, ...]:
     if parsed["level"] == "oracle":
         return ()  # the true distribution: no teacher is built
     keys = TEACHER_ARCHITECTURE
-    if parsed["axis"] in ("teacher_width", "ensemble") or parsed["level"] in ("in_sample", "cross_fitted"):
+    if parsed["axis"] in ("teacher_width", "ensemble", RESAMPLES) or parsed["level"] in ("in_sample", "cross_fitted"):
         keys += TEACHER_TRAINING
     if parsed["level"] == "cross_fitted":
         keys += ("transfer.folds",)
@@ -324,6 +332,7 @@ def dataset_variants(params: dict, dataset: dict) -> list[str]:
             continue
         names += [variant_name(axis, level) for level in axis_levels(axis, params)[1:]
                   if dataset["kind"] in PROTOCOL_KINDS.get(level, (dataset["kind"],))]
+    names += [f"resample-{r}" for r in range(1, int(designs.get(RESAMPLES, 0)) + 1)]
     if names and tuned(params["distill"], dataset["name"], reference_family(params)["label"]):
         names.insert(0, UNTUNED)  # the designs' reference level, untuned as every variant
     return names
@@ -376,4 +385,5 @@ FIGURE_TITLES = {
     "design_teacher_width": "study design: teacher width",
     "design_ensemble": "study design: ensemble teacher",
     "design_label_fraction": "study design: labelled fraction",
+    "design_variance": "study design: variance across training sets",
 }

@@ -16,6 +16,9 @@ rule evaluate:
         # Study designs, one row per (axis, level, model, seed, split, metric); header
         # only when params.yaml's designs name no dataset.
         designs="reports/designs.csv",
+        # The variance design's table (designs.resamples; analysis/variance.py), header
+        # only without it.
+        variance="reports/variance.csv",
     params:
         ece_bins=config["evaluate"]["ece_bins"],
     conda:
@@ -31,5 +34,5 @@ rule evaluate:
         "distillstudy evaluate --data {input.data} --teachers {input.teachers}"
         " --teacher-meta {input.teacher_meta} --cells {input.cells}"
         " --design-cells {input.design_cells} --transfer-sets {input.transfer_sets}"
-        " --ece-bins {params.ece_bins} --out-designs {output.designs}"
+        " --ece-bins {params.ece_bins} --out-designs {output.designs} --out-variance {output.variance}"
         " --out-results {output.results} --out-metrics {output.metrics} > {log} 2>&1"

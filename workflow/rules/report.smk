@@ -3,6 +3,7 @@ rule report:
         results="reports/results.csv",
         calibration="reports/calibration.csv",
         designs="reports/designs.csv",
+        variance="reports/variance.csv",
         meta=expand("data/prepared/{dataset}.json", dataset=DATASETS),
         walkthrough=(
             [
@@ -44,7 +45,7 @@ rule report:
         runtime=20,
     shell:
         "distillstudy report --results {input.results} --calibration {input.calibration}"
-        " --designs {input.designs}"
+        " --designs {input.designs} --variance {input.variance}"
         " --dataset-meta {input.meta}"
         " {params.walkthrough} --params-json {params.config_json:q}"
         " --benchmarks {input.benchmarks} --out-html {output.html}"

@@ -1,7 +1,8 @@
 # One job per study-design variant that needs its own transfer set (src/distillstudy/
 # grid.py): a converged teacher (in_sample), K fold teachers (cross_fitted), augmented
 # copies labelled by the reference teacher (augmented), a teacher of another width, an
-# ensemble, or a labelled subset. The reference grid needs none of these.
+# ensemble, a labelled subset, or a bootstrap resample with its refitted teacher (the
+# variance design). The reference grid needs none of these.
 rule transfer:
     input:
         data="data/prepared/{dataset}.npz",

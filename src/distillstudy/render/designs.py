@@ -355,7 +355,7 @@ def designs_section(designs: pd.DataFrame | None, params: dict | None, figures_d
                            "figures": [figure_entry(key, ds, p, conf_pct)]})
         if blocks:
             axes.append({"axis": axis, "anchor": f"design-{axis}", "title": design_stats.AXIS_TITLES[axis],
-                         "what": AXIS_WHAT[axis], "blocks": blocks})
+                         "what": AXIS_WHAT[axis], "note": "", "blocks": blocks})
     if not axes:
         return None
     return {"intro": intro, "axes": axes, "share_formula": design_stats.SHARE_FORMULA,

@@ -26,6 +26,7 @@ import yaml
 
 from distillstudy.students import distill_students, family_noun, family_title
 from distillstudy.render import designs as design_sections
+from distillstudy.render import variance as variance_sections
 from distillstudy.render import objectives, tables
 
 TEMPLATE = "index.html.j2"
@@ -143,9 +144,20 @@ def designs_note(spec: dict | None) -> str:
     return ""
 
 
+def with_variance(design_section: dict | None, variance: dict | None) -> dict | None:
+    """The variance design (designs.resamples) listed as one more entry of the study designs."""
+    if variance is None:
+        return design_section
+    section = design_section or {"intro": "", "axes": [], "share_formula": "", "headlines": []}
+    section["axes"].append(variance)
+    section["headlines"].append(variance_sections.headline(variance))
+    return section
+
+
 def render_page(results: pd.DataFrame, *, figures_dir: Path, params: dict, datasets_meta: list[dict],
                 provenance: dict, benchmarks: pd.DataFrame | None = None,
                 calibration: pd.DataFrame | None = None, designs: pd.DataFrame | None = None,
+                variance: pd.DataFrame | None = None,
                 walkthrough: pd.DataFrame | None = None, walkthrough_pngs: list = (),
                 confidence: float = 0.95, title: str = "distillstudy report") -> str:
     """The report's HTML; its figures are written to `figures_dir/<panel slug>/<key>.png`
@@ -153,7 +165,8 @@ def render_page(results: pd.DataFrame, *, figures_dir: Path, params: dict, datas
 
     `results` and `calibration` as from `stats.load_results` / `stats.load_calibration`
     (calibration None: no reliability diagrams); `designs` as from
-    `design_stats.load_designs` (None: no "Study designs" section); `walkthrough`
+    `design_stats.load_designs` (None: no "Study designs" section), `variance` as from
+    `analysis.variance.load` (None: no variance design); `walkthrough`
     the walkthrough table (None: the section shows only `walkthrough_pngs`, or is
     left out when there are none); `benchmarks` wall seconds per rule (columns
     rule, wall_s and optionally jobs; None or empty: none recorded).
@@ -174,7 +187,8 @@ def render_page(results: pd.DataFrame, *, figures_dir: Path, params: dict, datas
         section["teacher_kind"] = teacher_kind(own_teachers.get(section["dataset"]))
         section["designs_note"] = designs_note(own_teachers.get(section["dataset"]))
         section["tuning_note"] = tuning_note(params.get("distill", {}).get("tune"), section)
-    design_section = design_sections.designs_section(designs, params, figures_dir, confidence)
+    design_section = with_variance(design_sections.designs_section(designs, params, figures_dir, confidence),
+                                   variance_sections.variance_section(variance, figures_dir, confidence))
     conf_pct = int(round(confidence * 100))
     meta_columns, meta_rows, meta_details = tables.meta_table(datasets_meta)
     bench_rows, bench_total = tables.bench_rows(benchmarks)

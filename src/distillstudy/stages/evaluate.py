@@ -19,20 +19,24 @@ from pathlib import Path
 
 import pandas as pd
 
-from distillstudy.analysis import designs
+from distillstudy.analysis import designs, variance
 from distillstudy.analysis.scoring import (
     CALIBRATION_COLUMNS, CALIBRATION_FILE, COLUMNS, cell_calibration_rows, cell_rows, sort_results,
     summarise, teacher_calibration_rows, teacher_rows)
 from distillstudy.artifacts import write_json, write_text
 from distillstudy.artifacts import load_npz
 from distillstudy.artifacts import read_record
+from distillstudy.engine.datasets import sine_probability
+from distillstudy.grid import PROTOCOL_KINDS
 
 def run(*, data: list[str], teachers: list[str], teacher_meta: list[str], cells: list[str],
         ece_bins: int, out_results: str, out_metrics: str, out_calibration: str | None = None,
-        design_cells: list[str] = (), transfer_sets: list[str] = (), out_designs: str | None = None) -> pd.DataFrame:
+        design_cells: list[str] = (), transfer_sets: list[str] = (), out_designs: str | None = None,
+        out_variance: str | None = None) -> pd.DataFrame:
     """`data`, `teachers` and `teacher_meta` are parallel lists, one entry per dataset.
     `out_calibration` defaults to calibration.csv in the folder of `out_results`.
-    `out_designs` (designs.csv) is written when given: header only without design cells."""
+    `out_designs` (designs.csv) and `out_variance` (variance.csv, analysis/variance.py) are
+    written when given: header only without design cells / resample cells."""
     rows, calibration = [], []
     by_name, records = {}, {}
     for data_path, logits_path, meta_path in zip(data, teachers, teacher_meta, strict=True):
@@ -58,7 +62,22 @@ def run(*, data: list[str], teachers: list[str], teacher_meta: list[str], cells:
     write_text(out_calibration, cal.to_csv(index=False, float_format="%.10g", lineterminator="\n"))
     if out_designs is not None:
         write_designs(out_designs, by_name, records, cells, design_cells, transfer_sets, ece_bins)
+    if out_variance is not None:
+        write_variance(out_variance, by_name, design_cells, transfer_sets)
     return frame
+
+
+def write_variance(path: str, by_name: dict, design_cells: list[str], transfer_sets: list[str]) -> None:
+    """variance.csv; the true p(y = 1 | x) enters where the data are the sine distribution's
+    (the kind each transfer set records)."""
+    kinds = {}
+    for set_path in transfer_sets:
+        record = read_record(load_npz(set_path))
+        kinds[record["dataset"]] = record["kind"]
+    truth = {name: sine_probability(data["x_test"].reshape(-1)) if kinds.get(name) in PROTOCOL_KINDS["oracle"]
+             else None for name, (data, _) in by_name.items()}
+    frame = variance.build({name: (by_name[name][0], truth[name]) for name in by_name}, design_cells)
+    write_text(path, frame.to_csv(index=False, float_format="%.10g", lineterminator="\n"))
 
 
 def write_designs(path: str, by_name: dict, records: dict, cells: list[str], design_cells: list[str],

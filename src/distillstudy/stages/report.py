@@ -23,19 +23,21 @@ from pathlib import Path
 import pandas as pd
 
 from distillstudy import provenance
-from distillstudy.analysis import design_stats, stats
+from distillstudy.analysis import design_stats, stats, variance as variance_table
 from distillstudy.artifacts import write_text
 from distillstudy.render import page, plots
 
 
 def run(*, results: str, dataset_meta: list[str], params: dict, out_html: str, figures_dir: str, plots_dir: str,
         calibration: str | None = None, walkthrough: str | None = None, walkthrough_pngs: list[str] = (),
-        designs: str | None = None, benchmarks: list[str] = (), provenance_record: dict | None = None,
+        designs: str | None = None, variance: str | None = None, benchmarks: list[str] = (),
+        provenance_record: dict | None = None,
         confidence: float = 0.95) -> None:
     """Build the report from the files of the evaluate and walkthrough stages.
 
     `calibration` None leaves out the reliability diagrams; `designs` None or a
-    missing file means a study without designs (no "Study designs" section);
+    missing file means a study without designs (no "Study designs" section); `variance`
+    (variance.csv) None or header-only: no variance design;
     `walkthrough` None builds that section from `walkthrough_pngs` alone (or
     leaves it out); `benchmarks` are Snakemake benchmark files. `params` is the
     effective config (its `report.title` titles the page). `provenance_record`
@@ -51,7 +53,7 @@ def run(*, results: str, dataset_meta: list[str], params: dict, out_html: str, f
         datasets_meta=[json.loads(Path(p).read_text(encoding="utf-8")) for p in dataset_meta],
         provenance=provenance_record, benchmarks=provenance.read_benchmarks(benchmarks),
         calibration=None if calibration is None else stats.load_calibration(calibration),
-        designs=design_stats.load_designs(designs), walkthrough=wt, walkthrough_pngs=walkthrough_pngs,
+        designs=design_stats.load_designs(designs), variance=variance_table.load(variance), walkthrough=wt, walkthrough_pngs=walkthrough_pngs,
         confidence=confidence, title=params.get("report", {}).get("title", "distillstudy report"))
     write_text(Path(plots_dir) / plots.PLOTS_CSV, plots.accuracy_vs_temperature_csv(df))
     write_text(out_html, html)

@@ -19,6 +19,9 @@ combines and scores them, and writes the outputs.
                                                            the reference + M-1 newly seeded ones
     labels-<f>            a class-stratified share f of    the reference teacher's logits_train rows
                           the training points              (copied from its logits file)
+    resample-<r>          bootstrap resample r of the      a teacher of the reference kind refitted on
+                          training points (with            the resample (own seed, early-stopped): the
+                          replacement)                     variance design (analysis/variance.py)
 
 The K fold teachers (cross_fitted) and the M-1 new ensemble members train together, as one
 stacked model per training-set size (TeacherFactory.train_stack, engine/stacked.py), each
@@ -26,7 +29,7 @@ early-stopped on its own validation NLL and equal to itself trained alone by tha
 Their dropout masks come from each teacher's own torch.Generator, seeded
 derive_seed(teacher seed, "dropout"), not from torch's global stream as in
 train.train_teacher, and Adam runs through its fused kernel: their weights are therefore
-not those train_teacher would give from the same seed. The in_sample and width teachers train alone with train_teacher (in_sample
+not those train_teacher would give from the same seed. The in_sample, width and resample teachers train alone with train_teacher (in_sample
 must follow the reference teacher's trajectory); a convex (sine) teacher is fitted alone.
 
 `logits_val` / `logits_test` hold the variant's TEST-TIME teacher: the mean probability
@@ -41,6 +44,7 @@ Every seed is derived with seeds.derive_seed from named coordinates and recorded
     width teacher    (global_seed, dataset, "width", level)
     ensemble member m(global_seed, dataset, "ensemble", m), m >= 1 (member 0 = the reference)
     label subset     (global_seed, dataset, "labels", level)
+    resample r       (global_seed, dataset, "resample", r); its teacher (that seed, "teacher")
     dropout masks    (teacher seed, "dropout") of a fold teacher or new ensemble member
     in_sample        seeds.teacher_seed(global_seed, dataset): the reference teacher's own seed,
                      so its first epochs ARE the reference teacher's trajectory.
@@ -68,12 +72,13 @@ import time
 from pathlib import Path
 
 import numpy as np
-from distillstudy.engine import augment, datasets, factories, seeds
+from distillstudy.engine import factories, seeds
 from distillstudy.analysis import metrics
 from distillstudy import grid
 from distillstudy.artifacts import file_sha256, load_npz, save_npz, write_json
 from distillstudy.engine.models import save_states
-from distillstudy.engine.teachers import TeacherFactory, stratified_folds, stratified_subset
+from distillstudy.engine.teachers import TeacherFactory
+from distillstudy.stages import transfer_sets
 
 
 class _Stage:
@@ -140,185 +145,6 @@ def _maybe(cast, value):
     return None if value is None else cast(value)
 
 
-def _require_params(params: dict, names: list[str], variant: str) -> None:
-    missing = [n for n in names if params.get(n) is None]
-    if missing:
-        raise ValueError(f"variant {variant!r} needs the transfer knob(s) "
-                         f"{', '.join('--' + n.replace('_', '-') for n in missing)}")
-
-
-def _level_seed(stage: _Stage, coordinate: str, level) -> int:
-    return seeds.derive_seed(stage.global_seed, stage.name, coordinate, grid.format_number(level))
-
-
-def _whole_train(stage: _Stage) -> dict:
-    n = stage.n_train
-    return {"x": stage.arrays["x_train"], "y": stage.arrays["y_train"], "source": np.arange(n, dtype=np.int64)}
-
-
-def _in_sample(stage: _Stage, parsed, params) -> dict:
-    seed = seeds.teacher_seed(stage.global_seed, stage.name)
-    if stage.kind in grid.FIXED_TEACHER_KINDS:
-        protocol = ("the in-sample logits on the training points of the convex teacher fitted to convergence "
-                    "on all of them (the same fit as the reference teacher: a convex fit has no early stopping)")
-    else:
-        protocol = (f"the in-sample logits on the training points of a teacher of the reference architecture "
-                    f"and seed trained on all of them for {stage.hyper['max_epochs']} epochs without early "
-                    "stopping (last epoch kept)")
-    _, logits = stage.train("in_sample", seed, select="last")
-    return {**_whole_train(stage), "logits": logits["train"], "logits_val": logits["val"],
-            "logits_test": logits["test"], "protocol": protocol,
-            "test_time_teacher": "the in-sample teacher itself"}
-
-
-def _cross_fitted(stage: _Stage, parsed, params) -> dict:
-    _require_params(params, ["folds"], "transfer-cross_fitted")
-    k = int(params["folds"])
-    y = stage.arrays["y_train"]
-    fold_seed = seeds.derive_seed(stage.global_seed, stage.name, "folds")
-    fold = stratified_folds(y, k, fold_seed)
-    train_mask = np.stack([fold != j for j in range(k)])
-    logits = np.empty((stage.n_train, stage.info["n_classes"]), dtype=np.float32)
-    val, test = [], []
-    fold_seeds = [seeds.derive_seed(stage.global_seed, stage.name, "cross_fitted", j) for j in range(k)]
-    first = len(stage.teachers)
-    trained = stage.train_stack([f"fold{j}" for j in range(k)], fold_seeds,
-                                [np.flatnonzero(train_mask[j]) for j in range(k)])
-    for j, out in enumerate(trained):
-        held_out = fold == j
-        logits[held_out] = out["train"][held_out]  # predicted on all of x_train, rows of fold j kept
-        stage.teachers[first + j]["fold"] = j
-        stage.teachers[first + j]["held_out_accuracy"] = metrics.accuracy(out["train"][held_out], y[held_out])
-        val.append(out["val"])
-        test.append(out["test"])
-    what = "convex teachers" if stage.kind in grid.FIXED_TEACHER_KINDS else "early-stopped teachers"
-    return {**_whole_train(stage), "logits": logits, "logits_val": metrics.log_mean_prob(val),
-            "logits_test": metrics.log_mean_prob(test), "fold": fold, "train_mask": train_mask,
-            "protocol": (f"cross-fitted logits: the training points are split into {k} stratified folds and "
-                         f"each point's logits come from the one of {k} {what} that was trained on the other "
-                         "folds, never from one that saw it"),
-            "test_time_teacher": f"log of the mean probability of the {k} fold teachers",
-            "folds": {"k": k, "seed": fold_seed, "seed_coordinates": "derive_seed(global_seed, dataset, 'folds')",
-                      "sizes": np.bincount(fold, minlength=k).tolist(),
-                      "method": "per class, shuffled and dealt round-robin (stratified)"}}
-
-
-def _oracle(stage: _Stage, parsed, params) -> dict:
-    """The oracle teacher (sine only): the true log-probabilities log(1 - p), log p with
-    p = 0.4 sin x + 0.5, on every split: the most any teacher can give a student."""
-    if stage.kind not in grid.PROTOCOL_KINDS["oracle"]:
-        raise ValueError(f"transfer[{stage.name}]: the oracle teacher needs the true p(y | x), which only "
-                         f"{', '.join(grid.PROTOCOL_KINDS['oracle'])} data have (kind {stage.kind!r})")
-    logits = {s: datasets.sine_oracle_logits(stage.arrays[f"x_{s}"]).astype(np.float32) for s in grid.SPLITS}
-    stage.teachers.append({"name": "oracle", "seed": None, "architecture": "true log p(y | x) = log(0.4 sin x + 0.5)",
-                           "n_params": 0, "trained_here": False, "metrics": stage.member_metrics(logits)})
-    return {**_whole_train(stage), "logits": logits["train"], "logits_val": logits["val"],
-            "logits_test": logits["test"], "protocol": "the true conditional distribution's log-probabilities "
-            "on the training points (the oracle teacher)", "test_time_teacher": "the oracle itself"}
-
-
-def _augmented(stage: _Stage, parsed, params) -> dict:
-    needed = ["copies", "noise"] + {"mnist1d": ["shift"], "digits": ["pixel_shift"]}.get(stage.kind, [])
-    _require_params(params, needed, "transfer-augmented")
-    model = stage.load_reference()
-    x, source, settings = augment.transfer_copies(
-        stage.kind, stage.arrays["x_train"], copies=int(params["copies"]), global_seed=stage.global_seed,
-        dataset=stage.name, noise=float(params["noise"]), shift=int(params["shift"] or 0),
-        pixel_shift=float(params["pixel_shift"] or 0.0))
-    n = stage.n_train
-    logits = stage.factory.label_blocks(model, x, n)  # block 0 (the training points) = logits_train
-    y = stage.arrays["y_train"][source]
-    # How label-preserving the copies are in the teacher's eyes: block 0 = the original points.
-    blocks = [slice(i, i + n) for i in range(0, len(x), n)]
-    settings["teacher_accuracy_per_block"] = [metrics.accuracy(logits[b], y[b]) for b in blocks]
-    settings["teacher_mean_max_prob_per_block"] = [metrics.mean_max_prob(logits[b]) for b in blocks]
-    return {"x": x, "y": y, "source": source, "logits": logits,
-            "logits_val": stage.cached["logits_val"], "logits_test": stage.cached["logits_test"],
-            "protocol": (f"the reference (early-stopped) teacher's logits, computed here, on the training points "
-                         f"followed by {settings['copies']} label-preserving augmented copies of each "
-                         f"({settings['method']})"),
-            "test_time_teacher": "the reference teacher (its cached logits)",
-            "augmentation": settings}
-
-
-def _width(stage: _Stage, parsed, params) -> dict:
-    w = float(parsed["value"])
-    if not w > 0:
-        raise ValueError(f"variant width-{parsed['level']}: the width multiplier must be > 0")
-    level = grid.format_number(w)
-    seed = _level_seed(stage, "width", w)
-    _, logits = stage.train(f"width-{level}", seed, width=w)
-    t = stage.teachers[-1]
-    size = f"{t['cnn_channels']} channels" if t["cnn_channels"] is not None else f"width {t['mlp_width']}"
-    return {**_whole_train(stage), "logits": logits["train"], "logits_val": logits["val"],
-            "logits_test": logits["test"],
-            "protocol": (f"the in-sample logits on the training points of a teacher of the reference kind "
-                         f"{level} times as wide ({size}), own seed, early-stopped on validation NLL"),
-            "test_time_teacher": f"the width-{level} teacher"}
-
-
-def _ensemble(stage: _Stage, parsed, params) -> dict:
-    m = int(parsed["value"])
-    if m < 1:
-        raise ValueError(f"variant ensemble-{parsed['level']}: an ensemble needs at least one member")
-    reference = stage.load_reference()
-    stage.teachers[-1]["name"] = "member0"
-    stage.states["member0"] = copy.deepcopy(reference.state_dict())
-    per_split = {s: [stage.cached[f"logits_{s}"]] for s in ("train", "val", "test")}
-    if m > 1:
-        member_seeds = [seeds.derive_seed(stage.global_seed, stage.name, "ensemble", j) for j in range(1, m)]
-        for out in stage.train_stack([f"member{j}" for j in range(1, m)], member_seeds, [None] * (m - 1)):
-            for s in per_split:
-                per_split[s].append(out[s])
-    combined = {s: metrics.log_mean_prob(per_split[s]) for s in per_split}
-    return {**_whole_train(stage), "logits": combined["train"], "logits_val": combined["val"],
-            "logits_test": combined["test"],
-            "protocol": (f"log of the mean probability, on the training points, of {m} teachers of the reference "
-                         f"kind: the reference teacher and {m - 1} more with their own seeds, each early-stopped "
-                         "on validation NLL"),
-            "test_time_teacher": f"log of the mean probability of the {m} members",
-            "ensemble": {"members": m,
-                         "member_test_accuracy": [t["metrics"]["test"]["accuracy"] for t in stage.teachers],
-                         "ensemble_test_accuracy": metrics.accuracy(combined["test"], stage.arrays["y_test"]),
-                         "ensemble_val_accuracy": metrics.accuracy(combined["val"], stage.arrays["y_val"])}}
-
-
-def _labels(stage: _Stage, parsed, params) -> dict:
-    f = float(parsed["value"])
-    level = grid.format_number(f)
-    seed = _level_seed(stage, "labels", f)
-    subset = stratified_subset(stage.arrays["y_train"], f, seed)
-    stage.load_reference()
-    cached = stage.cached
-    y = stage.arrays["y_train"][subset]
-    return {"x": stage.arrays["x_train"][subset], "y": y, "source": subset,
-            "logits": cached["logits_train"][subset], "logits_val": cached["logits_val"],
-            "logits_test": cached["logits_test"],
-            "protocol": (f"the reference teacher's cached logits on a class-stratified {level} share of the "
-                         f"training points ({len(subset)} of {stage.n_train}); the teacher saw every label"),
-            "test_time_teacher": "the reference teacher (its cached logits)",
-            "subset": {"fraction": f, "n": int(len(subset)), "seed": seed,
-                       "seed_coordinates": "derive_seed(global_seed, dataset, 'labels', level)",
-                       "class_counts": np.bincount(y, minlength=stage.info["n_classes"]).tolist()}}
-
-
-def _builder(name: str, parsed: dict, kind: str):
-    axis = parsed["axis"]
-    if axis is None or name == grid.variant_name("transfer", grid.AXES["transfer"][1]):
-        raise ValueError(f"variant {name!r} is the reference: its transfer set is the teacher stage's "
-                         "logits, there is nothing to build")
-    if axis not in grid.NEEDS_TRANSFER_SET:
-        raise ValueError(f"variant {name!r} ({axis} axis) uses the reference transfer set; it has no "
-                         "transfer stage")
-    if not grid.applies(axis, kind):
-        raise ValueError(f"variant {name!r} does not apply to dataset kind {kind!r}: its teacher is a "
-                         f"convex fit with no width and no seed dependence ({axis} axis)")
-    if axis == "transfer":
-        return {"in_sample": _in_sample, "cross_fitted": _cross_fitted, "augmented": _augmented,
-                "oracle": _oracle}[parsed["value"]]
-    return {"teacher_width": _width, "ensemble": _ensemble, "label_fraction": _labels}[axis]
-
-
 def run(*, data: str, meta: str, teacher_model: str, teacher_logits: str, dataset: str, variant: str,
         global_seed: int, max_epochs: int, patience: int, batch_size: int, lr: float, weight_decay: float,
         cnn_channels: int, mlp_width: int, dropout: float,
@@ -338,7 +164,7 @@ def run(*, data: str, meta: str, teacher_model: str, teacher_logits: str, datase
     if "teacher" in info:
         raise ValueError(f"transfer[{dataset}]: the teacher is offline logits ({info['teacher']['path']}); the "
                          "study designs retrain or re-run the teacher, so they do not apply to it")
-    builder = _builder(variant, parsed, info["kind"])
+    builder = transfer_sets.builder(variant, parsed, info["kind"])
     if factory is not None and parsed["axis"] == "teacher_width":
         raise ValueError(f"variant {variant!r}: your teacher factory {factory} has no width knob")
     settings = runtime.configure(threads)
