@@ -28,7 +28,7 @@ from torch import nn
 from distillstudy.engine.cell_loss import Objective, epoch_loss_terms, loss_grad
 from distillstudy.engine.stacked import (dropout_generator, dropout_sites, fill_masks, stacked_forward,
                                          stacked_template)
-from distillstudy.engine.train import FusedAdam, member_orders
+from distillstudy.engine.train import EpochData, FusedAdam, epoch_inputs, member_orders, target_table
 from distillstudy.errors import TrainingDiverged
 
 
@@ -65,9 +65,11 @@ class GenericStack:
 
 def train_generic(stack: GenericStack, x: torch.Tensor, y: torch.Tensor, teacher_logits: torch.Tensor,
                   objective: Objective, *, epochs: int, batch_size: int, lr: float, weight_decay: float,
-                  run_name: str, on_epoch=None) -> list[float]:
+                  run_name: str, on_epoch=None, epoch_data: EpochData | None = None) -> list[float]:
     """Train every member of `stack` on standardised inputs x (n, *input_shape); return the
-    mean training loss per epoch (as train_stacked: the members' mean of their epoch losses)."""
+    mean training loss per epoch (as train_stacked: the members' mean of their epoch losses).
+    `epoch_data(epoch)`, as in train_stacked, gives each epoch's inputs (in x's space: the
+    caller maps raw views to it) and the teacher's logits on them; the labels y stay."""
     params = list(stack.params.values())
     dtype, device = params[0].dtype, x.device
     n, m, n_classes = x.shape[0], stack.n_members, teacher_logits.shape[1]
@@ -77,14 +79,17 @@ def train_generic(stack: GenericStack, x: torch.Tensor, y: torch.Tensor, teacher
     rows = min(batch_size, n)
     uniforms = {s: torch.empty((m, rows, *shape)) for s, (_, shape) in stack.sites.items()}
     masks = {s: torch.empty((m, rows, *shape), dtype=dtype, device=device) for s, (_, shape) in stack.sites.items()}
-    x = x.to(dtype)
+    x_in, x = x, x.to(dtype)
     with torch.no_grad():
-        per_example, const = objective.targets(teacher_logits.to(dtype), y)
-        names = list(per_example)
-        table = torch.cat([per_example[k] for k in names], dim=1)  # (n, k*C)
+        table, names, const = target_table(objective, teacher_logits, y, dtype)  # (n, k*C)
     history = []
     stack.template.train()
     for epoch in range(1, epochs + 1):
+        if epoch_data is not None:  # consistent teaching: this epoch's views (engine/consistent.py)
+            x_e, t_e = epoch_inputs(epoch_data, epoch, x_in, teacher_logits)
+            x = x_e.to(dtype)
+            with torch.no_grad():
+                table, _, const = target_table(objective, t_e, y, dtype)
         perm = torch.from_numpy(np.stack([rng.permutation(n) for rng in orders])).to(device)  # (M, n)
         xs = x[perm]  # (M, n, *input_shape), each member in its own order
         ts = table[perm].transpose(1, 2)  # (M, k*C, n), the closed-form engine's layout

@@ -16,6 +16,8 @@ each choice: benchmarks/README.md.
 from __future__ import annotations
 
 import copy
+from typing import Callable
+
 from distillstudy.engine import runtime  # noqa: F401  (first: imports torch with the GC off)
 import numpy as np
 import torch
@@ -78,11 +80,39 @@ class FusedAdam:
                            amsgrad=False, maximize=False, grad_scale=None, found_inf=None, **self.hyper)
 
 
+#: `epoch_data(epoch)` -> (x_e, teacher_logits_e): an epoch's inputs and the teacher's logits on them.
+EpochData = Callable[[int], tuple[torch.Tensor, torch.Tensor]]
+
+
+def target_table(objective: Objective, teacher_logits: torch.Tensor, y: torch.Tensor,
+                 dtype: torch.dtype) -> tuple[torch.Tensor, list[str], float]:
+    """Objective.targets as one (n, k*C) table (its k per-example tensors side by side),
+    their names in column order, and the loss's constant sum over the n examples."""
+    per_example, const = objective.targets(teacher_logits.to(dtype), y)
+    names = list(per_example)
+    return torch.cat([per_example[k] for k in names], dim=1), names, const
+
+
+def epoch_inputs(epoch_data: EpochData, epoch: int, x: torch.Tensor,
+                 teacher_logits: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """epoch_data(epoch), checked against the shapes of the training run's own x and logits."""
+    x_e, t_e = epoch_data(epoch)
+    if x_e.shape != x.shape or t_e.shape != teacher_logits.shape:
+        raise ValueError(f"epoch_data({epoch}) gave inputs {tuple(x_e.shape)} and logits {tuple(t_e.shape)}; "
+                         f"expected {tuple(x.shape)} and {tuple(teacher_logits.shape)}")
+    return x_e.to(x.device), t_e.to(x.device)
+
+
 def train_stacked(model: nn.Module, x: torch.Tensor, y: torch.Tensor, teacher_logits: torch.Tensor,
                   objective: Objective, *, epochs: int, batch_size: int, lr: float,
-                  weight_decay: float, run_name: str, on_epoch=None) -> list[float]:
+                  weight_decay: float, run_name: str, on_epoch=None,
+                  epoch_data: EpochData | None = None) -> list[float]:
     """Train every member of a StackedMLP; return the mean training loss per epoch.
     `on_epoch(epoch)`, when given, is called after each epoch (checkpoints of one run).
+    `epoch_data(epoch)`, when given, is called at the start of each epoch (1-based) and
+    returns that epoch's RAW inputs x_e (shaped as x) and the teacher's logits on them
+    (consistent teaching, engine/consistent.py): the epoch trains on x_e with the targets
+    Objective.targets(t_e, y); the labels y stay. Without it every epoch uses (x, teacher_logits).
 
     The step minimises the SUM of the members' batch-mean losses, so each member
     receives exactly the gradient it would get if trained alone (one fused Adam
@@ -109,9 +139,7 @@ def train_stacked(model: nn.Module, x: torch.Tensor, y: torch.Tensor, teacher_lo
     flat_grads = [t for pair in grads for t in pair]
     with torch.inference_mode():
         x_std = model.standardize(x).to(dtype)  # element-wise: the same bits as per batch
-        per_example, const = objective.targets(teacher_logits.to(dtype), y)
-        names = list(per_example)
-        table = torch.cat([per_example[k] for k in names], dim=1)  # (n, k*C)
+        table, names, const = target_table(objective, teacher_logits, y, dtype)  # (n, k*C)
         # This epoch's inputs (M, n, in) and targets (M, k*C, n), in each member's order.
         xs_rows = x_std.new_empty(m * n, x_std.shape[1])
         ts_rows = table.new_empty(m * n, table.shape[1])
@@ -123,6 +151,12 @@ def train_stacked(model: nn.Module, x: torch.Tensor, y: torch.Tensor, teacher_lo
                    for i in range(0, n, batch_size)]
         history = []
         for epoch in range(1, epochs + 1):
+            if epoch_data is not None:
+                # New sources, once per epoch: the gathers below copy them into the reused
+                # (M, n, ...) buffers that every step's views read, so no step allocates.
+                x_e, t_e = epoch_inputs(epoch_data, epoch, x, teacher_logits)
+                x_std = model.standardize(x_e).to(dtype)
+                table, _, const = target_table(objective, t_e, y, dtype)
             perm = torch.from_numpy(np.stack([rng.permutation(n) for rng in orders]).reshape(-1)).to(device)
             torch.index_select(x_std, 0, perm, out=xs_rows)
             torch.index_select(table, 0, perm, out=ts_rows)
