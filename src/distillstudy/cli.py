@@ -131,6 +131,7 @@ def add_distill(sub):
     p.add_argument("--size", type=positive_int, required=True, help="the family's size (mlp width, cnn channels)")
     p.add_argument("--family", default="mlp", help="mlp, cnn, or your factory '<file>.py:<function>'")
     p.add_argument("--depth", type=positive_int, help="mlp only: hidden layers (default 2)")
+    p.add_argument("--teacher-model", help="the reference teacher's weights (consistent-teaching sets only)")
     p.add_argument("--tune-lr", type=float, nargs="+", help="tune on validation: learning rates")
     p.add_argument("--tune-weight-decay", type=float, nargs="+", help="tune on validation: weight decays")
     p.add_argument("--tune-epochs", type=positive_int, nargs="+", help="tune on validation: epochs levels")
@@ -165,7 +166,7 @@ def cmd_distill(a):
                 dataset=a.dataset, size=a.size, family=a.family, depth=a.depth, tune=_tune(a),
                 cell=a.cell, n_seeds=a.seeds, global_seed=a.seed, epochs=a.epochs,
                 batch_size=a.batch_size, lr=a.lr, weight_decay=a.weight_decay,
-                out_model=a.out_model, out_logits=a.out_logits, threads=a.threads)
+                out_model=a.out_model, out_logits=a.out_logits, threads=a.threads, teacher_model=a.teacher_model)
 
 
 def add_evaluate(sub):

@@ -6,8 +6,9 @@ Each axis of `designs` changes ONE of those factors, one level at a time, and re
 the students of `designs.sizes` on `designs.datasets` at every temperature:
 
     axis            reference       variant name        what changes
-    transfer        early_stopped   transfer-augmented  the transfer set / teacher targets (oracle:
-                                                        the true p(y | x), sine data only)
+    transfer        early_stopped   transfer-augmented  the transfer set / teacher targets (oracle: true
+                                                        p(y | x), sine only; consistent, patient:
+                                                        fresh views, teacher run on each, README)
     epochs          distill.epochs  epochs-100          the students' training budget
     teacher_width   1               width-0.25          the teacher's width multiplier
     ensemble        1               ensemble-5          M seeded teachers, probabilities averaged
@@ -39,7 +40,12 @@ from distillstudy.students import reference_family
 STAGES = ("prepare", "teacher", "transfer", "distill", "evaluate", "walkthrough", "report")
 SPLITS = ("train", "val", "test")
 REFERENCE = "reference"
-PROTOCOLS = ("early_stopped", "in_sample", "cross_fitted", "augmented", "oracle")
+PROTOCOLS = ("early_stopped", "in_sample", "cross_fitted", "augmented", "oracle", "consistent", "patient")
+#: Protocols whose students meet a fresh augmented view of every point each epoch, with the
+#: reference teacher's logits on exactly that view (engine/consistent.py; Beyer et al. 2022).
+CONSISTENT = ("consistent", "patient")
+#: Protocols trained with a hard-label control on the same inputs (augmentation without a teacher).
+CONTROLLED = ("augmented", *CONSISTENT)
 #: Protocols that exist only for some dataset kinds: the oracle teacher knows the true
 #: p(y | x), which only a synthetic distribution has (sine: 0.4 sin x + 0.5).
 PROTOCOL_KINDS = {"oracle": ("sine",)}
@@ -293,6 +299,8 @@ def variant_settings(variant: str) -> tuple[str, ...]:
         keys += ("transfer.folds",)
     if parsed["level"] == "augmented":
         keys += AUGMENTATION
+    if parsed["level"] in CONSISTENT:  # views drawn in the distill job; copies do not apply
+        keys += tuple(k for k in AUGMENTATION if k != "transfer.copies")
     return keys
 
 
@@ -345,20 +353,23 @@ def variant_cells(variant: str, temperature_cells: list[str]) -> list[str]:
     cells = list(temperature_cells)
     if axis in OWN_BASELINE or variant == UNTUNED:
         cells = [BASELINE, *cells]
-    if variant == variant_name("transfer", "augmented"):
-        cells = [CONTROL, *cells]  # the augmented copies with their source's hard label
+    if axis == "transfer" and parse_variant(variant)["level"] in CONTROLLED:
+        cells = [CONTROL, *cells]  # the same inputs (copies, or fresh views) with hard labels only
     return cells
 
 
-def variant_epochs(variant: str, reference_epochs: int) -> int:
+def variant_epochs(variant: str, reference_epochs: int, patient_factor: int = 1) -> int:
     """A variant's student budget in epochs. A label-fraction level trains for
     reference_epochs / fraction epochs, so that its students take about as many
     optimisation steps as the reference's: with a fixed number of epochs a 3% subset
     would get 3% of the steps, and the curve would measure under-training, not how
-    soft targets fare with few labels."""
+    soft targets fare with few labels. Patient consistent teaching trains
+    `patient_factor` (transfer.patient_factor) times as long: the paper's long schedules."""
     parsed = parse_variant(variant)
     if parsed["axis"] == "epochs":
         return parsed["value"]
+    if parsed["level"] == "patient":
+        return reference_epochs * int(patient_factor)
     if parsed["axis"] == "label_fraction":
         return max(1, round(reference_epochs / parsed["value"]))
     return reference_epochs

@@ -12,6 +12,7 @@ sys.path.insert(0, workflow.basedir)
 from codedeps import stage_code
 from distillstudy.grid import (
     CELL_PATTERN,
+    CONSISTENT,
     FIGURE_TITLES,
     NEEDS_TRANSFER_SET,
     TUNING_KEYS,
@@ -199,10 +200,24 @@ def distill_targets_flag(wildcards):
     return "--transfer" if uses_transfer_set(wildcards) else "--teacher-logits"
 
 
+def consistent_teacher(wildcards):
+    """The reference teacher's weights, for a consistent-teaching variant: its students' distill
+    jobs run the teacher on every epoch's fresh views (grid.CONSISTENT)."""
+    variant = variant_of(wildcards)
+    if variant != "reference" and parse_variant(variant)["level"] in CONSISTENT:
+        return [f"models/teachers/{wildcards.dataset}.pt"]
+    return []
+
+
+def consistent_args(wildcards, input):
+    return f"--teacher-model {input.teacher_model}" if input.teacher_model else ""
+
+
 def distill_epochs(wildcards):
     """distill.epochs, an epochs level's own budget, or (label fractions) as many
     epochs as keep the number of optimisation steps about the reference's."""
-    return variant_epochs(variant_of(wildcards), config["distill"]["epochs"])
+    return variant_epochs(variant_of(wildcards), config["distill"]["epochs"],
+                          config["transfer"].get("patient_factor", 1))
 
 
 def transfer_args(wildcards):

@@ -3,13 +3,15 @@
 # one process, stacked (src/distillstudy/engine/train.py). Why this granularity, measured:
 # benchmarks/README.md. {variant} is "" for the reference grid and "<variant>/" for a
 # study-design variant (src/distillstudy/grid.py), whose students learn from its
-# transfer set (rule transfer) or, for an epochs variant, from the reference teacher.
+# transfer set (rule transfer) or, for an epochs variant, from the reference teacher; a
+# consistent-teaching variant's jobs also run the reference teacher on each epoch's views.
 rule distill:
     input:
         data="data/prepared/{dataset}.npz",
         targets=distill_targets,
         code=stage_code("distill"),
         factory=student_code,
+        teacher_model=consistent_teacher,
     output:
         model="models/students/{dataset}/{variant}{student}/{cell}.pt",
         logits="models/students/{dataset}/{variant}{student}/{cell}.logits.npz",
@@ -17,6 +19,7 @@ rule distill:
         variant=variant_of,
         student=student_args,
         tune=tune_args,
+        consistent=consistent_args,
         targets_flag=distill_targets_flag,
         seeds=config["distill"]["seeds"],
         seed=config["seed"],
@@ -45,5 +48,5 @@ rule distill:
         " --dataset {wildcards.dataset} {params.student} --cell {wildcards.cell}"
         " --seeds {params.seeds} --seed {params.seed}"
         " --epochs {params.epochs} --batch-size {params.batch_size} --lr {params.lr}"
-        " --weight-decay {params.weight_decay} {params.tune} --threads {threads}"
+        " --weight-decay {params.weight_decay} {params.tune} {params.consistent} --threads {threads}"
         " --out-model {output.model} --out-logits {output.logits} > {log} 2>&1"

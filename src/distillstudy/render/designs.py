@@ -1,7 +1,7 @@
 """The "Study designs" section of the report: what each axis changes, the sentences
-that read its numbers (gains over the baseline and, for the augmented transfer set,
-over the hard-label control; where the gain peaks; the student's share of an
-ensemble's gain), its tables and figures, and the designs' effective parameters.
+that read its numbers (gains over the baseline and, for the augmented and consistent
+transfer sets, over their hard-label control; where the gain peaks; the student's share of
+an ensemble's gain), its tables and figures, and the designs' effective parameters.
 
 The statistics come from `distillstudy.analysis.design_stats` (paired by seed,
 Student-t CIs, best temperature chosen on validation); this module only words them.
@@ -27,7 +27,7 @@ from distillstudy.render.text import (css_class, fraction_percent, gain_text, me
 
 
 def level_text(axis: str, level: str, is_reference: bool = False) -> str:
-    """How a level reads in tables and sentences: 'augmented', '2× width', 'M = 5', '3% of labels'."""
+    """A level in tables and sentences: 'augmented', '2× width', 'M = 5', '3% of labels'."""
     v = grid.number_value(level)
     if axis == "transfer" or math.isnan(v):
         text = level
@@ -70,17 +70,20 @@ def oracle_share(rows: pd.DataFrame) -> str | None:
 
 
 def transfer_sentences(ds: str, rows: pd.DataFrame, conf_pct: int, params: dict | None) -> list[str]:
-    """Per student size: the gain with each transfer protocol; for the augmented set, the
-    gain over its hard-label control and the verdict (teacher or augmentation); then the
-    teacher's confidence on the transfer points."""
+    """Per student size: the gain with each transfer protocol; for those with a hard-label
+    control (grid.CONTROLLED), the gain over it and the verdict (teacher or augmentation);
+    then the teacher's confidence on the transfer points."""
     out = []
     noun = size_noun(rows)
+    factor = ((params or {}).get("transfer") or {}).get("patient_factor", 1)
     labels = {"early_stopped": "the early-stopped teacher (reference)", "in_sample": "in-sample targets",
               "cross_fitted": "cross-fitted targets", "augmented": "the augmented transfer set",
-              "oracle": "the oracle teacher (the true p(y | x))"}
+              "oracle": "the oracle teacher (the true p(y | x))",
+              "consistent": "consistent teaching (fresh views, the teacher run on each)",
+              "patient": f"patient consistent teaching ({factor}× the epochs)"}
     for s in sorted(int(x) for x in rows["student_size"].unique()):
         rs = rows[rows["student_size"] == s]
-        plain = [r for _, r in rs.iterrows() if r["level"] != "augmented"]
+        plain = [r for _, r in rs.iterrows() if r["level"] not in grid.CONTROLLED]
         if plain:
             parts = [f"{_gain_of(r)} with {labels.get(r['level'], r['level'])} at T = {r['best_temperature'] or 'n/a'}"
                      for r in plain]
@@ -89,26 +92,24 @@ def transfer_sentences(ds: str, rows: pd.DataFrame, conf_pct: int, params: dict 
         share = oracle_share(rs)
         if share:
             out.append(f"On {ds}, {noun} {s}: {share}")
-        aug = rs[rs["level"] == "augmented"]
-        if len(aug):
-            r = aug.iloc[0]
+        for _, r in rs[rs["level"].isin(grid.CONTROLLED)].iterrows():
+            what = "on the same copies" if r["level"] == "augmented" else "on the same fresh views"
             oc, cg = r["over_control_mean"], r["control_gain_mean"]
             if missing(oc):
-                out.append(f"On {ds}, with the augmented transfer set the {noun} {s} student gains {_gain_of(r)} over "
+                out.append(f"On {ds}, with {labels[r['level']]} the {noun} {s} student gains {_gain_of(r)} over "
                            f"the baseline; no hard-label control was found to separate augmentation from distillation.")
                 continue
             if r["over_control_significant"] and oc > 0:
                 link, verdict = "and", "the teacher adds a gain beyond augmentation"
             elif r["over_control_significant"]:
-                link, verdict = "but", "on the same copies the hard labels beat the teacher's targets"
+                link, verdict = "but", f"{what} the hard labels beat the teacher's targets"
             elif not missing(cg) and cg > 0 and (missing(oc) or cg >= oc):
                 link, verdict = "but only", "most of the gain is augmentation"
             else:
                 link, verdict = "and", "the data cannot separate the teacher's part from augmentation's"
-            out.append(f"On {ds}, with the augmented transfer set the {noun} {s} student gains {_gain_of(r)} over "
-                       f"the baseline, {link} {_gain_of(r, 'over_control')} over the hard-label control trained on the "
-                       f"same copies (the control itself gains {_gain_of(r, 'control_gain')} over the baseline): "
-                       f"{verdict}.")
+            out.append(f"On {ds}, with {labels[r['level']]} the {noun} {s} student gains {_gain_of(r)} over "
+                       f"the baseline, {link} {_gain_of(r, 'over_control')} over the hard-label control trained "
+                       f"{what} (the control itself gains {_gain_of(r, 'control_gain')} over the baseline): {verdict}.")
     conf_t = rows.drop_duplicates("level")
     if len(conf_t) and conf_t["teacher_transfer_mmp"].notna().any():
         parts = [f"{r.level} {num(r.teacher_transfer_mmp, 3)}" for r in conf_t.itertuples(index=False)
@@ -284,9 +285,11 @@ def share_table(ds: str, share: pd.DataFrame, noun: str = "size") -> tuple[list[
 AXIS_WHAT = {
     "transfer": "What the students learn from, at every temperature: the reference early-stopped teacher's targets "
                 "on the training points; the in-sample targets of a teacher trained to convergence; cross-fitted "
-                "targets; or an augmented transfer set (label-preserving copies labelled by the teacher). The "
-                "augmented set comes with its hard-label control: students trained on the same copies with their "
-                "source's label and no teacher.",
+                "targets; an augmented transfer set (label-preserving copies labelled by the teacher); or "
+                "consistent teaching (Beyer et al. 2022): a fresh view of every point each epoch, the teacher run "
+                "on that very view, for distill.epochs (consistent) or transfer.patient_factor times as many "
+                "(patient). The augmented and consistent sets come with a hard-label control: students trained on "
+                "the same copies or views with their source's label and no teacher.",
     "epochs": "The students' training budget, for the baseline and every distilled cell alike (each level trains "
               "its own baseline).",
     "teacher_width": "The teacher's width multiplier (the same architecture, narrower or wider), with the students "
@@ -372,29 +375,4 @@ def _design_headlines(axes: list[dict]) -> list[dict]:
             if numbered:
                 out.append({"title": ax["title"], "anchor": ax["anchor"], "sentences": numbered})
     return out
-
-
-def design_params(params: dict | None) -> list[tuple[str, str]]:
-    """The designs' effective parameters for the provenance: the designs and transfer
-    sections of params, and each axis's levels as trained (reference first)."""
-    designs = (params or {}).get("designs")
-    if not isinstance(designs, dict):
-        return []
-    rows = [(f"designs.{k}", _params_value(v)) for k, v in designs.items()]
-    rows += [(f"transfer.{k}", _params_value(v)) for k, v in ((params or {}).get("transfer") or {}).items()]
-    if designs.get("datasets"):
-        for axis in grid.AXES:
-            if designs.get(axis):
-                try:
-                    levels = grid.axis_levels(axis, params)
-                except (KeyError, TypeError, ValueError):
-                    continue
-                rows.append((f"levels trained: {axis}", ", ".join(levels) + " (the first is the reference)"))
-    return rows
-
-
-def _params_value(v) -> str:
-    if isinstance(v, (list, tuple)):
-        return "[" + ", ".join(str(x) for x in v) + "]"
-    return "" if v is None else str(v)
 

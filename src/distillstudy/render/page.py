@@ -24,6 +24,7 @@ import jinja2
 import pandas as pd
 import yaml
 
+from distillstudy import grid
 from distillstudy.students import distill_students, family_noun, family_title
 from distillstudy.render import designs as design_sections
 from distillstudy.render import variance as variance_sections
@@ -144,6 +145,31 @@ def designs_note(spec: dict | None) -> str:
     return ""
 
 
+def design_params(params: dict | None) -> list[tuple[str, str]]:
+    """The designs' effective parameters for the provenance: the designs and transfer
+    sections of params, and each axis's levels as trained (reference first)."""
+    designs = (params or {}).get("designs")
+    if not isinstance(designs, dict):
+        return []
+    rows = [(f"designs.{k}", _params_value(v)) for k, v in designs.items()]
+    rows += [(f"transfer.{k}", _params_value(v)) for k, v in ((params or {}).get("transfer") or {}).items()]
+    if designs.get("datasets"):
+        for axis in grid.AXES:
+            if designs.get(axis):
+                try:
+                    levels = grid.axis_levels(axis, params)
+                except (KeyError, TypeError, ValueError):
+                    continue
+                rows.append((f"levels trained: {axis}", ", ".join(levels) + " (the first is the reference)"))
+    return rows
+
+
+def _params_value(v) -> str:
+    if isinstance(v, (list, tuple)):
+        return "[" + ", ".join(str(x) for x in v) + "]"
+    return "" if v is None else str(v)
+
+
 def with_variance(design_section: dict | None, variance: dict | None) -> dict | None:
     """The variance design (designs.resamples) listed as one more entry of the study designs."""
     if variance is None:
@@ -201,7 +227,7 @@ def render_page(results: pd.DataFrame, *, figures_dir: Path, params: dict, datas
         conf_pct=conf_pct,
         walkthrough=tables.walkthrough_section(walkthrough, walkthrough_pngs),
         designs=design_section,
-        design_params=design_sections.design_params(params),
+        design_params=design_params(params),
         params_text=_params_text(params),
         meta_columns=meta_columns,
         meta_rows=meta_rows,

@@ -29,8 +29,8 @@ import time
 import numpy as np
 import torch
 
-from distillstudy.artifacts import file_sha256, load_npz, save_npz
-from distillstudy.engine import factories, seeds, tuning
+from distillstudy.artifacts import file_sha256, load_npz, read_record, save_npz
+from distillstudy.engine import consistent, factories, seeds, tuning
 from distillstudy.engine.cell_loss import objective_fn
 from distillstudy.engine.generic import GenericStack, train_generic
 from distillstudy.engine.models import StackedMLP, count_student_params, save_state, student_layer_sizes
@@ -45,12 +45,16 @@ GENERIC_ENGINE = "stacked seeds, vmap(functional_call), the loss's logits gradie
 
 
 def training_set(arrays: dict, teacher_logits: str | None, transfer: str | None) -> tuple:
-    """(x, y, teacher logits) the students train on, and a note of where they came from."""
+    """(x, y, teacher logits) the students train on, and a note of where they came from
+    (with a consistent-teaching set's record["consistent"]: how to draw its views)."""
     if (teacher_logits is None) == (transfer is None):
         raise ValueError("give exactly one of teacher_logits (the reference) and transfer (a variant's set)")
     if transfer is not None:
         tset = load_npz(transfer)
-        return tset["x"], tset["y"], tset["logits"], {"transfer_set": str(transfer), "n_transfer": int(len(tset["y"]))}
+        views = read_record(tset).get("consistent")
+        return tset["x"], tset["y"], tset["logits"], {
+            "transfer_set": str(transfer), "n_transfer": int(len(tset["y"])),
+            **({"consistent": {**views, "logits_val": tset["logits_val"]}} if views else {})}
     teacher = load_npz(teacher_logits)
     return (arrays["x_train"], arrays["y_train"], teacher["logits_train"],
             {"transfer_set": None, "n_transfer": int(len(arrays["y_train"]))})
@@ -65,7 +69,8 @@ def run(*, data: str, dataset: str, size: int, cell: str,
         n_seeds: int, global_seed: int, epochs: int, batch_size: int, lr: float,
         weight_decay: float, out_model: str, out_logits: str, teacher_logits: str | None = None,
         transfer: str | None = None, variant: str = REFERENCE, threads: int = 1,
-        family: str = "mlp", depth: int | None = None, tune: dict | None = None) -> dict:
+        family: str = "mlp", depth: int | None = None, tune: dict | None = None,
+        teacher_model: str | None = None) -> dict:
     """Train every seed of one cell of one student family (`family`: mlp, cnn or your
     factory '<file>.py:<function>'; `depth`: an mlp's hidden layers). With `tune`
     ({"lr": [...], "weight_decay": [...], "epochs": [...]}) the cell is trained at every
@@ -96,6 +101,7 @@ def run(*, data: str, dataset: str, size: int, cell: str,
     else:
         def build():
             return _generic(arrays, x, t, {**entry, "label": label}, size, member_seeds, device)
+    views = _views(source.pop("consistent", None), arrays, teacher_model, device, run_name)
     levels = sorted({int(e) for e in tune["epochs"]}) if tune else [int(epochs)]
     grid = tuning.runs(tune["lr"], tune["weight_decay"]) if tune else [(float(lr), float(weight_decay))]
     started = time.perf_counter()
@@ -109,7 +115,8 @@ def run(*, data: str, dataset: str, size: int, cell: str,
                 kept[(run_lr, run_decay, epoch)] = (logits, copy.deepcopy(student["state"]()))
         try:
             history = student["train"](x, y, t, objective, epochs=levels[-1], batch_size=batch_size, lr=run_lr,
-                                       weight_decay=run_decay, run_name=run_name, on_epoch=checkpoint)
+                                       weight_decay=run_decay, run_name=run_name, on_epoch=checkpoint,
+                                       epoch_data=None if views is None else views(student.get("inputs")))
         except TrainingDiverged as exc:
             if not tune:
                 raise
@@ -145,6 +152,10 @@ def run(*, data: str, dataset: str, size: int, cell: str,
         "selection": "epochs, lr and weight decay chosen on validation" if tune else "last epoch",
         "runtime": {**settings, "engine": student["engine"], "stacked_members": len(member_seeds)},
     }
+    if views is not None:  # no seconds in the record: reruns write the same bytes
+        record["consistent"] = {k: v for k, v in views.last.settings().items() if not k.endswith("seconds")}
+        print(f"{run_name}: consistent teaching, {views.last.epochs_drawn} epochs of views: "
+              f"{views.last.augment_seconds:.1f} s drawing them, {views.last.teacher_seconds:.1f} s in the teacher")
     if tune:
         record["tuning"] = {"grid": {k: sorted(float(v) for v in tune[k]) for k in TUNING_KEYS},
                             "candidates": candidates, "chosen": tuning.candidate_name(**{k: chosen[k] for k in TUNING_KEYS}),
@@ -154,6 +165,32 @@ def run(*, data: str, dataset: str, size: int, cell: str,
     print(f"{run_name}: {len(member_seeds)} seeds, {tuning.candidate_name(chosen['lr'], chosen['weight_decay'], chosen['epochs'])}"
           f"{f' chosen of {len(candidates)}' if tune else ''}, final loss {chosen['final_train_loss']:.4f}, {seconds:.1f} s")
     return record
+
+
+class _Views:
+    """A consistent-teaching set's views (engine/consistent.py), made per training run:
+    `views(inputs)` -> epoch_data, the student's input map applied to each view."""
+
+    def __init__(self, spec: dict, arrays: dict, teacher, device):
+        self.spec, self.arrays, self.teacher, self.device, self.last = spec, arrays, teacher, device, None
+
+    def __call__(self, inputs=None):
+        s = self.spec
+        self.last = consistent.consistent_views(s["kind"], self.arrays["x_train"], self.teacher, seed=s["seed"],
+                                                noise=s["noise"], shift=s["shift"], pixel_shift=s["pixel_shift"],
+                                                device=self.device, inputs=inputs)
+        return self.last
+
+
+def _views(spec: dict | None, arrays: dict, teacher_model: str | None, device, run_name: str) -> _Views | None:
+    if spec is None:
+        return None
+    if teacher_model is None:
+        raise ParamsError(f"{run_name}: a consistent-teaching transfer set needs the reference teacher's weights "
+                          "(--teacher-model models/teachers/<dataset>.pt)")
+    teacher = consistent.reference_teacher(spec["teacher"], arrays, teacher_model, spec.pop("logits_val"), device,
+                                           run_name)
+    return _Views(spec, arrays, teacher, device)
 
 
 def _closed_form(arrays, t, depth, size, member_seeds, device) -> dict:
@@ -191,9 +228,7 @@ def _generic(arrays, x, t, entry, size, member_seeds, device) -> dict:
     if is_factory(entry["family"]):
         about["factory_sha256"] = file_sha256(factory_file(entry["family"]))
     return {"train": lambda x, y, t, objective, **how: train_generic(stack, standardise(x), y, t, objective, **how),
+            "inputs": standardise,  # a consistent-teaching view, mapped as x is
             "state": lambda: {**{k: v.detach() for k, v in stack.params.items()}, **stack.buffers},
             "engine": GENERIC_ENGINE, "logits": lambda inputs: stack.logits(standardise(inputs)), "about": about}
 
-
-def read_record(logits_npz: dict) -> dict:
-    return json.loads(str(logits_npz["record"]))

@@ -89,6 +89,7 @@ class _Stage:
         self.arrays, self.info, self.cached, self.teacher_model = arrays, info, cached, teacher_model
         self.kind, self.name = info["kind"], info["name"]
         self.global_seed = global_seed
+        self.factory_spec = factory  # your teacher factory "<file>.py:<function>", or None
         self.hyper = hyper  # the teacher section's knobs
         label = f"transfer[{self.name}]"
         builder = None if factory is None else factories.teacher_builder(
@@ -205,7 +206,7 @@ def run(*, data: str, meta: str, teacher_model: str, teacher_logits: str, datase
                     "test": metrics.all_metrics(out["logits_test"], arrays["y_test"])},
         "runtime": settings,
     }
-    for key in ("augmentation", "folds", "ensemble", "subset"):
+    for key in ("augmentation", "folds", "ensemble", "subset", "consistent"):
         if key in built:
             record[key] = built[key]
     out["record"] = np.array(json.dumps(record, sort_keys=True, allow_nan=False))

@@ -210,6 +210,36 @@ def resample(stage, parsed, params) -> dict:
                        "method": "uniform with replacement (bootstrap)"}}
 
 
+def consistent(stage, parsed, params) -> dict:
+    """Consistent teaching (Beyer et al. 2022): the set is the training split with the
+    reference teacher's clean-input logits (what the test-time teacher and the designs table
+    read); the students' distill jobs draw a fresh view of every point each epoch and run the
+    reference teacher on it (engine/consistent.py). The record says how to rebuild that
+    teacher and draw the views."""
+    needed = ["noise"] + {"mnist1d": ["shift"], "digits": ["pixel_shift"]}.get(stage.kind, [])
+    require_params(params, needed, f"transfer-{parsed['level']}")
+    stage.load_reference()
+    views = {"kind": stage.kind, "noise": float(params["noise"]), "shift": int(params["shift"] or 0),
+             "pixel_shift": float(params["pixel_shift"] or 0.0),
+             "seed": seeds.derive_seed(stage.global_seed, stage.name, "consistent"),
+             "seed_coordinates": "derive_seed(global_seed, dataset, 'consistent'); epoch e's views: "
+                                 "derive_seed(that seed, 'consistent', e)",
+             "method": augment.describe(stage.kind, noise=float(params["noise"]), shift=int(params["shift"] or 0),
+                                        pixel_shift=float(params["pixel_shift"] or 0.0)),
+             "teacher": {"kind": stage.kind, "n_features": stage.info["n_features"],
+                         "n_classes": stage.info["n_classes"], "input_shape": list(stage.info["input_shape"]),
+                         "hyper": stage.hyper, "factory": stage.factory_spec,
+                         "seed": seeds.teacher_seed(stage.global_seed, stage.name)}}
+    how_long = "for distill.epochs epochs" if parsed["level"] == "consistent" else \
+        "for transfer.patient_factor x distill.epochs epochs (patient)"
+    return {**whole_train(stage), "logits": stage.cached["logits_train"], "logits_val": stage.cached["logits_val"],
+            "logits_test": stage.cached["logits_test"], "consistent": views,
+            "protocol": (f"consistent teaching {how_long}: every epoch a fresh label-preserving view of each "
+                         f"training point ({views['method']}), with the reference teacher's logits on exactly "
+                         "that view, computed during training"),
+            "test_time_teacher": "the reference teacher (its cached logits)"}
+
+
 def builder(name: str, parsed: dict, kind: str):
     """The function that builds variant `name`'s transfer set (refusing the reference and
     variants that have none)."""
@@ -225,6 +255,6 @@ def builder(name: str, parsed: dict, kind: str):
                          f"convex fit with no width and no seed dependence ({axis} axis)")
     if axis == "transfer":
         return {"in_sample": _in_sample, "cross_fitted": _cross_fitted, "augmented": _augmented,
-                "oracle": _oracle}[parsed["value"]]
+                "oracle": _oracle, "consistent": consistent, "patient": consistent}[parsed["value"]]
     return {"teacher_width": _width, "ensemble": _ensemble, "label_fraction": _labels,
             grid.RESAMPLES: resample}[axis]
