@@ -38,7 +38,7 @@ averages stay comparable) and the number of trials used per n is kept in
 ``df.attrs["trials_used"]``. The pool is still drawn, so later trials are
 unaffected by a skip.
 
-Bias² + variance (``walkthrough_variance.csv``; the seed's account of distillation is
+Bias² + variance (``walkthrough_variance.csv``; seed-notes.md's account of distillation is
 variance reduction: a target E[Y|X], or a teacher's estimate of it, makes the learned
 predictor vary less across training sets). Every fitted model of every trial and every n
 is also evaluated on ONE fixed set of ``EVAL_POINTS`` points x = 10 N(0, 1), drawn by
@@ -49,7 +49,9 @@ trials used, ``distillstudy.analysis.bias_variance.decompose`` gives bias², var
 ``true_probability``, averaged over the points; each model's variance is divided by the
 hard-label student's, with a paired bootstrap 95% CI over trials
 (``bias_variance.variance_ratio``, resampling seeded by ``[rng_seed, BOOTSTRAP_STREAM, n,
-model]``, so a row does not depend on which other n are run).
+model]``, so a row does not depend on which other n are run). The trials of one n are
+independent; different n reuse the same pools (the generator is fresh per n), so the rows
+of different n are not independent replications of each other.
 """
 
 from __future__ import annotations
