@@ -13,7 +13,7 @@ from distillstudy import grid
 from distillstudy.artifacts import load_npz
 from distillstudy.engine import datasets
 from distillstudy.render.designs import oracle_share
-from distillstudy.render.tables import oracle_sentence
+from distillstudy.render.walkthrough import oracle_sentence
 from distillstudy.stages import teacher, transfer
 
 

@@ -18,6 +18,7 @@ from distillstudy.engine import datasets
 from distillstudy.render import captions, plotting, tables, text
 from distillstudy.stages import report
 from distillstudy.analysis import stats
+from html_tables import section_text, tables as html_tables
 from synthetic import EVIL, SIZES, TEMPS, report_inputs, synthetic_results, two_family_results
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -103,6 +104,28 @@ def test_report_is_deterministic_and_warning_conditional(inputs, tmp_path):
     # without calibration.csv the reliability diagrams are left out, nothing else
     assert len(re.findall(r"<img ", c)) == len(plotting.STUDY_FIGURES) - 1 + len(inputs["walkthrough_pngs"])
     assert not list((tmp_path / "c" / "figures").glob("*/reliability.png"))
+
+
+def test_walkthrough_variance_table_and_sentence_and_its_absence(inputs, tmp_path):
+    """The walkthrough section tables bias², variance and the ratio [CI] per n and model,
+    and words its sentence from the CIs; without the file (None, or an older run's missing
+    path) the section is as before, with no variance table."""
+    html = build(inputs, tmp_path / "a")
+    log_loss_table, variance = html_tables(html, "walkthrough")
+    assert variance[0] == ["n (training points)", "model", "bias²", "variance", "variance ÷ student's [95% CI]"]
+    assert variance[1:] == [["10", "student", "0.08", "0.1", "reference"],
+                            ["10", "distilled", "0.07", "0.04", "0.40 [0.25, 0.60]"],
+                            ["15", "student", "0.08", "0.1", "reference"],
+                            ["15", "distilled", "0.07", "0.08", "0.80 [0.50, 1.20]"]]
+    text = section_text(html, "walkthrough")
+    assert ("Distilling from the teacher lowered the polynomial student's variance across training sets at 1 of 2 "
+            "values of n (n = 10; 95% CI of the variance ratio below 1) and made no detectable difference to it at "
+            "1 of 2 values of n (n = 15; 95% CI of the ratio includes 1)") in text
+    for absent in (None, tmp_path / "missing.csv"):
+        inputs["walkthrough_variance"] = absent
+        html = build(inputs, tmp_path / "b")
+        assert len(html_tables(html, "walkthrough")) == 1 and 'id="walkthrough-variance"' not in html
+        assert "at every n" in section_text(html, "walkthrough")
 
 
 def test_reliability_panels_follow_the_best_configuration_chosen_on_validation(inputs, tmp_path):
@@ -205,6 +228,7 @@ def test_csv_column_dataset_name_and_params_are_escaped(tmp_path):
     rc = cli.main(["report", "--results", str(inputs["results"]), "--calibration", str(inputs["calibration"]),
                    "--walkthrough", str(inputs["walkthrough"]),
                    "--walkthrough-pngs", *map(str, inputs["walkthrough_pngs"]),
+                   "--walkthrough-variance", str(inputs["walkthrough_variance"]),
                    "--dataset-meta", str(tmp_path / "evil.json"), "--params-json", json.dumps(params),
                    "--out-html", str(out / "index.html"), "--figures-dir", str(out / "figures"),
                    "--plots-dir", str(out / "plots")])

@@ -23,6 +23,7 @@ import pytest
 import torch
 
 from conftest import copy_workspace, tool_env
+from distillstudy.stages import walkthrough
 
 pytestmark = pytest.mark.slow
 CONFIG = ["--configfile", "tests/params.tiny.yaml"]  # as `finished` was run (last: it takes a list)
@@ -59,7 +60,8 @@ RUNS = {
                  for ext in ("pt", "logits.npz")]),
     "evaluate": ("evaluate", ["reports/results.csv"],
                  ["reports/results.csv", "reports/metrics.json", "reports/calibration.csv", "reports/designs.csv"]),
-    "walkthrough": ("walkthrough", ["reports/walkthrough.csv"], ["reports/walkthrough.csv", "reports/walkthrough"]),
+    "walkthrough": ("walkthrough", ["reports/walkthrough.csv", "reports/walkthrough_variance.csv"],
+                    ["reports/walkthrough.csv", "reports/walkthrough", "reports/walkthrough_variance.csv"]),
     "report": ("report", ["reports/index.html"], ["reports/index.html", "reports/figures", "reports/plots"]),
 }
 
@@ -204,6 +206,9 @@ def test_walkthrough_rule(ran):
     assert list(frame.columns) == ["n_train", "model", "split", "log_loss"]
     assert len(frame) == 2 * 5 * 2  # n values x (student, teacher, distilled, oracle_distilled, truth) x splits
     assert (ws / "reports/walkthrough/test_log_loss.png").read_bytes()[:4] == b"\x89PNG"
+    variance = pd.read_csv(ws / "reports/walkthrough_variance.csv")
+    assert list(variance.columns) == walkthrough.VARIANCE_COLUMNS
+    assert len(variance) == 2 * len(walkthrough.VARIANCE_MODELS)  # n values x decomposed models
     assert_same_bytes(ws, before)
 
 

@@ -30,7 +30,7 @@ def test_end_to_end_outputs(finished):
     # tiny params, the mean test log loss of each model, and the verdict.
     html = (finished / "reports/index.html").read_text()
     walk = pd.read_csv(finished / "reports/walkthrough.csv")
-    (table,) = tables(html, "walkthrough")
+    table, variance_table = tables(html, "walkthrough")
     header, rows = table[0], table[1:]
     models = [h.split(":")[0] for h in header[1:]]
     assert set(models) == set(walk.model)
@@ -44,6 +44,9 @@ def test_end_to_end_outputs(finished):
                else f"at {better} of {len(test)} values of n")
     assert verdict in section_text(html, "walkthrough")
     assert html.count('alt="Walkthrough: mean') == 2  # the test and train log-loss figures
+    # ... and its bias² + variance table: one row per n and decomposed model, in the CSV's order
+    variance = pd.read_csv(finished / "reports/walkthrough_variance.csv")
+    assert [(int(r[0]), r[1]) for r in variance_table[1:]] == list(zip(variance.n_train, variance.model))
 
 
 def test_second_run_has_nothing_to_do(finished):

@@ -204,16 +204,20 @@ def add_walkthrough(sub):
     p.add_argument("--out-csv", required=True)
     p.add_argument("--out-test-png", required=True)
     p.add_argument("--out-train-png", required=True)
+    p.add_argument("--out-variance-csv", help="bias2 + variance per n and model (omit: not computed)")
 
 
 def cmd_walkthrough(a):
     from distillstudy.stages import walkthrough
 
-    frame = walkthrough.run(n_train=a.n_train, trials=a.trials, pool_size=a.pool_size, rng_seed=a.rng_seed,
-                            split_seed=a.split_seed, degree=a.degree, out_csv=a.out_csv,
-                            out_test_png=a.out_test_png, out_train_png=a.out_train_png)
+    frame, variance = walkthrough.run(n_train=a.n_train, trials=a.trials, pool_size=a.pool_size,
+                                      rng_seed=a.rng_seed, split_seed=a.split_seed, degree=a.degree,
+                                      out_csv=a.out_csv, out_test_png=a.out_test_png,
+                                      out_train_png=a.out_train_png, out_variance_csv=a.out_variance_csv)
     test = frame[frame["split"] == "test"].pivot(index="n_train", columns="model", values="log_loss")
     print("walkthrough test log loss:\n" + test.to_string(float_format=lambda v: f"{v:.4f}"))
+    if variance is not None:
+        print("walkthrough bias2 + variance:\n" + variance.to_string(index=False, float_format=lambda v: f"{v:.4g}"))
 
 
 def add_report(sub):
@@ -224,6 +228,7 @@ def add_report(sub):
     p.add_argument("--designs", help="designs.csv from evaluate (omit: no study-design section)")
     p.add_argument("--variance", help="variance.csv from evaluate (omit: no variance design)")
     p.add_argument("--walkthrough-pngs", nargs="*", default=[])
+    p.add_argument("--walkthrough-variance", help="walkthrough_variance.csv (omit: no bias2 + variance table)")
     p.add_argument("--dataset-meta", nargs="+", required=True)
     p.add_argument("--params-json", required=True, help="the effective params as one JSON string")
     p.add_argument("--benchmarks", nargs="*", default=[], help="Snakemake benchmark files")
@@ -238,7 +243,7 @@ def cmd_report(a):
     report.run(results=a.results, dataset_meta=a.dataset_meta, params=json.loads(a.params_json),
                out_html=a.out_html, figures_dir=a.figures_dir, plots_dir=a.plots_dir, calibration=a.calibration,
                walkthrough=a.walkthrough, walkthrough_pngs=a.walkthrough_pngs, designs=a.designs,
-               variance=a.variance,
+               variance=a.variance, walkthrough_variance=a.walkthrough_variance,
                benchmarks=a.benchmarks)
     print(f"report: wrote {a.out_html}")
 

@@ -257,6 +257,7 @@ def walkthrough_args(wildcards, input):
     return (
         f"--walkthrough {input.walkthrough[0]}"
         f" --walkthrough-pngs {input.walkthrough[1]} {input.walkthrough[2]}"
+        f" --walkthrough-variance {input.walkthrough[3]}"
     )
 
 

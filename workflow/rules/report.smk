@@ -10,6 +10,7 @@ rule report:
                 "reports/walkthrough.csv",
                 "reports/walkthrough/test_log_loss.png",
                 "reports/walkthrough/train_log_loss.png",
+                "reports/walkthrough_variance.csv",
             ]
             if WALKTHROUGH
             else []

@@ -4,6 +4,7 @@ rule walkthrough:
         code=stage_code("walkthrough"),
     output:
         csv="reports/walkthrough.csv",
+        variance_csv="reports/walkthrough_variance.csv",
         test_png=report(
             "reports/walkthrough/test_log_loss.png",
             caption="../report/walkthrough.rst",
@@ -35,4 +36,5 @@ rule walkthrough:
         " --pool-size {params.pool_size} --rng-seed {params.rng_seed}"
         " --split-seed {params.split_seed} --degree {params.degree}"
         " --out-csv {output.csv} --out-test-png {output.test_png}"
-        " --out-train-png {output.train_png} > {log} 2>&1"
+        " --out-train-png {output.train_png}"
+        " --out-variance-csv {output.variance_csv} > {log} 2>&1"

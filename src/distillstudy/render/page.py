@@ -29,6 +29,7 @@ from distillstudy.students import distill_students, family_noun, family_title
 from distillstudy.render import designs as design_sections
 from distillstudy.render import variance as variance_sections
 from distillstudy.render import objectives, tables
+from distillstudy.render import walkthrough as walkthrough_sections
 
 TEMPLATE = "index.html.j2"
 
@@ -185,6 +186,7 @@ def render_page(results: pd.DataFrame, *, figures_dir: Path, params: dict, datas
                 calibration: pd.DataFrame | None = None, designs: pd.DataFrame | None = None,
                 variance: pd.DataFrame | None = None,
                 walkthrough: pd.DataFrame | None = None, walkthrough_pngs: list = (),
+                walkthrough_variance: pd.DataFrame | None = None,
                 confidence: float = 0.95, title: str = "distillstudy report") -> str:
     """The report's HTML; its figures are written to `figures_dir/<panel slug>/<key>.png`
     (text.slug of the panel's label: the dataset's name in a one-family study).
@@ -194,7 +196,8 @@ def render_page(results: pd.DataFrame, *, figures_dir: Path, params: dict, datas
     `design_stats.load_designs` (None: no "Study designs" section), `variance` as from
     `analysis.variance.load` (None: no variance design); `walkthrough`
     the walkthrough table (None: the section shows only `walkthrough_pngs`, or is
-    left out when there are none); `benchmarks` wall seconds per rule (columns
+    left out when there are none); `walkthrough_variance` its bias² + variance table
+    (None: no variance table); `benchmarks` wall seconds per rule (columns
     rule, wall_s and optionally jobs; None or empty: none recorded).
     """
     figures_dir = Path(figures_dir)
@@ -225,7 +228,7 @@ def render_page(results: pd.DataFrame, *, figures_dir: Path, params: dict, datas
         objectives=objective_sections,
         method_note=_method_note(conf_pct),
         conf_pct=conf_pct,
-        walkthrough=tables.walkthrough_section(walkthrough, walkthrough_pngs),
+        walkthrough=walkthrough_sections.walkthrough_section(walkthrough, walkthrough_pngs, walkthrough_variance),
         designs=design_section,
         design_params=design_params(params),
         params_text=_params_text(params),

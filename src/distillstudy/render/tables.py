@@ -1,7 +1,7 @@
 """The report's tables and per-panel sections (a panel: one dataset's students of one
 family, with the dataset's teacher): summary sentences, the per-size and
-all-cells gain tables with their figures, the walkthrough table and verdict, the
-datasets' metadata, and the wall time per rule.
+all-cells gain tables with their figures, the datasets' metadata, and the wall time
+per rule (the walkthrough's section: render.walkthrough).
 
 Each function returns plain dicts and strings for the Jinja template (escaping is
 the template's job); only `dataset_section` writes files (its figures).
@@ -10,7 +10,6 @@ the template's job); only `dataset_section` writes files (its figures).
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Iterable
 
 import numpy as np
 import pandas as pd
@@ -18,7 +17,7 @@ import pandas as pd
 from distillstudy.analysis import objective_stats, stats, tuning_stats
 from distillstudy.grid import setting_name
 from distillstudy.render import figures
-from distillstudy.render.captions import data_uri, figure_entry
+from distillstudy.render.captions import figure_entry
 from distillstudy.render.plotting import STUDY_FIGURES, size_noun
 from distillstudy.render.text import css_class, gain_text, mean_ci_text, missing, num, pct, slug
 
@@ -216,69 +215,6 @@ def dataset_section(ds: str, df: pd.DataFrame, summaries: dict, figures_dir: Pat
             "teacher_mmp": num(t_mmp, 4),
             "teacher_params": "" if teach is None or missing(teach["n_params"]) else f"{int(teach['n_params']):,}",
             "size_rows": size_rows, "has_logit_mse": has_lmse, "cells": cells, "figures": figs}
-
-
-def walkthrough_section(walkthrough: pd.DataFrame | None, walkthrough_pngs: Iterable) -> dict | None:
-    """The walkthrough's figures, its test log loss per n and model, and whether the
-    distilled student beat the hard-label one at every n. `walkthrough` is the
-    walkthrough stage's table (None: the section is built from the PNGs alone, or
-    omitted when there are none)."""
-    pngs = [Path(p) for p in (walkthrough_pngs or [])]
-    if walkthrough is None and not pngs:
-        return None
-    figs = []
-    for p in pngs:
-        split = "test" if "test" in p.stem.lower() else "train" if "train" in p.stem.lower() else ""
-        title = f"Walkthrough: mean {split} log loss against n" if split else f"Walkthrough figure {p.name}"
-        caption = ("Mean log loss over the trials against the number of training points n, for the hard-label "
-                   "student, the distilled (logit-matching) student, the same student distilled from the oracle "
-                   "teacher (the true logits), the teacher, and the truth (the true probability: the floor). ")
-        caption += {"test": "On test data, look for the distilled line below the student's at every n, and the "
-                            "teacher lowest.",
-                    "train": "On training data, compare with the test figure: a model with a lower training loss "
-                             "but a higher test loss is overfitting its few points.",
-                    "": ""}[split]
-        figs.append({"uri": data_uri(p), "title": title, "alt": title, "caption": caption})
-
-    rows, models, verdict = [], [], "No walkthrough table was provided."
-    if walkthrough is not None:
-        absent = {"n_train", "model", "split", "log_loss"} - set(walkthrough.columns)
-        if absent:
-            raise ValueError(f"walkthrough table lacks columns {sorted(absent)}")
-        wt = walkthrough.assign(log_loss=pd.to_numeric(walkthrough["log_loss"]))
-        test = wt[wt["split"] == "test"].groupby(["n_train", "model"])["log_loss"].mean().unstack("model")
-        models = [m for m in ("student", "distilled", "teacher") if m in test.columns]
-        models += sorted(m for m in test.columns if m not in models)
-        for n, r in test.iterrows():
-            rows.append({"n": n, "cells": [num(r[m], 4) for m in models]})
-        if {"student", "distilled"} <= set(test.columns) and len(test):
-            better = test["distilled"] < test["student"]
-            if better.all():
-                verdict = (f"The distilled student had a lower test log loss than the hard-label student at every n "
-                           f"({len(test)} of {len(test)} values of n), as in the walkthrough.")
-            else:
-                worse = ", ".join(str(n) for n in test.index[~better])
-                verdict = (f"The distilled student beat the hard-label student on test log loss at {int(better.sum())} "
-                           f"of {len(test)} values of n; it did not at n = {worse}, unlike the walkthrough.")
-        else:
-            verdict = "The walkthrough table lacks the student or distilled model, so they cannot be compared."
-        if {"student", "distilled", "oracle_distilled"} <= set(test.columns) and len(test):
-            verdict += " " + oracle_sentence(test)
-    return {"figures": figs, "rows": rows, "models": models, "verdict": verdict}
-
-
-def oracle_sentence(test: pd.DataFrame) -> str:
-    """The walkthrough's oracle: the share of the oracle teacher's log-loss gain that the
-    trained teacher delivers, (student - distilled) / (student - oracle_distilled), per n
-    (mean test log loss over the trials; a ratio of means, no interval)."""
-    gain_oracle = test["student"] - test["oracle_distilled"]
-    share = (test["student"] - test["distilled"]) / gain_oracle.where(gain_oracle > 0)
-    listed = ", ".join(f"n = {n}: {v:.0%}" if pd.notna(v) else f"n = {n}: n/a (no oracle gain)"
-                       for n, v in share.items())
-    return (f"Distilled from the oracle teacher (the true logits), the same polynomial student's test log loss is "
-            f"{num(test['oracle_distilled'].iloc[0], 3)} at n = {test.index[0]} and "
-            f"{num(test['oracle_distilled'].iloc[-1], 3)} at n = {test.index[-1]}; the trained teacher delivers this "
-            f"share of the oracle's gain over the hard-label student: {listed} (ratios of mean log losses).")
 
 
 def _scalar(v) -> bool:

@@ -3,6 +3,7 @@
     distillstudy report --results reports/results.csv --calibration reports/calibration.csv \\
         --designs reports/designs.csv --walkthrough reports/walkthrough.csv \\
         --walkthrough-pngs reports/walkthrough/test_log_loss.png reports/walkthrough/train_log_loss.png \\
+        --walkthrough-variance reports/walkthrough_variance.csv \\
         --dataset-meta data/prepared/*.json --params-json '<the effective config as JSON>' \\
         --benchmarks logs/benchmarks/*/*.tsv --out-html reports/index.html \\
         --figures-dir reports/figures --plots-dir reports/plots
@@ -30,6 +31,7 @@ from distillstudy.render import page, plots
 
 def run(*, results: str, dataset_meta: list[str], params: dict, out_html: str, figures_dir: str, plots_dir: str,
         calibration: str | None = None, walkthrough: str | None = None, walkthrough_pngs: list[str] = (),
+        walkthrough_variance: str | None = None,
         designs: str | None = None, variance: str | None = None, benchmarks: list[str] = (),
         provenance_record: dict | None = None,
         confidence: float = 0.95) -> None:
@@ -39,21 +41,26 @@ def run(*, results: str, dataset_meta: list[str], params: dict, out_html: str, f
     missing file means a study without designs (no "Study designs" section); `variance`
     (variance.csv) None or header-only: no variance design;
     `walkthrough` None builds that section from `walkthrough_pngs` alone (or
-    leaves it out); `benchmarks` are Snakemake benchmark files. `params` is the
-    effective config (its `report.title` titles the page). `provenance_record`
+    leaves it out); `walkthrough_variance` None or a missing file (an older run)
+    leaves out its bias² + variance table; `benchmarks` are Snakemake benchmark
+    files. `params` is the effective config (its `report.title` titles the page). `provenance_record`
     None: the record is collected now (commit, date, machine, versions).
     """
     if provenance_record is None:
         provenance_record = provenance.collect()
     wt = None if walkthrough is None else pd.read_csv(walkthrough, dtype={"model": str, "split": str},
                                                       keep_default_na=False)
+    # model as text; the empty ratio fields of the student rows read as NaN
+    wt_var = (pd.read_csv(walkthrough_variance, dtype={"model": str})
+              if walkthrough_variance is not None and Path(walkthrough_variance).exists() else None)
     df = stats.load_results(results)
     html = page.render_page(
         df, figures_dir=Path(figures_dir), params=params,
         datasets_meta=[json.loads(Path(p).read_text(encoding="utf-8")) for p in dataset_meta],
         provenance=provenance_record, benchmarks=provenance.read_benchmarks(benchmarks),
         calibration=None if calibration is None else stats.load_calibration(calibration),
-        designs=design_stats.load_designs(designs), variance=variance_table.load(variance), walkthrough=wt, walkthrough_pngs=walkthrough_pngs,
+        designs=design_stats.load_designs(designs), variance=variance_table.load(variance), walkthrough=wt,
+        walkthrough_pngs=walkthrough_pngs, walkthrough_variance=wt_var,
         confidence=confidence, title=params.get("report", {}).get("title", "distillstudy report"))
     write_text(Path(plots_dir) / plots.PLOTS_CSV, plots.accuracy_vs_temperature_csv(df))
     write_text(out_html, html)
