@@ -193,8 +193,9 @@ def test_the_study_designs_rebuild_a_factory_teacher(tmp_path):
     ws = images_workspace(tmp_path / "study", params, ZOO)
     run(["snakemake", "-c2"], ws)
     sets = sorted(p.name for p in (ws / "models/transfer/imgs").glob("*.json"))
-    assert sets == ["ensemble-2.json", "transfer-augmented.json", "transfer-cross_fitted.json"]
-    for name in ("ensemble-2", "transfer-cross_fitted"):
+    assert sets == ["ensemble-2.json", "resample-1.json", "resample-2.json", "transfer-augmented.json",
+                    "transfer-cross_fitted.json"]  # the variance design refits your teacher too
+    for name in ("ensemble-2", "transfer-cross_fitted", "resample-1"):
         meta = json.loads((ws / f"models/transfer/imgs/{name}.json").read_text())
         trained = [t for t in meta["teachers"] if t["trained_here"]]
         assert trained and all(t["architecture"] == "zoo/models.py:mlp" for t in trained), meta["teachers"]

@@ -101,6 +101,7 @@ def add_transfer(sub):
     p.add_argument("--shift", type=int, help="augmented (mnist1d): largest circular shift")
     p.add_argument("--pixel-shift", type=float, help="augmented (digits): largest image shift")
     p.add_argument("--factory", help="the dataset's teacher is your '<file>.py:<function>' (trained here)")
+    p.add_argument("--previous-generation", help="generation-k (k > 1): generation k - 1's alpha = 1 cell")
     p.add_argument("--threads", type=positive_int, default=1)
     p.add_argument("--out-set", required=True)
     p.add_argument("--out-model", required=True)
@@ -116,7 +117,8 @@ def cmd_transfer(a):
         patience=a.patience, batch_size=a.batch_size, lr=a.lr, weight_decay=a.weight_decay,
         cnn_channels=a.cnn_channels, mlp_width=a.mlp_width, dropout=a.dropout, folds=a.folds,
         copies=a.copies, noise=a.noise, shift=a.shift, pixel_shift=a.pixel_shift,
-        out_set=a.out_set, out_model=a.out_model, out_meta=a.out_meta, threads=a.threads, factory=a.factory)
+        out_set=a.out_set, out_model=a.out_model, out_meta=a.out_meta, threads=a.threads, factory=a.factory,
+        previous_generation=a.previous_generation)
     print(f"transfer[{a.dataset}, {a.variant}]: {record.get('n_transfer')} transfer points")
 
 
@@ -179,6 +181,7 @@ def add_evaluate(sub):
     p.add_argument("--transfer-sets", nargs="*", default=[], help="study-design variants' transfer sets")
     p.add_argument("--out-designs", help="designs.csv (written, header only, when there are no designs)")
     p.add_argument("--out-variance", help="variance.csv (written, header only, without designs.resamples)")
+    p.add_argument("--out-generations", help="generations.csv (header only without designs.generations)")
     p.add_argument("--ece-bins", type=positive_int, required=True)
     p.add_argument("--out-results", required=True)
     p.add_argument("--out-metrics", required=True)
@@ -190,7 +193,7 @@ def cmd_evaluate(a):
     evaluate.run(data=a.data, teachers=a.teachers, teacher_meta=a.teacher_meta, cells=a.cells,
                  ece_bins=a.ece_bins, out_results=a.out_results, out_metrics=a.out_metrics,
                  design_cells=a.design_cells, transfer_sets=a.transfer_sets, out_designs=a.out_designs,
-                 out_variance=a.out_variance)
+                 out_variance=a.out_variance, out_generations=a.out_generations)
 
 
 def add_walkthrough(sub):
@@ -227,6 +230,7 @@ def add_report(sub):
     p.add_argument("--walkthrough", help="walkthrough.csv (omit when the walkthrough is disabled)")
     p.add_argument("--designs", help="designs.csv from evaluate (omit: no study-design section)")
     p.add_argument("--variance", help="variance.csv from evaluate (omit: no variance design)")
+    p.add_argument("--generations", help="generations.csv from evaluate (omit: no born-again generations)")
     p.add_argument("--walkthrough-pngs", nargs="*", default=[])
     p.add_argument("--walkthrough-variance", help="walkthrough_variance.csv (omit: no bias2 + variance table)")
     p.add_argument("--dataset-meta", nargs="+", required=True)
@@ -243,7 +247,7 @@ def cmd_report(a):
     report.run(results=a.results, dataset_meta=a.dataset_meta, params=json.loads(a.params_json),
                out_html=a.out_html, figures_dir=a.figures_dir, plots_dir=a.plots_dir, calibration=a.calibration,
                walkthrough=a.walkthrough, walkthrough_pngs=a.walkthrough_pngs, designs=a.designs,
-               variance=a.variance, walkthrough_variance=a.walkthrough_variance,
+               variance=a.variance, walkthrough_variance=a.walkthrough_variance, generations=a.generations,
                benchmarks=a.benchmarks)
     print(f"report: wrote {a.out_html}")
 

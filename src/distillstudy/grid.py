@@ -20,6 +20,9 @@ and one that is not a one-factor change but R replicates of the whole study:
     resamples       (the split)     resample-3          bootstrap resample r of the training split, its
                                                         teacher refitted on it: the students' variance
                                                         across training sets (analysis/variance.py)
+    generations     (the teacher)   generation-2        born-again students of the teacher's own
+                                                        architecture; generation k + 1 learns from
+                                                        generation k, replicate by replicate
 
 A variant's files live under models/students/{dataset}/{variant}/...; the reference's
 directly under models/students/{dataset}/ (its name here is "reference").
@@ -32,6 +35,7 @@ from __future__ import annotations
 import math
 import re
 
+from distillstudy.spelling import factory_file, format_number, number_value  # noqa: F401  (re-exported)
 from distillstudy.students import reference_family
 
 #: The prepared splits, in this order everywhere (files, tables, reports).
@@ -59,52 +63,22 @@ AXES = {
 }
 #: The variance design's replicates (not an axis: no level is compared with a reference).
 RESAMPLES = "resamples"
-PREFIX_AXIS = {**{prefix: axis for axis, (prefix, _) in AXES.items()}, "resample": RESAMPLES}
+#: Born-again generations (Furlanello et al. 2018): students of the teacher's own architecture
+#: (path name SELF_STUDENT: family "teacher", size 1 = the teacher's width), KD at T = 1.
+GENERATIONS, SELF_STUDENT, BORN_AGAIN_T = "generations", "teacher-1", 1.0
+PREFIX_AXIS = {**{prefix: axis for axis, (prefix, _) in AXES.items()}, "resample": RESAMPLES,
+               "generation": GENERATIONS}
 #: Snakemake wildcard pattern of a variant name ("labels-0.1", "transfer-augmented").
 #: The designs' own reference level, trained untuned, where distill.tune tunes the main grid
 #: of a design dataset: each axis must change one factor, and tuning would be a second.
 UNTUNED = "untuned"
 VARIANT_PATTERN = rf"(?:{UNTUNED}|(?:{'|'.join(PREFIX_AXIS)})-[A-Za-z0-9_.+-]+)"
 #: Axes whose variants need a transfer set of their own (the `transfer` stage).
-NEEDS_TRANSFER_SET = ("transfer", "teacher_width", "ensemble", "label_fraction", RESAMPLES)
+NEEDS_TRANSFER_SET = ("transfer", "teacher_width", "ensemble", "label_fraction", RESAMPLES, GENERATIONS)
 #: Axes whose hard-label baseline differs from the reference's (it is trained per level).
 OWN_BASELINE = ("epochs", "label_fraction", RESAMPLES)
 #: Dataset kinds whose teacher has no width and no seed dependence (a convex fit).
 FIXED_TEACHER_KINDS = ("sine",)
-
-
-def factory_file(spec: str) -> str:
-    """The file of a factory "<file>.py:<function>" (relative to the repository root)."""
-    return spec.rsplit(":", 1)[0]
-
-
-def format_number(value) -> str:
-    """THE spelling of a number in cell and variant names, paths and tables.
-
-    1, 1.0 and "1.0" -> "1"; 0.50 -> "0.5"; 100.0 -> "100"; 1e-05 -> "1e-05" (12
-    significant digits, so float noise never makes two names). None, NaN, pandas' NA and
-    "" (an empty table cell) -> ""; text that is not a number (a transfer protocol) is
-    kept, stripped.
-    """
-    if isinstance(value, str):
-        text = value.strip()
-        try:
-            value = float(text)
-        except ValueError:
-            return text
-    try:
-        value = float(value)
-    except (TypeError, ValueError):  # None, pandas.NA
-        return ""
-    return "" if math.isnan(value) else format(value, ".12g")
-
-
-def number_value(text) -> float:
-    """The numeric value of a spelled number, for sorting and plotting (NaN if none)."""
-    try:
-        return float(text)
-    except (TypeError, ValueError):
-        return float("nan")
 
 
 # ---- objectives: the distillation terms a student cell may add (distillstudy.objectives) --
@@ -269,7 +243,7 @@ def parse_variant(name: str) -> dict:
         if level not in PROTOCOLS:
             raise ValueError(f"variant {name!r}: unknown transfer protocol {level!r} (one of {', '.join(PROTOCOLS)})")
         value = level
-    elif axis in ("epochs", "ensemble", RESAMPLES):
+    elif axis in ("epochs", "ensemble", RESAMPLES, GENERATIONS):
         value = int(level)
     else:
         value = float(level)
@@ -341,14 +315,24 @@ def dataset_variants(params: dict, dataset: dict) -> list[str]:
         names += [variant_name(axis, level) for level in axis_levels(axis, params)[1:]
                   if dataset["kind"] in PROTOCOL_KINDS.get(level, (dataset["kind"],))]
     names += [f"resample-{r}" for r in range(1, int(designs.get(RESAMPLES, 0)) + 1)]
+    if dataset["name"] in designs.get("generation_datasets", designs["datasets"]):
+        names += [f"generation-{k}" for k in range(1, int(designs.get(GENERATIONS, 0)) + 1)]
     if names and tuned(params["distill"], dataset["name"], reference_family(params)["label"]):
         names.insert(0, UNTUNED)  # the designs' reference level, untuned as every variant
     return names
 
 
 
+def generation_plan(params: dict) -> tuple[list[str], list[str]]:
+    """The students and cells of every born-again generation: the teacher's own architecture,
+    KD at T = 1 at alpha = 1 (pure teacher targets, the chain's link) and at designs.alpha."""
+    alphas = sorted({1.0, *(float(a) for a in params.get("designs", {}).get("alpha") or distill_alphas(params["distill"]))})
+    return [SELF_STUDENT], [cell_name("kd", {"temperature": BORN_AGAIN_T}, a) for a in reversed(alphas)]
+
+
 def variant_cells(variant: str, temperature_cells: list[str]) -> list[str]:
-    """Cells trained under a non-reference variant (the reference's are the main grid's)."""
+    """Cells trained under a non-reference variant (the reference's are the main grid's; a
+    generation's: generation_plan)."""
     axis = parse_variant(variant)["axis"]
     cells = list(temperature_cells)
     if axis in OWN_BASELINE or variant == UNTUNED:
@@ -397,4 +381,5 @@ FIGURE_TITLES = {
     "design_ensemble": "study design: ensemble teacher",
     "design_label_fraction": "study design: labelled fraction",
     "design_variance": "study design: variance across training sets",
+    "design_generations": "study design: born-again generations",
 }

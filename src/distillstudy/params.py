@@ -21,7 +21,7 @@ import numpy as np
 import yaml
 
 from distillstudy.grid import TUNING_KEYS, distill_alphas, distill_objectives, factory_file, format_number
-from distillstudy.students import distill_students, is_factory, reference_family
+from distillstudy.students import SELF_FAMILY, distill_students, is_factory, reference_family
 from distillstudy.errors import ParamsError
 
 #: Ships inside the package, so validation works outside a checkout too.
@@ -214,6 +214,9 @@ def _students_errors(params: dict, base: Path) -> list[str]:
                             f"as distill.students[{labels[entry['label']]}] is: give one of them another "
                             f"{'depth' if entry['label'].startswith('mlp') else 'function name'}")
         labels.setdefault(entry["label"], i)
+        if entry["label"] == SELF_FAMILY:
+            messages.append(f"{where}.family: a function named {SELF_FAMILY!r} would share its name with the "
+                            "born-again generations' students (the teacher's own architecture); rename it")
         if "depth" in distill["students"][i] and entry["family"] != "mlp":
             messages.append(f"{where}.depth: only the mlp family has a depth ({entry['family']!r} has its own)")
         for j, name in enumerate(entry["datasets"] or []):
@@ -303,6 +306,10 @@ def _designs_errors(params: dict) -> list[str]:
                         "need at least one student size")
     for axis in ("epochs", "teacher_width", "ensemble", "label_fraction"):
         messages += _duplicate_errors(designs[axis], f"designs.{axis}", format_number)
+    for i, name in enumerate(designs.get("generation_datasets", [])):
+        if name not in designs["datasets"]:
+            messages.append(f"designs.generation_datasets[{i}]: {name!r} is not one of designs.datasets "
+                            f"({', '.join(designs['datasets']) or 'none'})")
     if designs.get("resamples") == 1:
         messages.append("designs.resamples: 1 cannot give a variance across training sets; use 0 (off) or at least 2")
     alphas = [format_number(a) for a in distill_alphas(params["distill"])]

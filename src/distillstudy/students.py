@@ -14,17 +14,20 @@ import re
 #: Built-in student families (engine/families.py); any other family is your factory
 #: "<file>.py:<function>" with f(input_shape, n_classes, size) -> torch.nn.Module.
 BUILTIN_FAMILIES = ("mlp", "cnn")
+#: The born-again generations' students (grid.GENERATIONS): the teacher's own architecture,
+#: built as the teacher is; not a distill.students family (the schema refuses the name).
+SELF_FAMILY = "teacher"
 #: Hidden layers of an `mlp` entry without `depth` (today's students: in -> H -> H -> classes).
 DEFAULT_DEPTH = 2
 #: What a family's size counts, in tables and figures (a factory's size: "size").
-SIZE_NOUNS = {"mlp": "hidden width", "cnn": "channels"}
+SIZE_NOUNS = {"mlp": "hidden width", "cnn": "channels", SELF_FAMILY: "width ×"}
 #: Snakemake wildcard pattern of a student's path segment (student_name).
 STUDENT_PATTERN = r"h[0-9]+|[A-Za-z_][A-Za-z0-9_]*-[0-9]+"
 _STUDENT_RE = re.compile(r"h(?P<size>[0-9]+)|(?P<label>[A-Za-z_][A-Za-z0-9_]*)-(?P<lsize>[0-9]+)")
 
 
 def is_factory(family: str) -> bool:
-    return family not in BUILTIN_FAMILIES
+    return family not in (*BUILTIN_FAMILIES, SELF_FAMILY)
 
 
 def family_label(entry: dict) -> str:
@@ -34,11 +37,11 @@ def family_label(entry: dict) -> str:
     if family == "mlp":
         depth = int(entry.get("depth", DEFAULT_DEPTH))
         return "mlp" if depth == DEFAULT_DEPTH else f"mlp{depth}"
-    return family if family in BUILTIN_FAMILIES else family.rsplit(":", 1)[1].strip()
+    return family if family in (*BUILTIN_FAMILIES, SELF_FAMILY) else family.rsplit(":", 1)[1].strip()
 
 
 #: How the report names a built-in family's students ("MLP students (hidden width 16)").
-FAMILY_TITLES = {"mlp": "MLP", "cnn": "CNN"}
+FAMILY_TITLES = {"mlp": "MLP", "cnn": "CNN", SELF_FAMILY: "Teacher-architecture"}
 
 
 def family_title(label: str) -> str:

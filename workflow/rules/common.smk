@@ -13,6 +13,9 @@ from codedeps import stage_code
 from distillstudy.grid import (
     CELL_PATTERN,
     CONSISTENT,
+    GENERATIONS,
+    SELF_STUDENT,
+    generation_plan,
     FIGURE_TITLES,
     NEEDS_TRANSFER_SET,
     TUNING_KEYS,
@@ -126,14 +129,22 @@ def student_cells(wildcards=None):
     ]
 
 
+def variant_plan(variant: str) -> tuple[list[str], list[str]]:
+    """(students, cells) of a design variant: the reference family's students at the designs'
+    temperatures, or a born-again generation's (the teacher's own architecture, grid.generation_plan)."""
+    if parse_variant(variant)["axis"] == GENERATIONS:
+        return generation_plan(config)
+    return DESIGN_STUDENTS, variant_cells(variant, DESIGN_TEMPERATURE_CELLS)
+
+
 def design_cells(wildcards=None):
     """Every study-design variant's cells (each variant changes one factor)."""
     return [
         f"models/students/{dataset}/{variant}/{student}/{cell}.logits.npz"
         for dataset, variants in VARIANTS.items()
         for variant in variants
-        for student in DESIGN_STUDENTS
-        for cell in variant_cells(variant, DESIGN_TEMPERATURE_CELLS)
+        for student in variant_plan(variant)[0]
+        for cell in variant_plan(variant)[1]
     ]
 
 
@@ -165,7 +176,10 @@ def distill_targets(wildcards):
 
 
 def student_family(wildcards) -> dict:
-    """The distill.students entry of a cell's student ("h16" -> the mlp, "cnn-8" -> cnn)."""
+    """The distill.students entry of a cell's student ("h16" -> the mlp, "cnn-8" -> cnn; a
+    born-again generation's "teacher-1": the teacher's own architecture)."""
+    if wildcards.student == SELF_STUDENT:
+        return {"family": "teacher", "label": "teacher"}
     return STUDENTS[wildcards.dataset][wildcards.student]
 
 
@@ -198,6 +212,19 @@ def tune_args(wildcards) -> str:
 
 def distill_targets_flag(wildcards):
     return "--transfer" if uses_transfer_set(wildcards) else "--teacher-logits"
+
+
+def previous_generation(wildcards):
+    """Generation k's targets, for the transfer set of generation k + 1: its alpha = 1 cell."""
+    parsed = parse_variant(wildcards.design)
+    if parsed["axis"] != GENERATIONS or parsed["value"] < 2:
+        return []
+    cell = generation_plan(config)[1][0]  # kd_T1_mix1: the chain's link
+    return [f"models/students/{wildcards.dataset}/generation-{parsed['value'] - 1}/{SELF_STUDENT}/{cell}.logits.npz"]
+
+
+def previous_generation_args(wildcards, input):
+    return f"--previous-generation {input.previous}" if input.previous else ""
 
 
 def consistent_teacher(wildcards):

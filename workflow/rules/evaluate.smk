@@ -19,6 +19,8 @@ rule evaluate:
         # The variance design's table (designs.resamples; analysis/variance.py), header
         # only without it.
         variance="reports/variance.csv",
+        # Born-again generations (designs.generations; analysis/generations.py), header only without.
+        generations="reports/generations.csv",
     params:
         ece_bins=config["evaluate"]["ece_bins"],
     conda:
@@ -35,4 +37,5 @@ rule evaluate:
         " --teacher-meta {input.teacher_meta} --cells {input.cells}"
         " --design-cells {input.design_cells} --transfer-sets {input.transfer_sets}"
         " --ece-bins {params.ece_bins} --out-designs {output.designs} --out-variance {output.variance}"
+        " --out-generations {output.generations}"
         " --out-results {output.results} --out-metrics {output.metrics} > {log} 2>&1"

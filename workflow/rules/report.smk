@@ -4,6 +4,7 @@ rule report:
         calibration="reports/calibration.csv",
         designs="reports/designs.csv",
         variance="reports/variance.csv",
+        generations="reports/generations.csv",
         meta=expand("data/prepared/{dataset}.json", dataset=DATASETS),
         walkthrough=(
             [
@@ -46,7 +47,7 @@ rule report:
         runtime=20,
     shell:
         "distillstudy report --results {input.results} --calibration {input.calibration}"
-        " --designs {input.designs} --variance {input.variance}"
+        " --designs {input.designs} --variance {input.variance} --generations {input.generations}"
         " --dataset-meta {input.meta}"
         " {params.walkthrough} --params-json {params.config_json:q}"
         " --benchmarks {input.benchmarks} --out-html {output.html}"

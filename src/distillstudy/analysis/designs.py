@@ -31,7 +31,7 @@ from distillstudy.analysis.stats import LEGACY_FAMILY
 from distillstudy.grid import SPLITS
 from distillstudy.artifacts import load_npz
 from distillstudy.artifacts import read_record
-from distillstudy.grid import AXES, REFERENCE, UNTUNED, format_number, parse_variant
+from distillstudy.grid import AXES, GENERATIONS, REFERENCE, UNTUNED, format_number, parse_variant
 
 COLUMNS = ["dataset", "axis", "level", "family", "model", "student_size", "temperature", "alpha", "seed",
            "split", "metric", "value"]
@@ -97,6 +97,8 @@ def _load_cells(reference_paths: list[str], design_paths: list[str]) -> dict[tup
     for path in design_paths:
         cell = load_npz(path)
         r = read_record(cell)
+        if parse_variant(r.get("variant", REFERENCE))["axis"] == GENERATIONS:
+            continue  # the teacher's own architecture: analysis/generations.py
         families.setdefault(r["dataset"], set()).add(_family(r))
         cells[(r["dataset"], r.get("variant", REFERENCE), int(r["student_size"]), r["cell"])] = cell
     for dataset, found in families.items():

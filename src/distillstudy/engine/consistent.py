@@ -40,9 +40,9 @@ import numpy as np
 import torch
 from torch import nn
 
-from distillstudy.engine import augment, factories
+from distillstudy.engine import augment
 from distillstudy.engine.seeds import derive_seed
-from distillstudy.engine.teachers import TeacherFactory
+from distillstudy.engine.teachers import factory_from_spec
 
 PAPER = ("Beyer et al. 2022, Knowledge distillation: a good teacher is patient and consistent "
          "(CVPR), consistent teaching")
@@ -141,15 +141,10 @@ def describe(kind: str, *, noise: float, shift: int = 0, pixel_shift: float = 0.
     return f"consistent teaching: a fresh view per point per epoch ({view}), teacher logits on that view"
 
 
+
 def reference_teacher(spec: dict, arrays: dict, model_path: str, logits_val: np.ndarray, device, label: str) -> nn.Module:
     """The reference teacher, rebuilt as the transfer stage described it (a consistent set's
-    record["consistent"]["teacher"]: kind, sizes, knobs, your factory or None, seed), its
-    weights loaded from `model_path` and checked against the cached validation logits."""
-    builder = None if spec["factory"] is None else factories.teacher_builder(
-        spec["factory"], tuple(spec["input_shape"]), spec["n_classes"], arrays["mean"], arrays["std"],
-        f"{label} {spec['factory']}")
-    factory = TeacherFactory(kind=spec["kind"], n_features=spec["n_features"], n_classes=spec["n_classes"],
-                             arrays=arrays, hyper=spec["hyper"], device=device, label=label, builder=builder,
-                             architecture=spec["factory"])
-    model, _ = factory.load_reference(model_path, spec["seed"], logits_val)
+    record["consistent"]["teacher"], teachers.factory_from_spec), its weights loaded from
+    `model_path` and checked against the cached validation logits."""
+    model, _ = factory_from_spec(spec, arrays, device, label).load_reference(model_path, spec["seed"], logits_val)
     return model

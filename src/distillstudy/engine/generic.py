@@ -69,10 +69,16 @@ def train_generic(stack: GenericStack, x: torch.Tensor, y: torch.Tensor, teacher
     """Train every member of `stack` on standardised inputs x (n, *input_shape); return the
     mean training loss per epoch (as train_stacked: the members' mean of their epoch losses).
     `epoch_data(epoch)`, as in train_stacked, gives each epoch's inputs (in x's space: the
-    caller maps raw views to it) and the teacher's logits on them; the labels y stay."""
+    caller maps raw views to it) and the teacher's logits on them; the labels y stay.
+    `teacher_logits` (M, n, C) gives each member its own teacher (born-again generations:
+    member m of generation k + 1 learns from member m of generation k); (n, C) one for all."""
     params = list(stack.params.values())
     dtype, device = params[0].dtype, x.device
-    n, m, n_classes = x.shape[0], stack.n_members, teacher_logits.shape[1]
+    n, m, n_classes = x.shape[0], stack.n_members, teacher_logits.shape[-1]
+    per_member = teacher_logits.dim() == 3
+    if per_member and (teacher_logits.shape[0] != m or epoch_data is not None):
+        raise ValueError(f"{run_name}: per-member teacher logits {tuple(teacher_logits.shape)} need one (n, C) "
+                         f"block per member ({m}) and no epoch_data")
     optimizer = FusedAdam([p.detach() for p in params], lr=lr, weight_decay=weight_decay)
     forward = stacked_forward(stack.template, run_name, member_inputs=True)
     orders = member_orders(stack.seeds)
@@ -81,7 +87,12 @@ def train_generic(stack: GenericStack, x: torch.Tensor, y: torch.Tensor, teacher
     masks = {s: torch.empty((m, rows, *shape), dtype=dtype, device=device) for s, (_, shape) in stack.sites.items()}
     x_in, x = x, x.to(dtype)
     with torch.no_grad():
-        table, names, const = target_table(objective, teacher_logits, y, dtype)  # (n, k*C)
+        if per_member:  # (M, n, k*C) tables, one loss constant per member
+            parts = [target_table(objective, t, y, dtype) for t in teacher_logits]
+            table, names = torch.stack([p[0] for p in parts]), parts[0][1]
+            const = torch.tensor([float(p[2]) for p in parts], dtype=dtype, device=device)
+        else:
+            table, names, const = target_table(objective, teacher_logits, y, dtype)  # (n, k*C)
     history = []
     stack.template.train()
     for epoch in range(1, epochs + 1):
@@ -92,7 +103,8 @@ def train_generic(stack: GenericStack, x: torch.Tensor, y: torch.Tensor, teacher
                 table, _, const = target_table(objective, t_e, y, dtype)
         perm = torch.from_numpy(np.stack([rng.permutation(n) for rng in orders])).to(device)  # (M, n)
         xs = x[perm]  # (M, n, *input_shape), each member in its own order
-        ts = table[perm].transpose(1, 2)  # (M, k*C, n), the closed-form engine's layout
+        rows_of = table[torch.arange(m, device=device)[:, None], perm] if per_member else table[perm]
+        ts = rows_of.transpose(1, 2)  # (M, k*C, n), the closed-form engine's layout
         sums: dict[int, dict] = {}
         for start in range(0, n, batch_size):
             xb = xs[:, start:start + batch_size]

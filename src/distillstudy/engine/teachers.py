@@ -20,6 +20,7 @@ import torch
 from torch import nn
 
 from distillstudy import grid
+from distillstudy.engine import factories
 from distillstudy.engine.models import SinLogistic, make_teacher, teacher_architecture
 from distillstudy.engine.stacked import train_stack
 from distillstudy.engine.train import fit_convex, predict, train_teacher
@@ -113,6 +114,11 @@ class TeacherFactory:
         and its {"cnn_channels", "mlp_width"} (None where the kind has no such knob)."""
         torch.manual_seed(seed)  # as the teacher stage: the initial weights come from the seed
         return self._make(width)
+
+    def module(self) -> nn.Module:
+        """A fresh module of the reference architecture, unseeded (the caller seeds it: the
+        born-again students of engine/generic.py's GenericStack)."""
+        return self._make()[0]
 
     def _make(self, width: float = 1.0) -> tuple[nn.Module, dict]:
         """build() without the seeding: the factory the stacked trainer calls after seeding."""
@@ -225,3 +231,16 @@ class TeacherFactory:
                   "fit": {"selection": "the reference teacher (teacher stage), loaded, not retrained"},
                   "n_train_points": self.n_train, "trained_here": False}
         return model, record
+
+
+def factory_from_spec(spec: dict, arrays: dict[str, np.ndarray], device, label: str) -> TeacherFactory:
+    """The TeacherFactory of the reference teacher's architecture as a transfer set's record
+    describes it (stages/transfer_sets.teacher_spec: kind, n_features, n_classes, input_shape,
+    the teacher knobs, your factory or None): how a distill job rebuilds the teacher
+    (consistent teaching) or trains students of its own architecture (born-again generations)."""
+    builder = None if spec["factory"] is None else factories.teacher_builder(
+        spec["factory"], tuple(spec["input_shape"]), spec["n_classes"], arrays["mean"], arrays["std"],
+        f"{label} {spec['factory']}")
+    return TeacherFactory(kind=spec["kind"], n_features=spec["n_features"], n_classes=spec["n_classes"],
+                          arrays=arrays, hyper=spec["hyper"], device=device, label=label, builder=builder,
+                          architecture=spec["factory"])

@@ -101,6 +101,11 @@ DESIGN_CAPTIONS = {
         "probability of the true class, distilled students (T chosen on validation) divided by hard-label "
         "students, geometric mean over seeds with its {conf}% CI (log axis). Below the dashed line at 1 the "
         "distilled students depend less on their training sample; filled markers: the CI excludes 1."),
+    "design_generations": (
+        "Mean test accuracy over replicates of the students of the teacher's own architecture against their "
+        "generation (0: the original teacher, also the dashed line), one line per α. A point above the previous "
+        "one means that generation beat its teacher on average; whether it did with confidence ({conf}% CI over "
+        "replicates, paired) is in the table."),
 }
 
 

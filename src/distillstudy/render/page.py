@@ -27,6 +27,7 @@ import yaml
 from distillstudy import grid
 from distillstudy.students import distill_students, family_noun, family_title
 from distillstudy.render import designs as design_sections
+from distillstudy.render import generations as generation_sections
 from distillstudy.render import variance as variance_sections
 from distillstudy.render import objectives, tables
 from distillstudy.render import walkthrough as walkthrough_sections
@@ -171,20 +172,22 @@ def _params_value(v) -> str:
     return "" if v is None else str(v)
 
 
-def with_variance(design_section: dict | None, variance: dict | None) -> dict | None:
-    """The variance design (designs.resamples) listed as one more entry of the study designs."""
-    if variance is None:
-        return design_section
-    section = design_section or {"intro": "", "axes": [], "share_formula": "", "headlines": []}
-    section["axes"].append(variance)
-    section["headlines"].append(variance_sections.headline(variance))
-    return section
+def with_entries(design_section: dict | None, entries: list[tuple[dict | None, dict | None]]) -> dict | None:
+    """The variance design and the born-again generations, (entry, headline) each, listed as
+    more entries of the study designs (None entries: not run)."""
+    for entry, headline in entries:
+        if entry is None:
+            continue
+        design_section = design_section or {"intro": "", "axes": [], "share_formula": "", "headlines": []}
+        design_section["axes"].append(entry)
+        design_section["headlines"].append(headline)
+    return design_section
 
 
 def render_page(results: pd.DataFrame, *, figures_dir: Path, params: dict, datasets_meta: list[dict],
                 provenance: dict, benchmarks: pd.DataFrame | None = None,
                 calibration: pd.DataFrame | None = None, designs: pd.DataFrame | None = None,
-                variance: pd.DataFrame | None = None,
+                variance: pd.DataFrame | None = None, generations: pd.DataFrame | None = None,
                 walkthrough: pd.DataFrame | None = None, walkthrough_pngs: list = (),
                 walkthrough_variance: pd.DataFrame | None = None,
                 confidence: float = 0.95, title: str = "distillstudy report") -> str:
@@ -194,7 +197,8 @@ def render_page(results: pd.DataFrame, *, figures_dir: Path, params: dict, datas
     `results` and `calibration` as from `stats.load_results` / `stats.load_calibration`
     (calibration None: no reliability diagrams); `designs` as from
     `design_stats.load_designs` (None: no "Study designs" section), `variance` as from
-    `analysis.variance.load` (None: no variance design); `walkthrough`
+    `analysis.variance.load` (None: no variance design), `generations` as from
+    `analysis.generations.load` (None: no born-again generations); `walkthrough`
     the walkthrough table (None: the section shows only `walkthrough_pngs`, or is
     left out when there are none); `walkthrough_variance` its bias² + variance table
     (None: no variance table); `benchmarks` wall seconds per rule (columns
@@ -216,8 +220,12 @@ def render_page(results: pd.DataFrame, *, figures_dir: Path, params: dict, datas
         section["teacher_kind"] = teacher_kind(own_teachers.get(section["dataset"]))
         section["designs_note"] = designs_note(own_teachers.get(section["dataset"]))
         section["tuning_note"] = tuning_note(params.get("distill", {}).get("tune"), section)
-    design_section = with_variance(design_sections.designs_section(designs, params, figures_dir, confidence),
-                                   variance_sections.variance_section(variance, figures_dir, confidence))
+    kinds = {d["name"]: d["kind"] for d in params.get("prepare", {}).get("datasets", [])}
+    variance_entry = variance_sections.variance_section(variance, figures_dir, confidence)
+    generation_entry = generation_sections.generations_section(generations, figures_dir, kinds, confidence)
+    design_section = with_entries(design_sections.designs_section(designs, params, figures_dir, confidence),
+                                  [(variance_entry, variance_sections.headline(variance_entry)),
+                                   (generation_entry, generation_sections.headline(generation_entry))])
     conf_pct = int(round(confidence * 100))
     meta_columns, meta_rows, meta_details = tables.meta_table(datasets_meta)
     bench_rows, bench_total = tables.bench_rows(benchmarks)

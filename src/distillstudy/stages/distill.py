@@ -37,7 +37,8 @@ from distillstudy.engine.models import StackedMLP, count_student_params, save_st
 from distillstudy.engine.train import stacked_logits, train_stacked
 from distillstudy.errors import ParamsError, TrainingDiverged
 from distillstudy.grid import BASELINE, HYPER_COLUMN, REFERENCE, SPLITS, TUNING_KEYS, factory_file, parse_cell
-from distillstudy.students import DEFAULT_DEPTH, family_label, is_factory, student_name
+from distillstudy.engine.teachers import factory_from_spec
+from distillstudy.students import DEFAULT_DEPTH, SELF_FAMILY, family_label, is_factory, student_name
 
 # Recorded in every cell's provenance: how the cell was trained.
 ENGINE = "stacked seeds, batched matmuls, closed-form backward, fused Adam"  # the mlp (train.train_stacked)
@@ -51,10 +52,14 @@ def training_set(arrays: dict, teacher_logits: str | None, transfer: str | None)
         raise ValueError("give exactly one of teacher_logits (the reference) and transfer (a variant's set)")
     if transfer is not None:
         tset = load_npz(transfer)
-        views = read_record(tset).get("consistent")
-        return tset["x"], tset["y"], tset["logits"], {
+        record = read_record(tset)
+        views, generation = record.get("consistent"), record.get("generation")
+        # A born-again generation's targets are per replicate (M, n, C): member_logits.
+        targets = tset["member_logits"] if "member_logits" in tset else tset["logits"]
+        return tset["x"], tset["y"], targets, {
             "transfer_set": str(transfer), "n_transfer": int(len(tset["y"])),
-            **({"consistent": {**views, "logits_val": tset["logits_val"]}} if views else {})}
+            **({"consistent": {**views, "logits_val": tset["logits_val"]}} if views else {}),
+            **({"generation": generation} if generation else {})}
     teacher = load_npz(teacher_logits)
     return (arrays["x_train"], arrays["y_train"], teacher["logits_train"],
             {"transfer_set": None, "n_transfer": int(len(arrays["y_train"]))})
@@ -89,13 +94,26 @@ def run(*, data: str, dataset: str, size: int, cell: str,
     device = settings["device"]
     arrays = load_npz(data)
     x_np, y_np, t_np, source = training_set(arrays, teacher_logits, transfer)
-    member_seeds = seeds.student_seeds(global_seed, dataset, size, n_seeds, family=label)
+    generation = source.get("generation")
+    if (label == SELF_FAMILY) != (generation is not None):
+        raise ParamsError(f"distill[{dataset}, {variant}]: the {SELF_FAMILY!r} family (the teacher's own "
+                          "architecture) trains on a born-again generation's transfer set, and only it does")
+    # Each generation draws fresh initial weights (Furlanello et al. train every generation from
+    # scratch): its number takes the size's place in the seeds; replicate r is still paired.
+    member_seeds = seeds.student_seeds(global_seed, dataset, generation["k"] if generation else size, n_seeds,
+                                       family=label)
+    if t_np.ndim == 3 and t_np.shape[0] != len(member_seeds):
+        raise ParamsError(f"distill[{dataset}, {variant}]: the previous generation has {t_np.shape[0]} replicates, "
+                          f"this cell {len(member_seeds)} (distill.seeds changed?)")
     x, y, t = (torch.from_numpy(np.ascontiguousarray(a)).to(device) for a in (x_np, y_np, t_np))
     inputs = {s: torch.from_numpy(arrays[f"x_{s}"]).to(device) for s in SPLITS}
     where = "" if variant == REFERENCE else f"{variant}, "
     run_name = f"distill[{dataset}, {where}{student_name(label, size)}, {cell}]"
     objective = objective_fn(spec["objective"], spec["alpha"], spec["hyper"])
-    if family == "mlp":
+    if family == SELF_FAMILY:
+        def build():
+            return _own_architecture(arrays, generation["teacher"], member_seeds, device, run_name)
+    elif family == "mlp":
         def build():
             return _closed_form(arrays, t, entry["depth"], size, member_seeds, device)
     else:
@@ -191,6 +209,19 @@ def _views(spec: dict | None, arrays: dict, teacher_model: str | None, device, r
     teacher = consistent.reference_teacher(spec["teacher"], arrays, teacher_model, spec.pop("logits_val"), device,
                                            run_name)
     return _Views(spec, arrays, teacher, device)
+
+
+def _own_architecture(arrays, spec, member_seeds, device, where) -> dict:
+    """The teacher's own architecture as the students (born-again generations): built as the
+    reference teacher is (its knobs, or your factory; standardising inside, so on raw inputs),
+    trained by engine/generic.py, its dropout drawn per replicate (engine/stacked.py)."""
+    factory = factory_from_spec(spec, arrays, device, where)
+    sample = torch.from_numpy(arrays["x_train"][:2]).to(device)
+    stack = GenericStack(factory.module, member_seeds, sample, where)
+    about = {"architecture": factory.architecture, "n_params": int(sum(p[0].numel() for p in stack.params.values()))}
+    return {"train": lambda x, y, t, objective, **how: train_generic(stack, x, y, t, objective, **how),
+            "state": lambda: {**{k: v.detach() for k, v in stack.params.items()}, **stack.buffers},
+            "engine": GENERIC_ENGINE, "logits": stack.logits, "about": about}
 
 
 def _closed_form(arrays, t, depth, size, member_seeds, device) -> dict:

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from distillstudy.analysis import designs, variance
+from distillstudy.analysis import designs, generations, variance
 from distillstudy.analysis.scoring import (
     CALIBRATION_COLUMNS, CALIBRATION_FILE, COLUMNS, cell_calibration_rows, cell_rows, sort_results,
     summarise, teacher_calibration_rows, teacher_rows)
@@ -32,11 +32,12 @@ from distillstudy.grid import PROTOCOL_KINDS
 def run(*, data: list[str], teachers: list[str], teacher_meta: list[str], cells: list[str],
         ece_bins: int, out_results: str, out_metrics: str, out_calibration: str | None = None,
         design_cells: list[str] = (), transfer_sets: list[str] = (), out_designs: str | None = None,
-        out_variance: str | None = None) -> pd.DataFrame:
+        out_variance: str | None = None, out_generations: str | None = None) -> pd.DataFrame:
     """`data`, `teachers` and `teacher_meta` are parallel lists, one entry per dataset.
     `out_calibration` defaults to calibration.csv in the folder of `out_results`.
-    `out_designs` (designs.csv) and `out_variance` (variance.csv, analysis/variance.py) are
-    written when given: header only without design cells / resample cells."""
+    `out_designs` (designs.csv), `out_variance` (variance.csv, analysis/variance.py) and
+    `out_generations` (generations.csv, analysis/generations.py) are written when given:
+    header only without design cells / resample cells / born-again generations."""
     rows, calibration = [], []
     by_name, records = {}, {}
     for data_path, logits_path, meta_path in zip(data, teachers, teacher_meta, strict=True):
@@ -64,6 +65,9 @@ def run(*, data: list[str], teachers: list[str], teacher_meta: list[str], cells:
         write_designs(out_designs, by_name, records, cells, design_cells, transfer_sets, ece_bins)
     if out_variance is not None:
         write_variance(out_variance, by_name, design_cells, transfer_sets)
+    if out_generations is not None:
+        frame_g = generations.build(by_name, design_cells)
+        write_text(out_generations, frame_g.to_csv(index=False, float_format="%.10g", lineterminator="\n"))
     return frame
 
 

@@ -24,7 +24,7 @@ from pathlib import Path
 import pandas as pd
 
 from distillstudy import provenance
-from distillstudy.analysis import design_stats, stats, variance as variance_table
+from distillstudy.analysis import design_stats, generations as generation_table, stats, variance as variance_table
 from distillstudy.artifacts import write_text
 from distillstudy.render import page, plots
 
@@ -32,7 +32,8 @@ from distillstudy.render import page, plots
 def run(*, results: str, dataset_meta: list[str], params: dict, out_html: str, figures_dir: str, plots_dir: str,
         calibration: str | None = None, walkthrough: str | None = None, walkthrough_pngs: list[str] = (),
         walkthrough_variance: str | None = None,
-        designs: str | None = None, variance: str | None = None, benchmarks: list[str] = (),
+        designs: str | None = None, variance: str | None = None, generations: str | None = None,
+        benchmarks: list[str] = (),
         provenance_record: dict | None = None,
         confidence: float = 0.95) -> None:
     """Build the report from the files of the evaluate and walkthrough stages.
@@ -59,7 +60,8 @@ def run(*, results: str, dataset_meta: list[str], params: dict, out_html: str, f
         datasets_meta=[json.loads(Path(p).read_text(encoding="utf-8")) for p in dataset_meta],
         provenance=provenance_record, benchmarks=provenance.read_benchmarks(benchmarks),
         calibration=None if calibration is None else stats.load_calibration(calibration),
-        designs=design_stats.load_designs(designs), variance=variance_table.load(variance), walkthrough=wt,
+        designs=design_stats.load_designs(designs), variance=variance_table.load(variance),
+        generations=generation_table.load(generations), walkthrough=wt,
         walkthrough_pngs=walkthrough_pngs, walkthrough_variance=wt_var,
         confidence=confidence, title=params.get("report", {}).get("title", "distillstudy report"))
     write_text(Path(plots_dir) / plots.PLOTS_CSV, plots.accuracy_vs_temperature_csv(df))

@@ -9,11 +9,13 @@ the transfer stage imports it.
 from __future__ import annotations
 
 import copy
+import json
 
 import numpy as np
 
 from distillstudy import grid
 from distillstudy.analysis import metrics
+from distillstudy.artifacts import file_sha256, load_npz
 from distillstudy.engine import augment, datasets, seeds
 from distillstudy.engine.teachers import stratified_folds, stratified_subset
 
@@ -210,6 +212,44 @@ def resample(stage, parsed, params) -> dict:
                        "method": "uniform with replacement (bootstrap)"}}
 
 
+def teacher_spec(stage) -> dict:
+    """How a distill job rebuilds the reference teacher's architecture (engine/consistent.py's
+    reference_teacher; the born-again students): kind, sizes, knobs, your factory, seed."""
+    return {"kind": stage.kind, "n_features": stage.info["n_features"], "n_classes": stage.info["n_classes"],
+            "input_shape": list(stage.info["input_shape"]), "hyper": stage.hyper, "factory": stage.factory_spec,
+            "seed": seeds.teacher_seed(stage.global_seed, stage.name)}
+
+
+def generation(stage, parsed, params) -> dict:
+    """Born-again generation k (Furlanello et al. 2018): students of the teacher's own
+    architecture learn from generation k - 1, replicate by replicate (`member_logits`
+    (M, n, C): member m's targets are member m's logits of the previous generation's alpha =
+    1 cell); generation 1 learns from the reference teacher (one set of logits for all).
+    The test-time teacher of generation k > 1 is the previous generation's mean probability
+    (for the designs table only: each student is compared with its own teacher)."""
+    k = int(parsed["value"])
+    if k < 1:
+        raise ValueError(f"variant generation-{parsed['level']}: generations are numbered from 1")
+    previous = params.get("previous_generation")
+    out = {**whole_train(stage), "generation": {"k": k, "teacher": teacher_spec(stage), "previous": previous}}
+    if k == 1:
+        stage.load_reference()
+        return {**out, "logits": stage.cached["logits_train"], "logits_val": stage.cached["logits_val"],
+                "logits_test": stage.cached["logits_test"], "test_time_teacher": "the reference teacher",
+                "protocol": "born-again generation 1: the reference teacher's cached logits on the training points"}
+    if previous is None:
+        raise ValueError(f"variant generation-{k} needs generation {k - 1}'s cell (--previous-generation)")
+    cell = load_npz(previous)
+    record = json.loads(str(cell["record"]))
+    out["generation"].update(previous_sha256=file_sha256(previous), previous_seeds=record["seeds"])
+    return {**out, "member_logits": cell["logits_train"],
+            **{key: metrics.log_mean_prob(list(cell[f"logits_{s}"]))
+               for key, s in (("logits", "train"), ("logits_val", "val"), ("logits_test", "test"))},
+            "test_time_teacher": f"generation {k - 1}'s students, each teaching the replicate of its seed",
+            "protocol": (f"born-again generation {k}: each replicate learns from the same replicate of generation "
+                         f"{k - 1} (its logits on the training points)")}
+
+
 def consistent(stage, parsed, params) -> dict:
     """Consistent teaching (Beyer et al. 2022): the set is the training split with the
     reference teacher's clean-input logits (what the test-time teacher and the designs table
@@ -226,10 +266,7 @@ def consistent(stage, parsed, params) -> dict:
                                  "derive_seed(that seed, 'consistent', e)",
              "method": augment.describe(stage.kind, noise=float(params["noise"]), shift=int(params["shift"] or 0),
                                         pixel_shift=float(params["pixel_shift"] or 0.0)),
-             "teacher": {"kind": stage.kind, "n_features": stage.info["n_features"],
-                         "n_classes": stage.info["n_classes"], "input_shape": list(stage.info["input_shape"]),
-                         "hyper": stage.hyper, "factory": stage.factory_spec,
-                         "seed": seeds.teacher_seed(stage.global_seed, stage.name)}}
+             "teacher": teacher_spec(stage)}
     how_long = "for distill.epochs epochs" if parsed["level"] == "consistent" else \
         "for transfer.patient_factor x distill.epochs epochs (patient)"
     return {**whole_train(stage), "logits": stage.cached["logits_train"], "logits_val": stage.cached["logits_val"],
@@ -257,4 +294,4 @@ def builder(name: str, parsed: dict, kind: str):
         return {"in_sample": _in_sample, "cross_fitted": _cross_fitted, "augmented": _augmented,
                 "oracle": _oracle, "consistent": consistent, "patient": consistent}[parsed["value"]]
     return {"teacher_width": _width, "ensemble": _ensemble, "label_fraction": _labels,
-            grid.RESAMPLES: resample}[axis]
+            grid.RESAMPLES: resample, grid.GENERATIONS: generation}[axis]
