@@ -240,6 +240,19 @@ def consistent_args(wildcards, input):
     return f"--teacher-model {input.teacher_model}" if input.teacher_model else ""
 
 
+def optimiser(key: str):
+    """distill.<key> (lr, batch_size, weight_decay), or teacher.<key> for a born-again
+    generation: students of the teacher's own architecture get its own optimiser settings."""
+
+    def value(wildcards):
+        variant = variant_of(wildcards)
+        if variant != "reference" and parse_variant(variant)["axis"] == GENERATIONS:
+            return config["teacher"][key]
+        return config["distill"][key]
+
+    return value
+
+
 def distill_epochs(wildcards):
     """distill.epochs, an epochs level's own budget, or (label fractions) as many
     epochs as keep the number of optimisation steps about the reference's."""

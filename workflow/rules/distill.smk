@@ -24,9 +24,9 @@ rule distill:
         seeds=config["distill"]["seeds"],
         seed=config["seed"],
         epochs=distill_epochs,
-        batch_size=config["distill"]["batch_size"],
-        lr=config["distill"]["lr"],
-        weight_decay=config["distill"]["weight_decay"],
+        batch_size=optimiser("batch_size"),
+        lr=optimiser("lr"),
+        weight_decay=optimiser("weight_decay"),
     conda:
         "../envs/distillstudy.yaml"
     log:

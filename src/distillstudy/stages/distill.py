@@ -30,18 +30,20 @@ import numpy as np
 import torch
 
 from distillstudy.artifacts import file_sha256, load_npz, read_record, save_npz
-from distillstudy.engine import consistent, factories, seeds, tuning
+from distillstudy.engine import consistent, convex, factories, seeds, tuning
 from distillstudy.engine.cell_loss import objective_fn
 from distillstudy.engine.generic import GenericStack, train_generic
 from distillstudy.engine.models import StackedMLP, count_student_params, save_state, student_layer_sizes
 from distillstudy.engine.train import stacked_logits, train_stacked
 from distillstudy.errors import ParamsError, TrainingDiverged
-from distillstudy.grid import BASELINE, HYPER_COLUMN, REFERENCE, SPLITS, TUNING_KEYS, factory_file, parse_cell
+from distillstudy.grid import (BASELINE, FIXED_TEACHER_KINDS, HYPER_COLUMN, REFERENCE, SPLITS, TUNING_KEYS,
+                               factory_file, parse_cell)
 from distillstudy.engine.teachers import factory_from_spec
 from distillstudy.students import DEFAULT_DEPTH, SELF_FAMILY, family_label, is_factory, student_name
 
 # Recorded in every cell's provenance: how the cell was trained.
 ENGINE = "stacked seeds, batched matmuls, closed-form backward, fused Adam"  # the mlp (train.train_stacked)
+CONVEX_ENGINE = "each seed fitted to convergence by full-batch L-BFGS (a convex class, as its teacher)"
 GENERIC_ENGINE = "stacked seeds, vmap(functional_call), the loss's logits gradient through autograd, fused Adam"
 
 
@@ -219,6 +221,13 @@ def _own_architecture(arrays, spec, member_seeds, device, where) -> dict:
     sample = torch.from_numpy(arrays["x_train"][:2]).to(device)
     stack = GenericStack(factory.module, member_seeds, sample, where)
     about = {"architecture": factory.architecture, "n_params": int(sum(p[0].numel() for p in stack.params.values()))}
+    if spec["kind"] in FIXED_TEACHER_KINDS:  # a convex class: fitted as its teacher was (engine/convex.py)
+        def train(x, y, t, objective, *, epochs, on_epoch, run_name, **_):
+            final = convex.fit_members(stack, x, y, t, objective, run_name)
+            on_epoch(epochs)  # the one "checkpoint": the fit
+            return [float(np.mean(final))] * epochs
+        return {"train": train, "state": lambda: {**{k: v.detach() for k, v in stack.params.items()}, **stack.buffers},
+                "engine": CONVEX_ENGINE, "logits": stack.logits, "about": about}
     return {"train": lambda x, y, t, objective, **how: train_generic(stack, x, y, t, objective, **how),
             "state": lambda: {**{k: v.detach() for k, v in stack.params.items()}, **stack.buffers},
             "engine": GENERIC_ENGINE, "logits": stack.logits, "about": about}
