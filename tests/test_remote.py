@@ -144,13 +144,14 @@ def test_snakemake_in_the_clone_has_nothing_to_do(shared):
 
 def test_experiment_in_the_clone_trains_only_the_new_cells(shared):
     """The point of sharing: a colleague who pulled the study adds a temperature and
-    trains only the new cells (15: 2 datasets x 2 sizes x 2 alphas + 7 design variants), not the whole grid."""
+    trains only the new cells (19: 2 datasets x 2 sizes x 2 alphas + 11 design
+    variants; the born-again generations train at T = 1 only), not the whole grid."""
     clone = shared["clone"]
     assert tracks_benchmarks(clone), ("dvc.yaml does not track logs/benchmarks: the experiment re-runs every job "
                      "(measured: 2 prepare, 2 teacher, 20 distill, walkthrough, evaluate, report)")
     proc = run(["dvc", "exp", "run", "-S", "distill.objectives.kd.temperature=[1,4,8]"], clone, timeout=900)
     out = proc.stdout + proc.stderr
-    assert out.count("(Rule: distill)") == 15, out[-3000:]
+    assert out.count("(Rule: distill)") == 19, out[-3000:]
     for rule in ("prepare", "teacher", "transfer", "walkthrough"):
         assert f"(Rule: {rule})" not in out, out[-3000:]
     assert (clone / "models/students/digits/h8/kd_T8_mix0.9.logits.npz").exists()

@@ -194,9 +194,9 @@ def test_evaluate_rule(ran):
     assert set(designs["dataset"]) == {"digits"}
     assert set(designs["axis"]) == {"transfer", "epochs", "teacher_width", "ensemble", "label_fraction"}
     levels = designs.groupby("axis")["level"].unique().map(list).to_dict()
-    assert levels["transfer"] == ["early_stopped", "in_sample", "cross_fitted", "augmented"]
+    assert levels["transfer"] == ["early_stopped", "in_sample", "cross_fitted", "augmented", "consistent", "patient"]
     assert levels["epochs"] == ["3", "5"] and levels["label_fraction"] == ["1", "0.3"]
-    assert set(designs.loc[designs.model == "control", "level"]) == {"augmented"}
+    assert set(designs.loc[designs.model == "control", "level"]) == {"augmented", "consistent", "patient"}
     assert_same_bytes(ws, before)
 
 
@@ -220,11 +220,13 @@ def test_report_rule(ran):
     assert (ws / "reports/plots/acc_vs_temperature.csv").exists()
     figures = sorted(p.relative_to(ws / "reports/figures").as_posix()
                      for p in (ws / "reports/figures").glob("*/*.png"))
-    assert len(figures) == 2 * 7 + 5 and any(f.endswith("/reliability.png") for f in figures)
-    # one figure per study-design axis, for the dataset the axes ran on (digits)
+    # per dataset its 7 study figures; digits' 5 design axes, its variance and generations
+    assert len(figures) == 2 * 7 + 5 + 2 and any(f.endswith("/reliability.png") for f in figures)
+    # one figure per study-design axis, the variance design and the generations, for the dataset
+    # the axes ran on (digits)
     assert sorted(f.split("/")[1] for f in figures if "/design_" in f) == [
-        "design_ensemble.png", "design_epochs.png", "design_label_fraction.png", "design_teacher_width.png",
-        "design_transfer.png"]
+        "design_ensemble.png", "design_epochs.png", "design_generations.png", "design_label_fraction.png",
+        "design_teacher_width.png", "design_transfer.png", "design_variance.png"]
     assert '<section id="designs">' in html
     # the tuned sine panel: the tuning note and the tuned-against-untuned baseline table
     sine = html[html.index("<h2>Dataset: sine</h2>"):]

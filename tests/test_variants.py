@@ -37,8 +37,9 @@ def test_dataset_variants_follow_scope_and_kind():
     digits = {"name": "digits", "kind": "digits"}
     sine = {"name": "sine", "kind": "sine"}
     assert v.dataset_variants(params, digits) == [
-        "transfer-in_sample", "transfer-cross_fitted", "transfer-augmented", "epochs-5",
-        "width-0.5", "ensemble-2", "labels-0.3"]
+        "transfer-in_sample", "transfer-cross_fitted", "transfer-augmented", "transfer-consistent",
+        "transfer-patient", "epochs-5", "width-0.5", "ensemble-2", "labels-0.3", "resample-1", "resample-2",
+        "generation-1", "generation-2"]
     assert v.dataset_variants(params, sine) == []  # not in designs.datasets
     params["designs"]["datasets"] = ["sine"]
     # a convex, seed-free teacher has no width and no ensemble

@@ -64,9 +64,9 @@ def test_adding_a_temperature_reruns_only_new_cells(finished, tmp_path):
     (tmp_path / "grown.yaml").write_text(yaml.safe_dump(params))
     proc = run(["snakemake", "-n", "-c2", "--configfile", str(tmp_path / "grown.yaml")], finished)
     stats = job_stats(proc.stdout + proc.stderr)
-    # The new T8 cells: 2 datasets x 2 sizes x 2 alphas on the grid + 7 study-design
+    # The new T8 cells: 2 datasets x 2 sizes x 2 alphas on the grid + 11 study-design
     # variants x 1 size x 1 designs.alpha (digits), then the aggregate steps.
-    assert stats == {"all": 1, "distill": 15, "evaluate": 1, "report": 1, "total": 18}
+    assert stats == {"all": 1, "distill": 19, "evaluate": 1, "report": 1, "total": 22}
 
 
 def test_adding_an_objective_setting_reruns_only_its_cells(finished, tmp_path):

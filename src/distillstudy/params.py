@@ -306,10 +306,6 @@ def _designs_errors(params: dict) -> list[str]:
                         "need at least one student size")
     for axis in ("epochs", "teacher_width", "ensemble", "label_fraction"):
         messages += _duplicate_errors(designs[axis], f"designs.{axis}", format_number)
-    for i, name in enumerate(designs.get("generation_datasets", [])):
-        if name not in designs["datasets"]:
-            messages.append(f"designs.generation_datasets[{i}]: {name!r} is not one of designs.datasets "
-                            f"({', '.join(designs['datasets']) or 'none'})")
     if designs.get("resamples") == 1:
         messages.append("designs.resamples: 1 cannot give a variance across training sets; use 0 (off) or at least 2")
     alphas = [format_number(a) for a in distill_alphas(params["distill"])]

@@ -220,7 +220,7 @@ def render_page(results: pd.DataFrame, *, figures_dir: Path, params: dict, datas
         section["teacher_kind"] = teacher_kind(own_teachers.get(section["dataset"]))
         section["designs_note"] = designs_note(own_teachers.get(section["dataset"]))
         section["tuning_note"] = tuning_note(params.get("distill", {}).get("tune"), section)
-    kinds = {d["name"]: d["kind"] for d in params.get("prepare", {}).get("datasets", [])}
+    kinds = {d.get("name"): d.get("kind") for d in params.get("prepare", {}).get("datasets", [])}
     variance_entry = variance_sections.variance_section(variance, figures_dir, confidence)
     generation_entry = generation_sections.generations_section(generations, figures_dir, kinds, confidence)
     design_section = with_entries(design_sections.designs_section(designs, params, figures_dir, confidence),
