@@ -68,7 +68,7 @@ def test_repro_records_every_stage_without_retraining(dvc_study):
     for axis in set(designs["axis"]):
         assert f'<section id="design-{axis}">' in html
     assert sorted(p.name for p in (ws / "models/transfer/digits").glob("*.npz")) == [
-        "ensemble-2.npz", "generation-1.npz", "generation-2.npz", "labels-0.3.npz", "resample-1.npz",
+        "ensemble-2.npz", "generation-1.npz", "labels-0.3.npz", "resample-1.npz",
         "resample-2.npz", "transfer-augmented.npz", "transfer-consistent.npz", "transfer-cross_fitted.npz",
         "transfer-in_sample.npz", "transfer-patient.npz", "width-0.5.npz"]
 

@@ -78,28 +78,32 @@ def sine_chain(tmp_path, monkeypatch):
                   global_seed=3, folds=None, copies=None, noise=None, shift=None, pixel_shift=None, **arch)
     cell = dict(data="s.npz", dataset="sine", size=1, n_seeds=3, global_seed=3, epochs=5, batch_size=16, lr=0.05,
                 weight_decay=0.0, family="teacher")
+    transfer.run(**common, variant="generation-1", out_set="g1.npz", out_model="g1.pt", out_meta="g1.json")
     for k in (1, 2):
-        transfer.run(**common, variant=f"generation-{k}", out_set=f"g{k}.npz", out_model=f"g{k}.pt",
-                     out_meta=f"g{k}.json", previous_generation=None if k == 1 else "g1_mix1.npz")
         for alpha in ("1", "0.9"):
-            distill.run(**cell, cell=f"kd_T1_mix{alpha}", transfer=f"g{k}.npz", variant=f"generation-{k}",
+            distill.run(**cell, cell=f"kd_T1_mix{alpha}", transfer="g1.npz", variant=f"generation-{k}",
+                        previous_generation=None if k == 1 else "g1_mix1.npz",
                         out_model=f"g{k}_mix{alpha}.pt", out_logits=f"g{k}_mix{alpha}.npz")
     return tmp_path
 
 
 def test_generation_two_learns_from_generation_one_replicate_by_replicate(sine_chain):
-    g1, g2 = load_npz("g1_mix1.npz"), load_npz("g2.npz")
-    np.testing.assert_array_equal(g2["member_logits"], g1["logits_train"])  # (M, n, C), member by member
     r1, r2 = (json.loads(str(load_npz(f"g{k}_mix1.npz")["record"])) for k in (1, 2))
+    assert r2["generation"]["previous"] == "g1_mix1.npz" and r2["generation"]["k"] == 2
     assert r1["architecture"] == r2["architecture"] and r1["family"] == "teacher"
     assert r1["n_params"] == json.loads((sine_chain / "t.json").read_text())["n_params"]  # the teacher's class
     assert r1["seeds"] != r2["seeds"] and len(r2["seeds"]) == 3  # fresh initial weights per generation
-    assert json.loads(str(g2["record"]))["generation"]["previous_seeds"] == r1["seeds"]
+    assert r2["generation"]["previous_seeds"] == r1["seeds"]
     first = (sine_chain / "g2_mix1.npz").read_bytes()
     distill.run(data="s.npz", dataset="sine", size=1, n_seeds=3, global_seed=3, epochs=5, batch_size=16, lr=0.05,
-                weight_decay=0.0, family="teacher", cell="kd_T1_mix1", transfer="g2.npz", variant="generation-2",
-                out_model="again.pt", out_logits="again.npz")
+                weight_decay=0.0, family="teacher", cell="kd_T1_mix1", transfer="g1.npz", variant="generation-2",
+                previous_generation="g1_mix1.npz", out_model="again.pt", out_logits="again.npz")
     assert (sine_chain / "again.npz").read_bytes() == first
+    # replicate r of generation 2 is generation 1's replicate r, distilled: a convex fit at alpha = 1
+    # reproduces its own teacher
+    g1, g2 = load_npz("g1_mix1.npz"), load_npz("g2_mix1.npz")
+    np.testing.assert_allclose(torch.softmax(torch.from_numpy(g2["logits_test"]).double(), -1).numpy(),
+                               torch.softmax(torch.from_numpy(g1["logits_test"]).double(), -1).numpy(), atol=1e-4)
 
 
 def test_a_globally_optimised_student_of_a_convex_teacher_s_class_reproduces_it(sine_chain):
@@ -113,8 +117,15 @@ def test_a_globally_optimised_student_of_a_convex_teacher_s_class_reproduces_it(
     assert "L-BFGS" in record["runtime"]["engine"]
 
 
+def test_a_later_generation_needs_the_previous_one(sine_chain):
+    with pytest.raises(ParamsError, match="generation k > 1 also needs generation k - 1's cell"):
+        distill.run(data="s.npz", dataset="sine", size=1, n_seeds=3, global_seed=3, epochs=2, batch_size=16,
+                    lr=0.05, weight_decay=0.0, family="teacher", cell="kd_T1_mix1", transfer="g1.npz",
+                    variant="generation-2", out_model="x.pt", out_logits="x.npz")
+
+
 def test_the_teacher_family_trains_only_on_a_generation_s_set(sine_chain):
-    with pytest.raises(ParamsError, match="trains on a born-again generation's transfer set, and only it does"):
+    with pytest.raises(ParamsError, match="trains on born-again generation 1's transfer set, and only it does"):
         distill.run(data="s.npz", dataset="sine", size=1, n_seeds=3, global_seed=3, epochs=2, batch_size=16,
                     lr=0.05, weight_decay=0.0, family="teacher", cell="kd_T1_mix1", teacher_logits="t.npz",
                     out_model="x.pt", out_logits="x.npz")

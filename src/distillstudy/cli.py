@@ -101,7 +101,6 @@ def add_transfer(sub):
     p.add_argument("--shift", type=int, help="augmented (mnist1d): largest circular shift")
     p.add_argument("--pixel-shift", type=float, help="augmented (digits): largest image shift")
     p.add_argument("--factory", help="the dataset's teacher is your '<file>.py:<function>' (trained here)")
-    p.add_argument("--previous-generation", help="generation-k (k > 1): generation k - 1's alpha = 1 cell")
     p.add_argument("--threads", type=positive_int, default=1)
     p.add_argument("--out-set", required=True)
     p.add_argument("--out-model", required=True)
@@ -117,8 +116,7 @@ def cmd_transfer(a):
         patience=a.patience, batch_size=a.batch_size, lr=a.lr, weight_decay=a.weight_decay,
         cnn_channels=a.cnn_channels, mlp_width=a.mlp_width, dropout=a.dropout, folds=a.folds,
         copies=a.copies, noise=a.noise, shift=a.shift, pixel_shift=a.pixel_shift,
-        out_set=a.out_set, out_model=a.out_model, out_meta=a.out_meta, threads=a.threads, factory=a.factory,
-        previous_generation=a.previous_generation)
+        out_set=a.out_set, out_model=a.out_model, out_meta=a.out_meta, threads=a.threads, factory=a.factory)
     print(f"transfer[{a.dataset}, {a.variant}]: {record.get('n_transfer')} transfer points")
 
 
@@ -134,6 +132,7 @@ def add_distill(sub):
     p.add_argument("--family", default="mlp", help="mlp, cnn, or your factory '<file>.py:<function>'")
     p.add_argument("--depth", type=positive_int, help="mlp only: hidden layers (default 2)")
     p.add_argument("--teacher-model", help="the reference teacher's weights (consistent-teaching sets only)")
+    p.add_argument("--previous-generation", help="born-again generation k > 1: generation k - 1's alpha = 1 cell")
     p.add_argument("--tune-lr", type=float, nargs="+", help="tune on validation: learning rates")
     p.add_argument("--tune-weight-decay", type=float, nargs="+", help="tune on validation: weight decays")
     p.add_argument("--tune-epochs", type=positive_int, nargs="+", help="tune on validation: epochs levels")
@@ -168,7 +167,8 @@ def cmd_distill(a):
                 dataset=a.dataset, size=a.size, family=a.family, depth=a.depth, tune=_tune(a),
                 cell=a.cell, n_seeds=a.seeds, global_seed=a.seed, epochs=a.epochs,
                 batch_size=a.batch_size, lr=a.lr, weight_decay=a.weight_decay,
-                out_model=a.out_model, out_logits=a.out_logits, threads=a.threads, teacher_model=a.teacher_model)
+                out_model=a.out_model, out_logits=a.out_logits, threads=a.threads, teacher_model=a.teacher_model,
+                previous_generation=a.previous_generation)
 
 
 def add_evaluate(sub):

@@ -153,8 +153,15 @@ def transfer_sets(wildcards=None):
         f"models/transfer/{dataset}/{variant}.npz"
         for dataset, variants in VARIANTS.items()
         for variant in variants
-        if parse_variant(variant)["axis"] in NEEDS_TRANSFER_SET
+        if parse_variant(variant)["axis"] in NEEDS_TRANSFER_SET and variant_set(variant) == variant
     ]
+
+
+def variant_set(variant: str) -> str:
+    """The transfer set a variant's cells read: its own, or for every born-again generation
+    generation 1's (the teacher's architecture and the training points; generation k > 1's
+    targets are generation k - 1's cell, read by the distill job: previous_generation)."""
+    return "generation-1" if parse_variant(variant)["axis"] == GENERATIONS else variant
 
 
 def variant_of(wildcards) -> str:
@@ -171,7 +178,7 @@ def distill_targets(wildcards):
     """What a cell's students learn from: a variant's transfer set, or the reference
     teacher's logits on the training split (reference grid and epochs variants)."""
     if uses_transfer_set(wildcards):
-        return f"models/transfer/{wildcards.dataset}/{variant_of(wildcards)}.npz"
+        return f"models/transfer/{wildcards.dataset}/{variant_set(variant_of(wildcards))}.npz"
     return f"models/teachers/{wildcards.dataset}.logits.npz"
 
 
@@ -215,8 +222,9 @@ def distill_targets_flag(wildcards):
 
 
 def previous_generation(wildcards):
-    """Generation k's targets, for the transfer set of generation k + 1: its alpha = 1 cell."""
-    parsed = parse_variant(wildcards.design)
+    """Generation k + 1's targets: generation k's alpha = 1 cell, replicate by replicate."""
+    variant = variant_of(wildcards)
+    parsed = parse_variant(variant) if variant != "reference" else {"axis": None}
     if parsed["axis"] != GENERATIONS or parsed["value"] < 2:
         return []
     cell = generation_plan(config)[1][0]  # kd_T1_mix1: the chain's link

@@ -12,6 +12,7 @@ rule distill:
         code=stage_code("distill"),
         factory=student_code,
         teacher_model=consistent_teacher,
+        previous=previous_generation,
     output:
         model="models/students/{dataset}/{variant}{student}/{cell}.pt",
         logits="models/students/{dataset}/{variant}{student}/{cell}.logits.npz",
@@ -20,6 +21,7 @@ rule distill:
         student=student_args,
         tune=tune_args,
         consistent=consistent_args,
+        previous=previous_generation_args,
         targets_flag=distill_targets_flag,
         seeds=config["distill"]["seeds"],
         seed=config["seed"],
@@ -48,5 +50,6 @@ rule distill:
         " --dataset {wildcards.dataset} {params.student} --cell {wildcards.cell}"
         " --seeds {params.seeds} --seed {params.seed}"
         " --epochs {params.epochs} --batch-size {params.batch_size} --lr {params.lr}"
-        " --weight-decay {params.weight_decay} {params.tune} {params.consistent} --threads {threads}"
+        " --weight-decay {params.weight_decay} {params.tune} {params.consistent} {params.previous}"
+        " --threads {threads}"
         " --out-model {output.model} --out-logits {output.logits} > {log} 2>&1"

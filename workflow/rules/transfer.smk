@@ -2,8 +2,9 @@
 # grid.py): a converged teacher (in_sample), K fold teachers (cross_fitted), augmented
 # copies labelled by the reference teacher (augmented), a teacher of another width, an
 # ensemble, a labelled subset, or a bootstrap resample with its refitted teacher (the
-# variance design), or a born-again generation's targets (the previous generation's
-# students, replicate by replicate). The reference grid needs none of these.
+# variance design), or born-again generation 1's (the teacher's architecture; later
+# generations read the previous generation's cell in their distill jobs). The reference
+# grid needs none of these.
 rule transfer:
     input:
         data="data/prepared/{dataset}.npz",
@@ -12,7 +13,6 @@ rule transfer:
         teacher_logits="models/teachers/{dataset}.logits.npz",
         code=stage_code("transfer"),
         factory=teacher_files,
-        previous=previous_generation,
     output:
         set="models/transfer/{dataset}/{design}.npz",
         model="models/transfer/{dataset}/{design}.pt",
@@ -21,7 +21,6 @@ rule transfer:
         seed=config["seed"],
         args=transfer_args,
         teacher=teacher_args,
-        previous=previous_generation_args,
     conda:
         "../envs/distillstudy.yaml"
     log:
@@ -38,5 +37,5 @@ rule transfer:
         "distillstudy transfer --data {input.data} --meta {input.meta}"
         " --teacher-model {input.teacher_model} --teacher-logits {input.teacher_logits}"
         " --dataset {wildcards.dataset} --variant {wildcards.design} --seed {params.seed}"
-        " {params.args} {params.teacher} {params.previous} --threads {threads}"
+        " {params.args} {params.teacher} --threads {threads}"
         " --out-set {output.set} --out-model {output.model} --out-meta {output.meta} > {log} 2>&1"

@@ -37,7 +37,7 @@ from distillstudy.engine.models import StackedMLP, count_student_params, save_st
 from distillstudy.engine.train import stacked_logits, train_stacked
 from distillstudy.errors import ParamsError, TrainingDiverged
 from distillstudy.grid import (BASELINE, FIXED_TEACHER_KINDS, HYPER_COLUMN, REFERENCE, SPLITS, TUNING_KEYS,
-                               factory_file, parse_cell)
+                               factory_file, parse_cell, parse_variant)
 from distillstudy.engine.teachers import factory_from_spec
 from distillstudy.students import DEFAULT_DEPTH, SELF_FAMILY, family_label, is_factory, student_name
 
@@ -77,13 +77,17 @@ def run(*, data: str, dataset: str, size: int, cell: str,
         weight_decay: float, out_model: str, out_logits: str, teacher_logits: str | None = None,
         transfer: str | None = None, variant: str = REFERENCE, threads: int = 1,
         family: str = "mlp", depth: int | None = None, tune: dict | None = None,
-        teacher_model: str | None = None) -> dict:
+        teacher_model: str | None = None, previous_generation: str | None = None) -> dict:
     """Train every seed of one cell of one student family (`family`: mlp, cnn or your
     factory '<file>.py:<function>'; `depth`: an mlp's hidden layers). With `tune`
     ({"lr": [...], "weight_decay": [...], "epochs": [...]}) the cell is trained at every
     candidate of that grid and reported at the one chosen on validation
     (engine/tuning.py); `lr`, `weight_decay`, `epochs` are then the untuned setting, whose
-    logits a baseline cell also keeps (untuned_logits_*) when it is a candidate."""
+    logits a baseline cell also keeps (untuned_logits_*) when it is a candidate.
+    `teacher_model`: the reference teacher's weights, which a consistent-teaching set
+    (grid.CONSISTENT) needs: its students meet fresh views each epoch, the teacher run on each.
+    `previous_generation`: born-again generation k > 1's targets, generation k - 1's alpha = 1
+    cell, replicate r teaching replicate r (with generation 1's transfer set as `transfer`)."""
     try:
         spec = parse_cell(cell)
     except ValueError as error:
@@ -97,16 +101,25 @@ def run(*, data: str, dataset: str, size: int, cell: str,
     arrays = load_npz(data)
     x_np, y_np, t_np, source = training_set(arrays, teacher_logits, transfer)
     generation = source.get("generation")
-    if (label == SELF_FAMILY) != (generation is not None):
+    k = parse_variant(variant)["value"] if generation else None
+    if (label == SELF_FAMILY) != (generation is not None) or (k is not None and (k > 1) != bool(previous_generation)):
         raise ParamsError(f"distill[{dataset}, {variant}]: the {SELF_FAMILY!r} family (the teacher's own "
-                          "architecture) trains on a born-again generation's transfer set, and only it does")
+                          "architecture) trains on born-again generation 1's transfer set, and only it does; "
+                          "generation k > 1 also needs generation k - 1's cell (--previous-generation)")
     # Each generation draws fresh initial weights (Furlanello et al. train every generation from
     # scratch): its number takes the size's place in the seeds; replicate r is still paired.
-    member_seeds = seeds.student_seeds(global_seed, dataset, generation["k"] if generation else size, n_seeds,
-                                       family=label)
-    if t_np.ndim == 3 and t_np.shape[0] != len(member_seeds):
-        raise ParamsError(f"distill[{dataset}, {variant}]: the previous generation has {t_np.shape[0]} replicates, "
-                          f"this cell {len(member_seeds)} (distill.seeds changed?)")
+    member_seeds = seeds.student_seeds(global_seed, dataset, k or size, n_seeds, family=label)
+    if generation:
+        source["generation"] = {**generation, "k": k}
+    if previous_generation:  # (M, n, C): replicate r's teacher is replicate r of generation k - 1
+        previous = load_npz(previous_generation)
+        t_np = previous["logits_train"]
+        source["generation"] = {**generation, "k": k, "previous": str(previous_generation),
+                                "previous_sha256": file_sha256(previous_generation),
+                                "previous_seeds": read_record(previous)["seeds"]}
+        if t_np.shape[0] != len(member_seeds):
+            raise ParamsError(f"distill[{dataset}, {variant}]: generation {k - 1} has {t_np.shape[0]} replicates, "
+                              f"this cell {len(member_seeds)} (distill.seeds changed?)")
     x, y, t = (torch.from_numpy(np.ascontiguousarray(a)).to(device) for a in (x_np, y_np, t_np))
     inputs = {s: torch.from_numpy(arrays[f"x_{s}"]).to(device) for s in SPLITS}
     where = "" if variant == REFERENCE else f"{variant}, "

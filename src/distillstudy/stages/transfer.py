@@ -19,6 +19,10 @@ combines and scores them, and writes the outputs.
                                                            the reference + M-1 newly seeded ones
     labels-<f>            a class-stratified share f of    the reference teacher's logits_train rows
                           the training points              (copied from its logits file)
+    generation-1          x_train, y_train                 the reference teacher's cached logits, and how
+                                                           to build its architecture (born-again students;
+                                                           later generations' distill jobs read the
+                                                           previous generation's cell instead)
     resample-<r>          bootstrap resample r of the      a teacher of the reference kind refitted on
                           training points (with            the resample (own seed, early-stopped): the
                           replacement)                     variance design (analysis/variance.py)
@@ -150,8 +154,7 @@ def run(*, data: str, meta: str, teacher_model: str, teacher_logits: str, datase
         global_seed: int, max_epochs: int, patience: int, batch_size: int, lr: float, weight_decay: float,
         cnn_channels: int, mlp_width: int, dropout: float,
         folds: int, copies: int, noise: float, shift: int, pixel_shift: float,
-        out_set: str, out_model: str, out_meta: str, threads: int = 1, factory: str | None = None,
-        previous_generation: str | None = None) -> dict:
+        out_set: str, out_model: str, out_meta: str, threads: int = 1, factory: str | None = None) -> dict:
     """Build one variant's transfer set (see the module docstring) and write the three outputs.
     `factory`: the dataset's teacher is your module (prepare.datasets[*].teacher.factory,
     trained here by the teacher stage); its teachers here are built by it too."""
@@ -178,8 +181,7 @@ def run(*, data: str, meta: str, teacher_model: str, teacher_logits: str, datase
              "weight_decay": _maybe(float, weight_decay), "cnn_channels": _maybe(int, cnn_channels),
              "mlp_width": _maybe(int, mlp_width), "dropout": _maybe(float, dropout)}
     params = {"folds": _maybe(int, folds), "copies": _maybe(int, copies), "noise": _maybe(float, noise),
-              "shift": _maybe(int, shift), "pixel_shift": _maybe(float, pixel_shift),
-              "previous_generation": previous_generation}
+              "shift": _maybe(int, shift), "pixel_shift": _maybe(float, pixel_shift)}
     stage = _Stage(arrays=arrays, info=info, global_seed=int(global_seed), hyper=hyper, device=settings["device"],
                    cached=cached, teacher_model=teacher_model, factory=factory)
     built = builder(stage, parsed, params)
@@ -191,8 +193,6 @@ def run(*, data: str, meta: str, teacher_model: str, teacher_logits: str, datase
              "logits_test": np.float32}
     out = {key: np.ascontiguousarray(built[key], dtype=dtype) for key, dtype in types.items()}
     out.update(fold=np.ascontiguousarray(fold, dtype=np.int64), train_mask=np.ascontiguousarray(train_mask, dtype=bool))
-    if "member_logits" in built:  # a born-again generation's per-replicate targets (M, n, C)
-        out["member_logits"] = np.ascontiguousarray(built["member_logits"], dtype=np.float32)
     record = {
         "dataset": dataset, "variant": variant, "axis": parsed["axis"], "level": parsed["level"], "kind": info["kind"],
         "protocol": built["protocol"], "test_time_teacher": built["test_time_teacher"], "teachers": stage.teachers,

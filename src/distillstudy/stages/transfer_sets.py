@@ -9,13 +9,11 @@ the transfer stage imports it.
 from __future__ import annotations
 
 import copy
-import json
 
 import numpy as np
 
 from distillstudy import grid
 from distillstudy.analysis import metrics
-from distillstudy.artifacts import file_sha256, load_npz
 from distillstudy.engine import augment, datasets, seeds
 from distillstudy.engine.teachers import stratified_folds, stratified_subset
 
@@ -221,33 +219,19 @@ def teacher_spec(stage) -> dict:
 
 
 def generation(stage, parsed, params) -> dict:
-    """Born-again generation k (Furlanello et al. 2018): students of the teacher's own
-    architecture learn from generation k - 1, replicate by replicate (`member_logits`
-    (M, n, C): member m's targets are member m's logits of the previous generation's alpha =
-    1 cell); generation 1 learns from the reference teacher (one set of logits for all).
-    The test-time teacher of generation k > 1 is the previous generation's mean probability
-    (for the designs table only: each student is compared with its own teacher)."""
-    k = int(parsed["value"])
-    if k < 1:
-        raise ValueError(f"variant generation-{parsed['level']}: generations are numbered from 1")
-    previous = params.get("previous_generation")
-    out = {**whole_train(stage), "generation": {"k": k, "teacher": teacher_spec(stage), "previous": previous}}
-    if k == 1:
-        stage.load_reference()
-        return {**out, "logits": stage.cached["logits_train"], "logits_val": stage.cached["logits_val"],
-                "logits_test": stage.cached["logits_test"], "test_time_teacher": "the reference teacher",
-                "protocol": "born-again generation 1: the reference teacher's cached logits on the training points"}
-    if previous is None:
-        raise ValueError(f"variant generation-{k} needs generation {k - 1}'s cell (--previous-generation)")
-    cell = load_npz(previous)
-    record = json.loads(str(cell["record"]))
-    out["generation"].update(previous_sha256=file_sha256(previous), previous_seeds=record["seeds"])
-    return {**out, "member_logits": cell["logits_train"],
-            **{key: metrics.log_mean_prob(list(cell[f"logits_{s}"]))
-               for key, s in (("logits", "train"), ("logits_val", "val"), ("logits_test", "test"))},
-            "test_time_teacher": f"generation {k - 1}'s students, each teaching the replicate of its seed",
-            "protocol": (f"born-again generation {k}: each replicate learns from the same replicate of generation "
-                         f"{k - 1} (its logits on the training points)")}
+    """Born-again generation 1's set (Furlanello et al. 2018): the training points with the
+    reference teacher's cached logits, and how to build the teacher's architecture, which
+    every generation's students have. Generation k > 1 reads this set too, with generation
+    k - 1's cell for its targets (replicate by replicate, in its distill jobs): a transfer
+    job cannot wait on a distill job (DVC runs the stages in order)."""
+    if int(parsed["value"]) != 1:
+        raise ValueError(f"variant generation-{parsed['level']}: only generation 1 has a transfer set; later "
+                         "generations read it and the previous generation's cell")
+    stage.load_reference()
+    return {**whole_train(stage), "generation": {"teacher": teacher_spec(stage)},
+            "logits": stage.cached["logits_train"], "logits_val": stage.cached["logits_val"],
+            "logits_test": stage.cached["logits_test"], "test_time_teacher": "the reference teacher",
+            "protocol": "born-again generation 1: the reference teacher's cached logits on the training points"}
 
 
 def consistent(stage, parsed, params) -> dict:
