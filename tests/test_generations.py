@@ -11,7 +11,7 @@ import pandas as pd
 import pytest
 import torch
 
-from conftest import tiny_params
+from conftest import make_workspace, run, tiny_params
 from distillstudy import grid
 from distillstudy.analysis import generations
 from distillstudy.artifacts import load_npz
@@ -165,3 +165,18 @@ def test_the_sentence_claims_no_more_than_the_interval(gains, verdict):
     text = " ".join(render_generations.sentences("toy", summary, "sine"))
     assert verdict in text and "convex fit" in text
     assert ("beat their teacher with confidence" in text) == (verdict == "beats its teacher")
+
+
+@pytest.mark.slow
+def test_the_transfer_stage_runs_alone_with_generations(tmp_path):
+    """DVC runs `snakemake --until transfer` before any distill job: no transfer set may wait
+    on a student (a later generation's targets are read by its distill jobs instead)."""
+    params = tiny_params()
+    params["prepare"]["datasets"] = [d for d in params["prepare"]["datasets"] if d["name"] == "digits"]
+    params["designs"].update(transfer=[], epochs=[], teacher_width=[], ensemble=[], label_fraction=[],
+                             resamples=0, generations=3)
+    params["distill"].pop("tune")
+    ws = make_workspace(tmp_path / "study", params)
+    run(["snakemake", "-c2", "--until", "transfer"], ws)
+    assert sorted(p.name for p in (ws / "models/transfer/digits").glob("*.npz")) == ["generation-1.npz"]
+    assert not (ws / "models/students").exists()
