@@ -44,7 +44,8 @@ def test_second_repro_while_one_runs_fails_fast(dvc_study):
 
 
 def test_repro_records_every_stage_without_retraining(dvc_study):
-    """Every stage runs its `snakemake --until <stage>`, which finds the outputs of the
+    """Every stage runs its `snakemake --until <stage>` (distill: `--omit-from evaluate
+    walkthrough`, everything upstream of evaluate), which finds the outputs of the
     Snakemake run up to date and trains nothing. evaluate and report run again (seconds):
     DVC forces their rules whenever it runs their stages (dvc.yaml: a smaller grid must
     not leave stale tables), and reproduce the same tables."""

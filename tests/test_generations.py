@@ -5,11 +5,13 @@ and whether any beats its teacher, with a CI over replicates."""
 from __future__ import annotations
 
 import json
+import shlex
 
 import numpy as np
 import pandas as pd
 import pytest
 import torch
+import yaml
 
 from conftest import make_workspace, run, tiny_params
 from distillstudy import grid
@@ -168,7 +170,7 @@ def test_the_sentence_claims_no_more_than_the_interval(gains, verdict):
 
 
 @pytest.mark.slow
-def test_the_transfer_stage_runs_alone_with_generations(tmp_path):
+def test_the_transfer_and_distill_stages_run_alone_with_generations(tmp_path):
     """DVC runs `snakemake --until transfer` before any distill job: no transfer set may wait
     on a student (a later generation's targets are read by its distill jobs instead)."""
     params = tiny_params()
@@ -180,3 +182,11 @@ def test_the_transfer_stage_runs_alone_with_generations(tmp_path):
     run(["snakemake", "-c2", "--until", "transfer"], ws)
     assert sorted(p.name for p in (ws / "models/transfer/digits").glob("*.npz")) == ["generation-1.npz"]
     assert not (ws / "models/students").exists()
+    # ... and the distill stage's command (dvc.yaml) reaches the last generation: a chain of
+    # distill jobs, which `snakemake --until distill` would never start
+    command = yaml.safe_load((ws / "dvc.yaml").read_text())["stages"]["distill"]["cmd"]
+    run(shlex.split(command) + ["-c2"], ws)
+    cells = sorted(p.relative_to(ws / "models/students/digits").as_posix()
+                   for p in (ws / "models/students/digits").glob("generation-*/*/*.logits.npz"))
+    assert cells == [f"generation-{k}/teacher-1/kd_T1_mix{a}.logits.npz" for k in (1, 2, 3) for a in ("0.9", "1")]
+    assert not (ws / "reports/results.csv").exists()
