@@ -159,7 +159,8 @@ def _summary_frame(gains: list[float]) -> pd.DataFrame:
 
 @pytest.mark.parametrize("gains, verdict", [([0.02, 0.03, 0.025], "beats its teacher"),
                                             ([-0.02, -0.03, -0.025], "falls short of its teacher"),
-                                            ([0.02, -0.03, 0.01], "is not distinguishable from its teacher")])
+                                            ([0.02, -0.03, 0.01], "is not distinguishable from its teacher"),
+                                            ([0.0, 0.0, 0.0], "matches its teacher exactly")])
 def test_the_sentence_claims_no_more_than_the_interval(gains, verdict):
     summary = generations.summary(_summary_frame(gains))
     chosen = summary[summary["chosen"]]

@@ -32,9 +32,10 @@ NOTE = ("Gain over its teacher: student − its own teacher's test accuracy, pai
 
 
 def verdict(lo: float, hi: float) -> str:
+    """'beats', 'short', 'same' (every replicate exactly its teacher's accuracy) or 'unclear'."""
     if missing(lo) or missing(hi):
         return "unclear"
-    return "beats" if lo > 0 else "short" if hi < 0 else "unclear"
+    return "beats" if lo > 0 else "short" if hi < 0 else "same" if lo == hi == 0 else "unclear"
 
 
 def _convex(kind: str | None) -> bool:
@@ -46,6 +47,7 @@ def sentences(ds: str, rows: pd.DataFrame, kind: str | None) -> list[str]:
     for _, r in rows[rows["chosen"]].iterrows():
         v = verdict(r["gain_lo"], r["gain_hi"])
         words = {"beats": "beats its teacher", "short": "falls short of its teacher",
+                 "same": "matches its teacher exactly, replicate by replicate",
                  "unclear": "is not distinguishable from its teacher"}[v]
         out.append(f"On {ds}, born-again generation {int(r['generation'])} (α = {r['alpha']}, chosen on validation) "
                    f"{words}: {pct(r['student_mean'])} against {pct(r['teacher_mean'])}, "
