@@ -13,6 +13,7 @@ import os
 from pathlib import Path
 
 import matplotlib.pyplot as plt
+from matplotlib.ticker import FuncFormatter
 import pandas as pd
 
 from distillstudy.analysis import variance
@@ -106,10 +107,13 @@ def plot_variance(rows: pd.DataFrame, dataset: str, noun: str, path: str | os.Pa
                        edgecolor=c, linewidth=1.6, zorder=3)
         ax.axhline(1.0, color="grey", lw=1, ls="--")
         ax.set_yscale("log")
+        plain = FuncFormatter(lambda v, _: f"{v:g}")  # 0.8, not 8 x 10^-1
+        ax.yaxis.set_major_formatter(plain)
+        ax.yaxis.set_minor_formatter(plain)
         ax.set_xticks(range(len(sizes)), [str(s) for s in sizes])
         ax.set_xlabel(noun)
         ax.set_ylabel("variance ratio, distilled / hard")
-        ax.set_title(figure_title(dataset, KEY, "ratio with 95% CI"), fontsize=9)
+        ax.set_title(figure_title(dataset, KEY, "95% CI"), fontsize=9)
         fig.tight_layout()
         save(fig, path)
     finally:
