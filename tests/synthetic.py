@@ -196,3 +196,21 @@ def report_inputs(tmp_path, dataset: str = EVIL, two_families: bool = False) -> 
         "provenance_record": {"git_commit": "deadbeef", "dirty": "false", "note": "<b>x</b>"},
         "benchmarks": benchmarks,
     }
+
+
+#: The teacher knobs of the small sine studies below (the sine teacher is a convex fit: the
+#: epochs knobs do not move it).
+SINE_KNOBS = dict(max_epochs=3, patience=2, batch_size=16, lr=0.01, weight_decay=0.0, cnn_channels=4, mlp_width=8,
+                  dropout=0.0)
+
+
+def sine_with_teacher(knobs: dict = SINE_KNOBS) -> None:
+    """In the working directory: a small prepared sine dataset (s.npz, s.json: 80 training
+    points, 60 test points, seed 3) and its teacher (t.pt, t.npz, t.json)."""
+    from distillstudy.engine import datasets
+    from distillstudy.stages import teacher
+
+    datasets.prepare("sine", "sine", "s.npz", "s.json", n_train=80, n_test=60, seed=3, val_fraction=0.25,
+                     test_fraction=0.25)
+    teacher.run(data="s.npz", meta="s.json", global_seed=3, out_model="t.pt", out_logits="t.npz", out_meta="t.json",
+                **knobs)

@@ -11,9 +11,9 @@ import pytest
 
 from distillstudy import grid
 from distillstudy.artifacts import load_npz, save_npz
-from distillstudy.engine import datasets
 from distillstudy.errors import ParamsError
-from distillstudy.stages import distill, teacher, transfer
+from distillstudy.stages import distill, transfer
+from synthetic import sine_with_teacher
 
 KNOBS = dict(max_epochs=4, patience=2, batch_size=16, lr=0.01, weight_decay=0.0, cnn_channels=4, mlp_width=8,
              dropout=0.0)
@@ -35,10 +35,7 @@ def test_the_protocols_cells_epochs_and_settings():
 @pytest.fixture
 def sine_run(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
-    datasets.prepare("sine", "sine", "s.npz", "s.json", n_train=80, n_test=60, seed=3, val_fraction=0.25,
-                     test_fraction=0.25)
-    teacher.run(data="s.npz", meta="s.json", global_seed=3, out_model="t.pt", out_logits="t.npz",
-                out_meta="t.json", **KNOBS)
+    sine_with_teacher(KNOBS)
     transfer.run(data="s.npz", meta="s.json", teacher_model="t.pt", teacher_logits="t.npz", dataset="sine",
                  variant="transfer-consistent", global_seed=3, folds=None, copies=None, noise=0.3, shift=None,
                  pixel_shift=None, out_set="c.npz", out_model="c.pt", out_meta="c.json",

@@ -13,6 +13,7 @@ import pytest
 import torch
 import yaml
 
+from synthetic import sine_with_teacher
 from conftest import make_workspace, run, tiny_params
 from distillstudy import grid
 from distillstudy.analysis import generations
@@ -20,11 +21,10 @@ from distillstudy.artifacts import load_npz
 from distillstudy.engine.cell_loss import objective_fn
 from distillstudy.engine.families import mlp
 from distillstudy.engine.generic import GenericStack, train_generic
-from distillstudy.engine import datasets
 from distillstudy.errors import ParamsError
 from distillstudy.params import check_params
 from distillstudy.render import generations as render_generations
-from distillstudy.stages import distill, teacher, transfer
+from distillstudy.stages import distill, transfer
 
 KNOBS = dict(max_epochs=4, patience=2, batch_size=16, lr=0.01, weight_decay=0.0, cnn_channels=4, mlp_width=8,
              dropout=0.0)
@@ -71,10 +71,7 @@ def test_generations_are_variants_with_the_teacher_s_own_students():
 def sine_chain(tmp_path, monkeypatch):
     """Generation 1 and 2 on sine (the convex teacher's architecture), by the stages themselves."""
     monkeypatch.chdir(tmp_path)
-    datasets.prepare("sine", "sine", "s.npz", "s.json", n_train=80, n_test=60, seed=3, val_fraction=0.25,
-                     test_fraction=0.25)
-    teacher.run(data="s.npz", meta="s.json", global_seed=3, out_model="t.pt", out_logits="t.npz", out_meta="t.json",
-                **KNOBS)
+    sine_with_teacher(KNOBS)
     arch = {k: KNOBS[k] if k in ("cnn_channels", "mlp_width", "dropout") else None for k in KNOBS}
     common = dict(data="s.npz", meta="s.json", teacher_model="t.pt", teacher_logits="t.npz", dataset="sine",
                   global_seed=3, folds=None, copies=None, noise=None, shift=None, pixel_shift=None, **arch)

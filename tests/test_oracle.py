@@ -8,13 +8,14 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from synthetic import SINE_KNOBS, sine_with_teacher
 from conftest import tiny_params
 from distillstudy import grid
 from distillstudy.artifacts import load_npz
 from distillstudy.engine import datasets
 from distillstudy.render.designs import oracle_share
 from distillstudy.render.walkthrough import oracle_sentence
-from distillstudy.stages import teacher, transfer
+from distillstudy.stages import transfer
 
 
 def test_oracle_logits_are_the_true_conditional_distribution():
@@ -36,12 +37,8 @@ def test_the_oracle_is_a_variant_of_sine_datasets_only():
 
 def test_the_transfer_stage_writes_the_oracle_on_every_split(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
-    datasets.prepare("sine", "sine", "s.npz", "s.json", n_train=80, n_test=60, seed=3, val_fraction=0.25,
-                     test_fraction=0.25)
-    knobs = dict(max_epochs=3, patience=2, batch_size=16, lr=0.01, weight_decay=0.0, cnn_channels=4, mlp_width=8,
-                 dropout=0.0)
-    teacher.run(data="s.npz", meta="s.json", global_seed=3, out_model="t.pt", out_logits="t.npz", out_meta="t.json",
-                **knobs)
+    sine_with_teacher()
+    knobs = SINE_KNOBS
     transfer.run(data="s.npz", meta="s.json", teacher_model="t.pt", teacher_logits="t.npz", dataset="sine",
                  variant="transfer-oracle", global_seed=3, folds=None, copies=None, noise=None, shift=None,
                  pixel_shift=None, out_set="o.npz", out_model="o.pt", out_meta="o.json",

@@ -12,15 +12,15 @@ import pandas as pd
 import pytest
 from scipy import stats as st
 
+from synthetic import SINE_KNOBS, sine_with_teacher
 from conftest import tiny_params
 from distillstudy import grid
 from distillstudy.analysis import variance
 from distillstudy.artifacts import load_npz, save_npz
-from distillstudy.engine import datasets
 from distillstudy.errors import ParamsError
 from distillstudy.params import check_params
 from distillstudy.render import variance as render_variance
-from distillstudy.stages import teacher, transfer
+from distillstudy.stages import transfer
 from distillstudy.stages.transfer_sets import bootstrap_points
 
 SEEDS = [11, 22, 33]
@@ -149,12 +149,8 @@ def test_resample_variants_are_named_and_checked():
 
 def test_the_transfer_stage_resamples_with_replacement_and_refits_the_teacher(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
-    datasets.prepare("sine", "sine", "s.npz", "s.json", n_train=80, n_test=60, seed=3, val_fraction=0.25,
-                     test_fraction=0.25)
-    knobs = dict(max_epochs=3, patience=2, batch_size=16, lr=0.01, weight_decay=0.0, cnn_channels=4, mlp_width=8,
-                 dropout=0.0)
-    teacher.run(data="s.npz", meta="s.json", global_seed=3, out_model="t.pt", out_logits="t.npz", out_meta="t.json",
-                **knobs)
+    sine_with_teacher()
+    knobs = SINE_KNOBS
     outs = []
     for out in ("a", "b"):
         transfer.run(data="s.npz", meta="s.json", teacher_model="t.pt", teacher_logits="t.npz", dataset="sine",
