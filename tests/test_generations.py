@@ -133,7 +133,7 @@ def test_the_teacher_family_trains_only_on_a_generation_s_set(sine_chain):
 def test_the_table_pairs_each_student_with_its_own_teacher(sine_chain):
     arrays, reference = load_npz("s.npz"), load_npz("t.npz")
     cells = [str(sine_chain / f"g{k}_mix{a}.npz") for k in (1, 2) for a in ("1", "0.9")]
-    frame = generations.build({"sine": (arrays, reference)}, cells)
+    frame = generations.build({"sine": (arrays, reference)}, [load_npz(c) for c in cells])
     wide = frame.pivot_table(index=["generation", "alpha", "replicate"], columns="metric", values="value")
     g1 = load_npz("g1_mix1.npz")["logits_test"]
     for r in range(3):  # generation 2's replicate r is compared with generation 1's replicate r

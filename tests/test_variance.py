@@ -116,7 +116,7 @@ def test_build_pairs_each_seed_s_resamples_and_recovers_a_planted_variance(tmp_p
         for cell, sd in (("baseline", 0.1), ("kd_T4_mix0.9", 0.05)):
             q = np.clip(0.5 + rng.normal(0, sd, (len(SEEDS), n)), 0.01, 0.99)
             paths.append(_cell(tmp_path / f"{cell}-{r}.npz", r=r, cell=cell, logits_test=_binary_logits(q)))
-    frame = variance.build({"toy": (data, None)}, paths)
+    frame = variance.build({"toy": (data, None)}, [load_npz(p) for p in paths])
     assert set(frame["seed"]) == set(SEEDS) and set(frame["model"]) == {"baseline", "distilled"}
     out = variance.summary(frame).iloc[0]
     assert out["ratio"] == pytest.approx(0.25, rel=0.15)
@@ -129,9 +129,9 @@ def test_build_refuses_unpaired_seeds_and_a_single_resample(tmp_path):
     a = _cell(tmp_path / "a.npz", r=1, cell="baseline", logits_test=logits)
     b = _cell(tmp_path / "b.npz", r=2, cell="baseline", logits_test=logits, seeds=[1, 2, 3])
     with pytest.raises(ValueError, match="other seeds"):
-        variance.build({"toy": ({"y_test": y, "y_val": y}, None)}, [a, b])
+        variance.build({"toy": ({"y_test": y, "y_val": y}, None)}, [load_npz(a), load_npz(b)])
     with pytest.raises(ValueError, match="a variance needs at least 2"):
-        variance.build({"toy": ({"y_test": y, "y_val": y}, None)}, [a])
+        variance.build({"toy": ({"y_test": y, "y_val": y}, None)}, [load_npz(a)])
 
 
 def test_resample_variants_are_named_and_checked():

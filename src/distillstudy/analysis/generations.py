@@ -24,7 +24,7 @@ import numpy as np
 import pandas as pd
 
 from distillstudy.analysis import metrics, stats
-from distillstudy.artifacts import load_npz, read_record
+from distillstudy.artifacts import read_record
 from distillstudy.grid import GENERATIONS, format_number, parse_variant
 
 COLUMNS = ["dataset", "generation", "alpha", "replicate", "seed", "metric", "value"]
@@ -37,12 +37,11 @@ def _scores(logits: np.ndarray, y: np.ndarray) -> tuple[float, float]:
     return metrics.accuracy(logits, y), metrics.nll(logits, y)
 
 
-def build(datasets: dict[str, tuple[dict, dict]], design_cells: list[str]) -> pd.DataFrame:
+def build(datasets: dict[str, tuple[dict, dict]], design_cells) -> pd.DataFrame:
     """`datasets`: name -> (prepared arrays, the reference teacher's logits npz);
-    `design_cells`: every design cell (cells of other variants are skipped)."""
+    `design_cells`: every design cell, loaded (cells of other variants are skipped)."""
     cells: dict[tuple[str, int, float], tuple[dict, dict]] = {}
-    for path in design_cells:
-        cell = load_npz(path)
+    for cell in design_cells:
         record = read_record(cell)
         parsed = parse_variant(record.get("variant", "reference"))
         if parsed["axis"] == GENERATIONS:

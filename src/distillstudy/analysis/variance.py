@@ -34,7 +34,7 @@ import numpy as np
 import pandas as pd
 
 from distillstudy.analysis import metrics, stats
-from distillstudy.artifacts import load_npz, read_record
+from distillstudy.artifacts import read_record
 from distillstudy.grid import RESAMPLES, format_number, number_value, parse_variant
 
 COLUMNS = ["dataset", "family", "student_size", "model", "temperature", "alpha", "seed", "metric", "value"]
@@ -70,13 +70,12 @@ def seed_scores(logits_test: np.ndarray, logits_val: np.ndarray, data: dict, tru
     return scores
 
 
-def build(datasets: dict[str, tuple[dict, np.ndarray | None]], design_cells: list[str]) -> pd.DataFrame:
+def build(datasets: dict[str, tuple[dict, np.ndarray | None]], design_cells) -> pd.DataFrame:
     """`datasets`: name -> (prepared arrays, the true p(y = 1 | x_test) or None where it is
-    unknown); `design_cells`: every design cell's logits file (cells of other variants are
-    skipped). Long format, COLUMNS."""
+    unknown); `design_cells`: every design cell, loaded (artifacts.load_npz; cells of other
+    variants are skipped). Long format, COLUMNS."""
     groups: dict[tuple, dict[int, dict]] = {}
-    for path in design_cells:
-        cell = load_npz(path)
+    for cell in design_cells:
         record = read_record(cell)
         parsed = parse_variant(record.get("variant", "reference"))
         if parsed["axis"] != RESAMPLES:

@@ -61,17 +61,21 @@ def run(*, data: list[str], teachers: list[str], teacher_meta: list[str], cells:
                        .astype({"student_size": str, "temperature": str}), CALIBRATION_COLUMNS, "bin")
     out_calibration = Path(out_results).with_name(CALIBRATION_FILE) if out_calibration is None else out_calibration
     write_text(out_calibration, cal.to_csv(index=False, float_format="%.10g", lineterminator="\n"))
+    loaded = [load_npz(p) for p in design_cells]  # once, for the variance and generations tables
+    for cell_path, cell in zip(design_cells, loaded):
+        if read_record(cell)["dataset"] not in by_name:
+            raise ValueError(f"{cell_path}: design cell of a dataset with no teacher in this run")
     if out_designs is not None:
         write_designs(out_designs, by_name, records, cells, design_cells, transfer_sets, ece_bins)
     if out_variance is not None:
-        write_variance(out_variance, by_name, design_cells, transfer_sets)
+        write_variance(out_variance, by_name, loaded, transfer_sets)
     if out_generations is not None:
-        frame_g = generations.build(by_name, design_cells)
+        frame_g = generations.build(by_name, loaded)
         write_text(out_generations, frame_g.to_csv(index=False, float_format="%.10g", lineterminator="\n"))
     return frame
 
 
-def write_variance(path: str, by_name: dict, design_cells: list[str], transfer_sets: list[str]) -> None:
+def write_variance(path: str, by_name: dict, design_cells: list[dict], transfer_sets: list[str]) -> None:
     """variance.csv; the true p(y = 1 | x) enters where the data are the sine distribution's
     (the kind each transfer set records)."""
     kinds = {}
@@ -86,9 +90,6 @@ def write_variance(path: str, by_name: dict, design_cells: list[str], transfer_s
 
 def write_designs(path: str, by_name: dict, records: dict, cells: list[str], design_cells: list[str],
                   transfer_sets: list[str], ece_bins: int) -> None:
-    for cell_path in design_cells:
-        if read_record(load_npz(cell_path))["dataset"] not in by_name:
-            raise ValueError(f"{cell_path}: design cell of a dataset with no teacher in this run")
     if design_cells:
         frame = designs.build({n: (*by_name[n], records[n]) for n in by_name}, cells, design_cells,
                               transfer_sets, ece_bins)
