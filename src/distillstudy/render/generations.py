@@ -16,7 +16,8 @@ import pandas as pd
 from distillstudy.analysis import generations
 from distillstudy.render.captions import figure_entry
 from distillstudy.render.plotting import figure_title, save
-from distillstudy.render.text import gain_text, missing, pct, slug
+from distillstudy.grid import FIXED_TEACHER_KINDS
+from distillstudy.render.text import css_class, gain_text, missing, pct, slug
 
 KEY = "design_generations"
 TITLE = "Self-distillation: born-again generations"
@@ -32,14 +33,11 @@ NOTE = ("Gain over its teacher: student − its own teacher's test accuracy, pai
 
 
 def verdict(lo: float, hi: float) -> str:
-    """'beats', 'short', 'same' (every replicate exactly its teacher's accuracy) or 'unclear'."""
+    """'beats', 'short', 'same' (every replicate exactly its teacher's accuracy) or 'unclear';
+    a gain's CI, where render/text.ratio_verdict reads a ratio's."""
     if missing(lo) or missing(hi):
         return "unclear"
     return "beats" if lo > 0 else "short" if hi < 0 else "same" if lo == hi == 0 else "unclear"
-
-
-def _convex(kind: str | None) -> bool:
-    return kind == "sine"
 
 
 def sentences(ds: str, rows: pd.DataFrame, kind: str | None) -> list[str]:
@@ -55,7 +53,7 @@ def sentences(ds: str, rows: pd.DataFrame, kind: str | None) -> list[str]:
                    f"against the original teacher {gain_text(r['over_reference_mean'], r['over_reference_lo'], r['over_reference_hi'])}.")
     chosen = rows[rows["chosen"]]
     beats = [int(r["generation"]) for _, r in chosen.iterrows() if verdict(r["gain_lo"], r["gain_hi"]) == "beats"]
-    if _convex(kind):
+    if kind in FIXED_TEACHER_KINDS:  # a convex fit: the teacher's class globally optimised
         why = ("This teacher is a convex fit (logistic regression on sin x, fitted to convergence): the globally "
                "optimised model of its class, the case the seed's argument covers")
     else:
@@ -71,7 +69,7 @@ def _table(rows: pd.DataFrame) -> tuple[list[str], list[list[dict]]]:
             "gain over the original teacher [CI]"]
     out = []
     for _, r in rows.iterrows():
-        cls = {"beats": "better", "short": "worse"}.get(verdict(r["gain_lo"], r["gain_hi"]), "")
+        cls = css_class(verdict(r["gain_lo"], r["gain_hi"]) in ("beats", "short"), r["gain_mean"])
         cells = [str(int(r["generation"])), str(r["alpha"]), "✓" if r["chosen"] else "", pct(r["student_mean"]),
                  pct(r["teacher_mean"]), (gain_text(r["gain_mean"], r["gain_lo"], r["gain_hi"]), cls),
                  gain_text(r["over_reference_mean"], r["over_reference_lo"], r["over_reference_hi"])]

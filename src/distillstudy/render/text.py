@@ -92,3 +92,24 @@ def slug(name: str) -> str:
     """File-system and anchor safe name; a hash suffix keeps distinct names distinct."""
     base = re.sub(r"[^A-Za-z0-9_.-]+", "_", name).strip("._-")[:40] or "dataset"
     return f"{base}-{hashlib.sha1(name.encode('utf-8')).hexdigest()[:8]}"
+
+
+def ratio_num(x) -> str:
+    """A variance ratio: two decimals."""
+    return num(x, 2)
+
+
+def ratio_text(ratio, low, high) -> str:
+    """A variance ratio with its CI: '0.32 [0.21, 0.48]'; without a CI it says so."""
+    if missing(ratio):
+        return "n/a"
+    ci = "(CI n/a)" if missing(low) else f"[{ratio_num(low)}, {ratio_num(high)}]"
+    return f"{ratio_num(ratio)} {ci}"
+
+
+def ratio_verdict(low, high) -> str:
+    """'lower' when the CI of a variance ratio lies below 1, 'higher' above 1, 'none'
+    when it holds 1, 'undefined' without a CI."""
+    if missing(low) or missing(high):
+        return "undefined"
+    return "lower" if high < 1 else "higher" if low > 1 else "none"

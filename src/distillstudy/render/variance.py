@@ -19,7 +19,8 @@ import pandas as pd
 from distillstudy.analysis import variance
 from distillstudy.render.captions import figure_entry
 from distillstudy.render.plotting import figure_title, save, size_colours
-from distillstudy.render.text import gain_text, missing, num, slug
+from distillstudy.render.text import css_class, gain_text, missing, num, ratio_text, slug
+from distillstudy.render.text import ratio_verdict as verdict  # 'lower' / 'higher' / 'none' / 'undefined' 
 from distillstudy.students import family_noun
 
 KEY = "design_variance"
@@ -36,23 +37,9 @@ NOTE = ("Ratio: soft / hard variance, geometric mean over seeds with a Student-t
         "points (population variance over the R resamples, so bias² + variance = mean squared error).")
 
 
-def _ratio(r, prefix: str = "") -> str:
-    mean, lo, hi = r[f"{prefix}ratio"], r[f"{prefix}ratio_lo"], r[f"{prefix}ratio_hi"]
-    if missing(mean):
-        return "n/a"
-    return f"{mean:.2f}×" + ("" if missing(lo) else f" [{lo:.2f}, {hi:.2f}]")
-
-
-def verdict(lo: float, hi: float) -> str:
-    """'lower', 'higher' or 'unclear': where the whole interval of soft / hard lies."""
-    if missing(lo) or missing(hi):
-        return "unclear"
-    return "lower" if hi < 1 else "higher" if lo > 1 else "unclear"
-
-
 def sentence(ds: str, r, noun: str) -> str:
     where = f"On {ds}, {noun} {int(r['student_size'])}"
-    ratio = (f"{r['ratio']:.2f}× the hard-label students' variance [{r['ratio_lo']:.2f}, {r['ratio_hi']:.2f}] "
+    ratio = (f"{ratio_text(r['ratio'], r['ratio_lo'], r['ratio_hi'])} times the hard-label students' variance "
              f"(95% CI over {int(r['n_seeds'])} seeds, {int(r['n_resamples'])} resamples)")
     gain = gain_text(r["gain_mean"], r["gain_lo"], r["gain_hi"])
     v = verdict(r["ratio_lo"], r["ratio_hi"])
@@ -82,9 +69,12 @@ def _table(rows: pd.DataFrame) -> tuple[list[str], list[list[dict]]]:
         cols += ["bias², hard", "bias², distilled", "MSE, hard", "MSE, distilled"]
     out = []
     for _, r in rows.iterrows():
-        cls = {"lower": "better", "higher": "worse"}.get(verdict(r["ratio_lo"], r["ratio_hi"]), "")
+        v = verdict(r["ratio_lo"], r["ratio_hi"])  # a lower variance is the better
+        cls = css_class(v in ("lower", "higher"), 1 - r["ratio"])
         cells = [str(int(r["student_size"])), str(r["temperature"]), num(r["var_hard"], 5), num(r["var_soft"], 5),
-                 (_ratio(r), cls), _ratio(r, "ll_"), gain_text(r["gain_mean"], r["gain_lo"], r["gain_hi"])]
+                 (ratio_text(r["ratio"], r["ratio_lo"], r["ratio_hi"]), cls),
+                 ratio_text(r["ll_ratio"], r["ll_ratio_lo"], r["ll_ratio_hi"]),
+                 gain_text(r["gain_mean"], r["gain_lo"], r["gain_hi"])]
         if truth:
             cells += [num(r[k], 5) for k in ("bias2_hard", "bias2_soft", "mse_hard", "mse_soft")]
         out.append([{"text": c[0], "cls": c[1]} if isinstance(c, tuple) else {"text": c, "cls": ""} for c in cells])
@@ -103,7 +93,7 @@ def plot_variance(rows: pd.DataFrame, dataset: str, noun: str, path: str | os.Pa
             lo, hi = r["ratio_lo"], r["ratio_hi"]
             if not missing(lo):
                 ax.errorbar([i], [r["ratio"]], yerr=[[r["ratio"] - lo], [hi - r["ratio"]]], color=c, capsize=4)
-            ax.scatter([i], [r["ratio"]], s=60, color=c if verdict(lo, hi) != "unclear" else "white",
+            ax.scatter([i], [r["ratio"]], s=60, color=c if verdict(lo, hi) in ("lower", "higher") else "white",
                        edgecolor=c, linewidth=1.6, zorder=3)
         ax.axhline(1.0, color="grey", lw=1, ls="--")
         ax.set_yscale("log")

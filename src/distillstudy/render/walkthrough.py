@@ -14,7 +14,7 @@ from typing import Iterable
 import pandas as pd
 
 from distillstudy.render.captions import data_uri
-from distillstudy.render.text import missing, num
+from distillstudy.render.text import missing, num, ratio_num, ratio_text, ratio_verdict
 
 #: The variance table's columns the section reads (the walkthrough stage writes them).
 VARIANCE_NEEDS = {"n_train", "model", "bias2", "variance", "variance_ratio", "ratio_low", "ratio_high"}
@@ -90,27 +90,6 @@ def oracle_sentence(test: pd.DataFrame) -> str:
 def sig(x) -> str:
     """A bias² or variance: three significant digits ('0.0801', '0.00215')."""
     return "n/a" if missing(x) else f"{x:.3g}"
-
-
-def ratio_num(x) -> str:
-    """A variance ratio: two decimals."""
-    return num(x, 2)
-
-
-def ratio_text(ratio, low, high) -> str:
-    """A variance ratio with its CI: '0.32 [0.21, 0.48]'; without a CI it says so."""
-    if missing(ratio):
-        return "n/a"
-    ci = "(CI n/a)" if missing(low) else f"[{ratio_num(low)}, {ratio_num(high)}]"
-    return f"{ratio_num(ratio)} {ci}"
-
-
-def ratio_verdict(low, high) -> str:
-    """'lower' when the CI of a variance ratio lies below 1, 'higher' above 1, 'none'
-    when it holds 1, 'undefined' without a CI."""
-    if missing(low) or missing(high):
-        return "undefined"
-    return "lower" if high < 1 else "higher" if low > 1 else "none"
 
 
 def _span(values: pd.Series, fmt) -> str:
