@@ -27,6 +27,7 @@ from distillstudy.grid import (
     study_cells,
     tuned,
     variant_cells,
+    variant_dir,
     variant_epochs,
     variant_settings,
 )
@@ -120,9 +121,14 @@ def dataset_args(wildcards):
     return args
 
 
+def cell_logits(dataset: str, variant: str, student: str, cell: str) -> str:
+    """A cell's logits file, where its distill job writes it (variant "reference": the main grid)."""
+    return f"models/students/{dataset}/{variant_dir(variant)}{student}/{cell}.logits.npz"
+
+
 def student_cells(wildcards=None):
     return [
-        f"models/students/{dataset}/{student}/{cell}.logits.npz"
+        cell_logits(dataset, "reference", student, cell)
         for dataset, students in STUDENTS.items()
         for student in students
         for cell in CELLS
@@ -140,7 +146,7 @@ def variant_plan(variant: str) -> tuple[list[str], list[str]]:
 def design_cells(wildcards=None):
     """Every study-design variant's cells (each variant changes one factor)."""
     return [
-        f"models/students/{dataset}/{variant}/{student}/{cell}.logits.npz"
+        cell_logits(dataset, variant, student, cell)
         for dataset, variants in VARIANTS.items()
         for variant in variants
         for student in variant_plan(variant)[0]
@@ -228,7 +234,7 @@ def previous_generation(wildcards):
     if parsed["axis"] != GENERATIONS or parsed["value"] < 2:
         return []
     cell = generation_plan(config)[1][0]  # kd_T1_mix1: the chain's link
-    return [f"models/students/{wildcards.dataset}/generation-{parsed['value'] - 1}/{SELF_STUDENT}/{cell}.logits.npz"]
+    return [cell_logits(wildcards.dataset, f"generation-{parsed['value'] - 1}", SELF_STUDENT, cell)]
 
 
 def previous_generation_args(wildcards, input):
