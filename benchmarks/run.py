@@ -212,8 +212,10 @@ def engine_workspace(work: Path, name: str, data: dict, epochs: int, seeds: int,
             shutil.copy2(src, ws / item)
     params = yaml.safe_load((ROOT / "params.yaml").read_text())
     params["prepare"]["datasets"] = [{"name": "mnist1d", "kind": "mnist1d"}]
-    for shorthand in ("temperatures", "logit_mse", "students"):  # the grid: mlps of GRID["sizes"]
-        params["distill"].pop(shorthand, None)
+    # The grid: mlps of GRID["sizes"] at the grid's fixed lr and epochs (no tuning: its
+    # candidates would multiply the work the matmul limit is computed for).
+    for key in ("temperatures", "logit_mse", "students", "tune"):
+        params["distill"].pop(key, None)
     params["distill"].update({"sizes": GRID["sizes"], "objectives": {"kd": {"temperature": temperatures}},
                               "alpha": [GRID["alpha"]], "seeds": seeds, "epochs": epochs,
                               "batch_size": GRID["batch_size"], "lr": GRID["lr"], "weight_decay": 0.0})

@@ -63,6 +63,12 @@ def configure(threads: int = DEFAULT_THREADS) -> dict:
     # Deliberate: the workflow runs one single-threaded job per core (measured: two
     # threads in one job stall when the other core is busy, and change the bits).
     torch.set_num_threads(threads)
+    # Denormals (|x| < 1.2e-38 in float32) flushed to zero: a converging student's tiny
+    # gradients and Adam moments otherwise fall into the CPU's slow microcode path.
+    # Measured (H = 512, 3 seeds, MNIST-1D, 50 epochs, one thread): steps went from 4.2 to
+    # 7.7 ms after epoch ~20; flushed, 4.2 ms throughout (10.1 -> 6.7 s per cell). Values
+    # that small carry no information here; the switch is recorded in provenance.
+    flush_denormal = bool(torch.set_flush_denormal(True))
     device = "cuda" if torch.cuda.is_available() else "cpu"
     if device == "cuda":
         # Only CUDA kernels need the switch. Measured on CPU: the call alone imports
@@ -76,4 +82,5 @@ def configure(threads: int = DEFAULT_THREADS) -> dict:
         "threads": torch.get_num_threads(),
         "torch": torch.__version__,
         "deterministic_algorithms": device == "cuda",
+        "flush_denormal": flush_denormal,
     }
