@@ -101,11 +101,31 @@ def test_a_dropout_student_draws_its_own_masks():
     assert not torch.equal(a.params["1.weight"][0], a.params["1.weight"][1])
 
 
-def test_the_generic_path_equals_plain_autograd_for_a_cnn_family():
+@pytest.mark.parametrize("shape", [(20,), (9,), (8, 8), (7, 5), (2, 8, 8), (3, 5, 7)])
+def test_the_cnn_family_s_written_out_stack_equals_vmap_of_its_module(shape):
+    """CNN.forward_stacked (im2col GEMMs, channels-last) against vmap(functional_call) of the
+    module itself: logits and every parameter's gradient, float64, odd sizes (ceil-mode pools)."""
+    from torch.func import functional_call, vmap
+    x = torch.randn(3, 6, *shape, generator=torch.Generator().manual_seed(2), dtype=torch.float64)
+    stack = GenericStack(lambda: cnn(shape, 4, 3), SEEDS, x[0], "test", dtype=torch.float64)
+    reference = vmap(lambda p, xb: functional_call(stack.template, p, (xb,)))(stack.params, x)
+    written_out = stack.template.forward_stacked(stack.params, x)
+    torch.testing.assert_close(written_out, reference, rtol=0, atol=1e-12)
+    params = list(stack.params.values())
+    expected = torch.autograd.grad((reference + reference.square()).sum(), params)
+    got = torch.autograd.grad((written_out + written_out.square()).sum(), params)
+    for name, a, b in zip(stack.params, got, expected):
+        torch.testing.assert_close(a, b, rtol=0, atol=1e-12, msg=name)
+
+
+@pytest.mark.parametrize("shape", [(8, 8), (21,), (2, 7, 6)])
+def test_the_generic_path_equals_plain_autograd_for_a_cnn_family(shape):
     """Against an independent reference: each seed's module trained alone with plain
     autograd on the cell's reference loss (Objective.__call__) and torch.optim.Adam, the
     same init and batch order, float64."""
-    x, y, t = images(n=40)
+    g = torch.Generator().manual_seed(1)
+    x, y, t = (torch.randn(40, *shape, generator=g), torch.randint(0, 3, (40,), generator=g),
+               torch.randn(40, 3, generator=g))
     x, t = x.double(), t.double()
     loss = objective_fn("dkd", 0.9, {"alpha": 1, "beta": 2, "temperature": 3})
     factory = lambda: cnn(tuple(x.shape[1:]), t.shape[1], 3)  # noqa: E731

@@ -151,7 +151,16 @@ class _Stack:
 
 def stacked_forward(template: nn.Module, name: str, member_inputs: bool):
     """vmap over members of functional_call(template): params and buffers stacked on dim 0,
-    inputs per member (training batches) or shared (validation)."""
+    inputs per member (training batches) or shared (validation). A module with a written-out
+    `forward_stacked(params, x)` (x (M, batch, ...): the built-in cnn family) runs that instead."""
+    written_out = getattr(template, "forward_stacked", None)
+    if written_out is not None:
+        def run_written_out(params, buffers, x):
+            if not member_inputs:
+                x = x.expand(next(iter(params.values())).shape[0], *x.shape)
+            return written_out(params, x)
+        return run_written_out
+
     def call(params, buffers, x):
         return functional_call(template, (params, buffers), (x,))
 
