@@ -118,6 +118,19 @@ def test_the_cnn_family_s_written_out_stack_equals_vmap_of_its_module(shape):
         torch.testing.assert_close(a, b, rtol=0, atol=1e-12, msg=name)
 
 
+def test_a_subclass_of_the_cnn_that_changes_forward_is_not_run_by_the_written_out_stack():
+    from distillstudy.engine.families import CNN
+
+    class Doubled(CNN):
+        def forward(self, x):
+            return 2 * super().forward(x)
+
+    x = torch.randn(5, 12, generator=torch.Generator().manual_seed(3))
+    plain = GenericStack(lambda: cnn((12,), 3, 2), SEEDS, x, "test")
+    doubled = GenericStack(lambda: Doubled((12,), 3, 2), SEEDS, x, "test")
+    torch.testing.assert_close(doubled.logits(x), 2 * plain.logits(x))
+
+
 @pytest.mark.parametrize("shape", [(8, 8), (21,), (2, 7, 6)])
 def test_the_generic_path_equals_plain_autograd_for_a_cnn_family(shape):
     """Against an independent reference: each seed's module trained alone with plain

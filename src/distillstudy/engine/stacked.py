@@ -151,10 +151,11 @@ class _Stack:
 
 def stacked_forward(template: nn.Module, name: str, member_inputs: bool):
     """vmap over members of functional_call(template): params and buffers stacked on dim 0,
-    inputs per member (training batches) or shared (validation). A module with a written-out
-    `forward_stacked(params, x)` (x (M, batch, ...): the built-in cnn family) runs that instead."""
-    written_out = getattr(template, "forward_stacked", None)
-    if written_out is not None:
+    inputs per member (training batches) or shared (validation). A module whose own class
+    writes out `forward_stacked(params, x)` (x (M, batch, ...): the built-in cnn family) runs
+    that instead; a subclass that redefines `forward` without it goes through vmap."""
+    if "forward_stacked" in vars(type(template)):
+        written_out = template.forward_stacked
         def run_written_out(params, buffers, x):
             if not member_inputs:
                 x = x.expand(next(iter(params.values())).shape[0], *x.shape)
