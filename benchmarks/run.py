@@ -69,7 +69,7 @@ TARGETS = {"speedup_vs_naive": 7, "speedup_vs_cached_loop": 1.5, "fraction_of_ma
            "teacher_stacking_speedup": 3, "generic_vs_closed_form": 1.5}
 #: Targets where lower is better (the others: higher is better).
 LOWER_IS_BETTER = ("noop_snakemake_s", "noop_dvc_repro_s", "job_overhead_s", "generic_vs_closed_form")
-WORKFLOW_FILES = ["workflow", "src", "dvc.yaml", "data/raw", ".gitignore"]
+WORKFLOW_FILES = ["Snakefile", "profiles", "workflow", "src", "dvc.yaml", "data/raw", ".gitignore"]
 
 
 def tool_env(default_threads: bool = False) -> dict:
@@ -204,7 +204,7 @@ def run_cached(work: Path, data: dict, epochs: int, threads: int | None = None) 
 def engine_workspace(work: Path, name: str, data: dict, epochs: int, seeds: int, temperatures: list) -> Path:
     ws = work / name
     ws.mkdir(parents=True)
-    for item in ("workflow", "src"):
+    for item in ("Snakefile", "profiles", "workflow", "src"):
         src = ROOT / item
         if src.is_dir():
             shutil.copytree(src, ws / item, ignore=shutil.ignore_patterns("__pycache__"))

@@ -28,7 +28,7 @@ ROOT = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
 TINY = ROOT / "tests" / "params.tiny.yaml"
 # What a workflow run needs from the repository (src/ because rules list code files as inputs).
-WORKFLOW_FILES = ["workflow", "src", "dvc.yaml", "data/raw", "tests/params.tiny.yaml"]
+WORKFLOW_FILES = ["Snakefile", "profiles", "workflow", "src", "dvc.yaml", "data/raw", "tests/params.tiny.yaml"]
 # Folders a study writes (DVC outputs) and the stages of dvc.yaml, in order.
 OUTPUT_DIRS = ["data", "models", "reports"]
 STAGES = ("prepare", "teacher", "transfer", "distill", "evaluate", "walkthrough", "report")

@@ -8,8 +8,7 @@ import json
 import numpy as np
 import pandas as pd
 import pytest
-from distillstudy.grid import parse_cell
-from distillstudy.stages.distill import hyper_columns
+from distillstudy.grid import hyper_columns, parse_cell
 from distillstudy.analysis import scoring
 from distillstudy.stages import evaluate
 from distillstudy.analysis import metrics

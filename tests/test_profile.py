@@ -1,5 +1,6 @@
-"""Plain `snakemake` (no --workflow-profile) uses workflow/profiles/default and shows a
-failed job's own message, not only "check log file(s) for error details"."""
+"""Plain `snakemake` (no --workflow-profile) uses profiles/default (a link to
+workflow/profiles/default) and shows a failed job's own message, not only "check log
+file(s) for error details"."""
 
 from __future__ import annotations
 
@@ -23,6 +24,7 @@ def test_plain_snakemake_shows_a_failed_jobs_message(tmp_path):
     proc = run(["snakemake", "--cores", "1", "data/prepared/flat.npz"], ws, check=False)
     out = proc.stdout + proc.stderr
     assert proc.returncode != 0
-    assert "Using workflow specific profile workflow/profiles/default" in out
+    # Found next to the top-level Snakefile: profiles/ links to workflow/profiles/.
+    assert "Using workflow specific profile profiles/default" in out
     # The job's own error, printed from its log by the profile's show-failed-logs.
     assert "single class" in out, out[-3000:]

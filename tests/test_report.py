@@ -175,6 +175,16 @@ def test_two_families_get_a_panel_each_with_their_figures_and_nouns(tmp_path):
     assert re.search(r"toy · mlp students: [^<]*its CI includes zero", html)
     objectives = _section(html, "<h3>toy · cnn students: test-accuracy gain")
     assert "<th>channels</th>" in objectives and "Channels 16: dkd is best on validation" in objectives
+    # the first screen's answer: one sentence for the dataset, both families in it, each gain it
+    # quotes the very cell of the objectives table (the validation-best objective at that size)
+    answer = section_text(html, "answer")
+    assert answer.count("toy, against the hard-label baseline: ") == 1
+    helps = re.findall(r"the (\d+)-channel CNN by ([^(]+) \((\w+)", answer)
+    assert len(helps) == 2 and "MLP" in answer and not re.search(r"helps[^;]*MLP", answer)
+    cnn_table = html_tables(html, f"obj-{text.slug('toy · cnn students')}")[0]
+    for size, quoted, objective in helps:
+        row = next(r for r in cnn_table[1:] if r[0] == size)
+        assert row[cnn_table[0].index(objective)].startswith(f"★ {quoted}")
 
     plots = pd.read_csv(tmp_path / "out" / "plots" / "acc_vs_temperature.csv", dtype={"temperature": str})
     assert len(plots) == 2 * 2 * len(SIZES) * len(TEMPS)

@@ -243,3 +243,50 @@ def test_an_npz_dataset_with_offline_logits_passes_the_params_checks(tmp_path):
     np.savez(raw / "imgs.npz", x=x, y=y)
     np.savez(raw / "t.npz", logits=logits)
     check_params(npz_params(teacher={"logits": "data/raw/t.npz"}), base=tmp_path)
+
+
+def overflow_file(case: str, big: float, tmp_path) -> tuple[str, dict]:
+    """A csv or npz dataset with one value `big` (finite in float64) among ordinary ones:
+    a csv's row 9 (1-based, the header is row 1), column 'b'; an npz x's row 7, pixel (2, 3)."""
+    if case == "csv":
+        rows = [f"{i / 10},{i % 5},{'pqr'[i % 3]}" for i in range(30)]
+        rows[7] = f"0.7,{big!r},{'pqr'[7 % 3]}"
+        (tmp_path / "t.csv").write_text("a,b,label\n" + "\n".join(rows) + "\n")
+        return "csv", {"path": str(tmp_path / "t.csv"), "label": "label"}
+    x, y, _ = images()
+    x = x.astype(np.float64)
+    x[7, 2, 3] = big
+    if case == "npz x_test":  # the same rows as a fixed test split: its own array named
+        return "npz", {"path": write_npz(tmp_path / "d.npz", x=images(seed=1)[0], y=y, x_test=x, y_test=y)}
+    return "npz", {"path": write_npz(tmp_path / "d.npz", x=x, y=y)}
+
+
+OVERFLOW = [
+    ("csv", 1e39, "t.csv: row 9, column 'b': '1e+39' overflows float32"),
+    ("csv", -3.5e38, "t.csv: row 9, column 'b': '-3.5e+38' overflows float32"),
+    ("npz", 1e39, "d.npz: `x` row 7, index (2, 3): 1e+39 overflows float32"),
+    ("npz x_test", -1e300, "d.npz: `x_test` row 7, index (2, 3): -1e+300 overflows float32"),
+]
+
+
+@pytest.mark.parametrize("case,big,message", OVERFLOW, ids=[f"{c} {b:g}" for c, b, _ in OVERFLOW])
+def test_values_past_float32_are_refused_before_anything_is_written(case, big, message, tmp_path):
+    """Features are stored as float32: a value finite in float64 but past float32's range
+    (3.4e38) would be stored as inf, so it is refused naming file, row and column."""
+    kind, options = overflow_file(case, big, tmp_path)
+    with pytest.raises(DataError) as error:
+        datasets.prepare("d", kind, tmp_path / "p.npz", tmp_path / "p.json", **options, **SPLIT)
+    assert message in str(error.value)
+    assert not (tmp_path / "p.npz").exists() and not (tmp_path / "p.json").exists()
+
+
+@pytest.mark.parametrize("case", ["csv", "npz"])
+def test_values_inside_float32_are_stored_finite(case, tmp_path):
+    """The largest float32 magnitudes pass, and every stored array (mean and std too) is finite."""
+    kind, options = overflow_file(case, -3.0e38, tmp_path)
+    datasets.prepare("d", kind, tmp_path / "p.npz", tmp_path / "p.json", **options, **SPLIT)
+    with np.load(tmp_path / "p.npz") as stored:
+        for key in stored.files:
+            if stored[key].dtype.kind == "f":
+                assert np.isfinite(stored[key]).all(), key
+        assert min(stored[f"x_{s}"].min() for s in ("train", "val", "test")) == np.float32(-3.0e38)

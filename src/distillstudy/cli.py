@@ -22,16 +22,27 @@ def positive_int(text: str) -> int:
     return value
 
 
+def size_arg(text: str) -> int | str:
+    """A student size: a positive number, or a zoo model's name (the cifar family)."""
+    from distillstudy.students import size_value
+
+    value = size_value(text)
+    if isinstance(value, int) and value < 1:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a positive size")
+    return value
+
+
 def add_prepare(sub):
     p = sub.add_parser("prepare", help="make, split and hash one dataset")
     p.add_argument("--name", required=True)
-    p.add_argument("--kind", required=True, choices=["sine", "digits", "mnist1d", "csv", "npz"])
+    p.add_argument("--kind", required=True,
+                   choices=["sine", "digits", "mnist1d", "csv", "npz", "cifar10", "cifar100", "imagefolder"])
     p.add_argument("--seed", type=int, required=True, help="global seed")
     p.add_argument("--val-fraction", type=float, required=True)
     p.add_argument("--test-fraction", type=float, required=True)
     p.add_argument("--n-train", type=positive_int, help="sine: training pool size")
     p.add_argument("--n-test", type=positive_int, help="sine: test size")
-    p.add_argument("--path", help="csv: the table; npz: the arrays")
+    p.add_argument("--path", help="csv: the table; npz: the arrays; cifar10, cifar100, imagefolder: the folder")
     p.add_argument("--label", help="csv: the label column")
     p.add_argument("--teacher-logits", help="csv, npz: an offline teacher's logits (npz), rows aligned with the data")
     p.add_argument("--out-data", required=True)
@@ -68,6 +79,12 @@ def add_teacher(sub):
     add_teacher_knobs(p)
     p.add_argument("--factory", help="your teacher: '<file>.py:<function>' (input_shape, n_classes) -> nn.Module")
     p.add_argument("--weights", help="with --factory: a state_dict trained elsewhere, loaded, not retrained")
+    p.add_argument("--zoo", help="a zoo teacher ({family: cifar, size}): the model's name, e.g. resnet32x4")
+    p.add_argument("--recipe", help="teacher.recipe as JSON: the standard engine trains the teacher (zoo teachers, "
+                   "image datasets)")
+    p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
+    p.add_argument("--precision", default="fp32", choices=["fp32", "bf16"])
+    p.add_argument("--checkpoint", help="standard engine: per-epoch checkpoint (resumed when present)")
     p.add_argument("--threads", type=positive_int, default=1)
     p.add_argument("--out-model", required=True)
     p.add_argument("--out-logits", required=True)
@@ -81,7 +98,8 @@ def cmd_teacher(a):
                 patience=a.patience, batch_size=a.batch_size, lr=a.lr, weight_decay=a.weight_decay,
                 cnn_channels=a.cnn_channels, mlp_width=a.mlp_width, dropout=a.dropout,
                 factory=a.factory, weights=a.weights, out_model=a.out_model,
-                out_logits=a.out_logits, out_meta=a.out_meta, threads=a.threads)
+                out_logits=a.out_logits, out_meta=a.out_meta, threads=a.threads, zoo=a.zoo, recipe=a.recipe,
+                device=a.device, precision=a.precision, checkpoint=a.checkpoint)
 
 
 def add_transfer(sub):
@@ -121,14 +139,18 @@ def cmd_transfer(a):
 
 
 def add_distill(sub):
-    p = sub.add_parser("distill", help="train all seeds of one grid cell")
-    p.add_argument("--data", required=True)
-    targets = p.add_mutually_exclusive_group(required=True)
+    p = sub.add_parser("distill", help="train all seeds of one grid cell (or, on the standard engine, one "
+                       "replicate: --replicate; or gather a cell's replicates: --gather)")
+    p.add_argument("--gather", nargs="+", metavar="REPLICATE_LOGITS",
+                   help="standard engine: the cell's replicates' logits files, in replicate order, into one cell file "
+                        "(with --out-model, --out-logits; nothing else is read)")
+    p.add_argument("--data")
+    targets = p.add_mutually_exclusive_group()
     targets.add_argument("--teacher-logits", help="the reference teacher's logits (reference grid)")
     targets.add_argument("--transfer", help="a study-design variant's transfer set")
     p.add_argument("--variant", default="reference", help="study-design variant (reference: the main grid)")
-    p.add_argument("--dataset", required=True)
-    p.add_argument("--size", type=positive_int, required=True, help="the family's size (mlp width, cnn channels)")
+    p.add_argument("--dataset")
+    p.add_argument("--size", type=size_arg, help="the family's size (mlp width, cnn channels, a zoo model's name)")
     p.add_argument("--family", default="mlp", help="mlp, cnn, or your factory '<file>.py:<function>'")
     p.add_argument("--depth", type=positive_int, help="mlp only: hidden layers (default 2)")
     p.add_argument("--teacher-model", help="the reference teacher's weights (consistent-teaching sets only)")
@@ -136,14 +158,22 @@ def add_distill(sub):
     p.add_argument("--tune-lr", type=float, nargs="+", help="tune on validation: learning rates")
     p.add_argument("--tune-weight-decay", type=float, nargs="+", help="tune on validation: weight decays")
     p.add_argument("--tune-epochs", type=positive_int, nargs="+", help="tune on validation: epochs levels")
-    p.add_argument("--cell", required=True,
+    p.add_argument("--cell",
                    help="baseline | control | <objective>[_<setting>]_mix<alpha>, e.g. kd_T4_mix0.9")
-    p.add_argument("--seeds", type=positive_int, required=True, help="number of replicates")
-    p.add_argument("--seed", type=int, required=True, help="global seed")
-    p.add_argument("--epochs", type=positive_int, required=True)
-    p.add_argument("--batch-size", type=positive_int, required=True)
-    p.add_argument("--lr", type=float, required=True)
-    p.add_argument("--weight-decay", type=float, required=True)
+    p.add_argument("--seeds", type=positive_int, help="number of replicates")
+    p.add_argument("--seed", type=int, help="global seed")
+    p.add_argument("--epochs", type=positive_int)
+    p.add_argument("--batch-size", type=positive_int)
+    p.add_argument("--lr", type=float)
+    p.add_argument("--weight-decay", type=float)
+    standard = p.add_argument_group("standard engine (one replicate per job)")
+    standard.add_argument("--replicate", type=int, help="train only this replicate (0-based)")
+    standard.add_argument("--recipe", help="distill.recipe as JSON (optimizer, schedule, epochs, batch_size, augment)")
+    standard.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
+    standard.add_argument("--precision", default="fp32", choices=["fp32", "bf16"])
+    standard.add_argument("--checkpoint", help="per-epoch checkpoint (resumed when present, removed at the end)")
+    standard.add_argument("--teacher-meta", help="the teacher's record (models/teachers/<dataset>.json): rebuilds "
+                          "it to run on augmented batches")
     p.add_argument("--threads", type=positive_int, default=1)
     p.add_argument("--out-model", required=True)
     p.add_argument("--out-logits", required=True)
@@ -163,6 +193,24 @@ def _tune(a) -> dict | None:
 def cmd_distill(a):
     from distillstudy.stages import distill
 
+    if a.gather:
+        distill.gather(a.gather, out_model=a.out_model, out_logits=a.out_logits)
+        return
+    standard = a.replicate is not None  # the standard engine: one replicate of the reference grid
+    required = ["data", "dataset", "size", "cell", "seeds", "seed"] + (
+        ["teacher_logits", "recipe"] if standard else ["epochs", "batch_size", "lr", "weight_decay"])
+    missing = [f"--{k.replace('_', '-')}" for k in required if getattr(a, k) is None]
+    if not standard and (a.teacher_logits is None) == (a.transfer is None):
+        missing.append("exactly one of --teacher-logits and --transfer")
+    if missing:
+        raise SystemExit(f"distillstudy distill: missing {', '.join(missing)}")
+    if standard:
+        distill.train_replicate(data=a.data, teacher_logits=a.teacher_logits, dataset=a.dataset, family=a.family,
+                                size=a.size, cell=a.cell, replicate=a.replicate, n_seeds=a.seeds, global_seed=a.seed,
+                                recipe=a.recipe, device=a.device, precision=a.precision, out_model=a.out_model,
+                                out_logits=a.out_logits, checkpoint=a.checkpoint, teacher_model=a.teacher_model,
+                                teacher_meta=a.teacher_meta, threads=a.threads)
+        return
     distill.run(data=a.data, teacher_logits=a.teacher_logits, transfer=a.transfer, variant=a.variant,
                 dataset=a.dataset, size=a.size, family=a.family, depth=a.depth, tune=_tune(a),
                 cell=a.cell, n_seeds=a.seeds, global_seed=a.seed, epochs=a.epochs,

@@ -35,7 +35,7 @@ from __future__ import annotations
 import math
 import re
 
-from distillstudy.spelling import factory_file, format_number, number_value  # noqa: F401  (re-exported)
+from distillstudy.spelling import FIGURE_TITLES, factory_file, format_number, number_value  # noqa: F401  (re-exported)
 from distillstudy.students import reference_family
 
 #: The prepared splits, in this order everywhere (files, tables, reports).
@@ -104,9 +104,11 @@ OBJECTIVE_MODEL = {name: ("distilled" if name == "kd" else name) for name in OBJ
 
 def distill_objectives(distill: dict) -> dict:
     """params.yaml's distill.objectives, or the shorthand it replaces:
-    `temperatures: [...]` = `kd: {temperature: [...]}`, `logit_mse: true` = `logit_mse: {}`."""
+    `temperatures: [...]` = `kd: {temperature: [...]}`, `logit_mse: true` = `logit_mse: {}`.
+    An objective set to null is off: Snakemake merges a --configfile key by key, so null is
+    how a study of yours leaves out an objective params.yaml lists."""
     if "objectives" in distill:
-        return distill["objectives"]
+        return {name: hyper for name, hyper in distill["objectives"].items() if hyper is not None}
     objectives = {"kd": {"temperature": list(distill.get("temperatures", []))}}
     if distill.get("logit_mse", False):
         objectives["logit_mse"] = {}
@@ -115,7 +117,9 @@ def distill_objectives(distill: dict) -> dict:
 
 def tuned(distill: dict, dataset: str, family: str, variant: str = "reference") -> bool:
     """Whether distill.tune tunes the cells of (dataset, family label): the main grid's
-    only (a study design's variant keeps the untuned setting: its axis is the one change)."""
+    only (a study design's variant keeps the untuned setting: its axis is the one change).
+    Absent lists mean every dataset / family; names the study lacks match nothing (skipped,
+    as design_datasets says)."""
     tune = distill.get("tune")
     return bool(tune) and variant == REFERENCE and dataset in (tune.get("datasets") or [dataset]) \
         and family in (tune.get("families") or [family])
@@ -194,6 +198,11 @@ def design_temperature_cells(params: dict) -> list[str]:
     alphas = params.get("designs", {}).get("alpha") or distill_alphas(params["distill"])
     kd = {"kd": objectives["kd"]} if "kd" in objectives else {}
     return grid_cells(kd, [float(a) for a in alphas])
+
+
+def hyper_columns(hyper: dict) -> dict:
+    """Every hyper-parameter column of results.csv: the setting's values, None elsewhere."""
+    return {column: hyper.get(key) for key, column in HYPER_COLUMN.items()}
 
 
 def parse_cell(cell: str) -> dict:
@@ -303,10 +312,26 @@ def applies(axis: str, kind: str, teacher: dict | None = None) -> bool:
     return not (axis in ("teacher_width", "ensemble") and kind in FIXED_TEACHER_KINDS)
 
 
+def design_datasets(params: dict) -> list[str]:
+    """designs.datasets that prepare.datasets has, in order. Lists that pick datasets apply
+    where the study has them: a --configfile's own study keeps the default study's lists
+    (Snakemake merges key by key), and their names it lacks are skipped
+    (params.check_params refuses a name that is no dataset kind: a typo)."""
+    names = {d["name"] for d in params["prepare"]["datasets"]}
+    return [name for name in params.get("designs", {}).get("datasets", []) if name in names]
+
+
+def generation_datasets(params: dict) -> list[str]:
+    """The design datasets the born-again generations run on: designs.generation_datasets
+    (default all of design_datasets) where design_datasets has them."""
+    designed = design_datasets(params)
+    return [name for name in params.get("designs", {}).get("generation_datasets", designed) if name in designed]
+
+
 def dataset_variants(params: dict, dataset: dict) -> list[str]:
     """The non-reference variants trained for one dataset entry of prepare.datasets."""
     designs = params.get("designs", {})
-    if dataset["name"] not in designs.get("datasets", []):
+    if dataset["name"] not in design_datasets(params):
         return []
     names = []
     for axis in AXES:
@@ -315,7 +340,7 @@ def dataset_variants(params: dict, dataset: dict) -> list[str]:
         names += [variant_name(axis, level) for level in axis_levels(axis, params)[1:]
                   if dataset["kind"] in PROTOCOL_KINDS.get(level, (dataset["kind"],))]
     names += [f"resample-{r}" for r in range(1, int(designs.get(RESAMPLES, 0)) + 1)]
-    if dataset["name"] in designs.get("generation_datasets", designs["datasets"]):
+    if dataset["name"] in generation_datasets(params):
         names += [f"generation-{k}" for k in range(1, int(designs.get(GENERATIONS, 0)) + 1)]
     if names and tuned(params["distill"], dataset["name"], reference_family(params)["label"]):
         names.insert(0, UNTUNED)  # the designs' reference level, untuned as every variant
@@ -362,24 +387,3 @@ def variant_epochs(variant: str, reference_epochs: int, patient_factor: int = 1)
 def variant_dir(variant: str) -> str:
     """The path segment of a variant: '' for the reference, 'labels-0.1/' otherwise."""
     return "" if variant == REFERENCE else f"{variant}/"
-
-
-#: Figure key -> human title, the one place both live: the report's figure headings
-#: and PNG titles, and the labels of `snakemake --report`. A figure is written to
-#: <figures dir>/<dataset slug>/<key>.png; a study-design axis's key is "design_<axis>".
-FIGURE_TITLES = {
-    "objectives": "objective comparison: validation-selected test gain",
-    "gain_heatmap": "test-accuracy gain heatmap",
-    "accuracy_vs_t": "test accuracy vs temperature",
-    "nll_vs_t": "test NLL vs temperature",
-    "best_t": "best temperature vs student size",
-    "fidelity": "fidelity vs generalisation",
-    "reliability": "reliability diagrams",
-    "design_transfer": "study design: transfer protocols",
-    "design_epochs": "study design: training length",
-    "design_teacher_width": "study design: teacher width",
-    "design_ensemble": "study design: ensemble teacher",
-    "design_label_fraction": "study design: labelled fraction",
-    "design_variance": "study design: variance across training sets",
-    "design_generations": "study design: born-again generations",
-}

@@ -29,6 +29,7 @@ from numbers import Real
 import torch
 
 from distillstudy.grid import OBJECTIVE_HYPER, OBJECTIVES
+from distillstudy.token_objectives import TOKEN_OBJECTIVES, token_term  # noqa: F401
 
 #: The objectives' names and hyper-parameter names: the params keys (distill.objectives).
 NAMES = OBJECTIVES

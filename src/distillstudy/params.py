@@ -11,17 +11,19 @@ row counts). Every error names the key path and the offending value.
 
 from __future__ import annotations
 
-import csv
 import json
 import zipfile
 from pathlib import Path
 
 import jsonschema
-import numpy as np
 import yaml
 
-from distillstudy.grid import TUNING_KEYS, distill_alphas, distill_objectives, factory_file, format_number
-from distillstudy.students import SELF_FAMILY, distill_students, is_factory, reference_family
+from distillstudy.grid import (TUNING_KEYS, design_datasets, distill_alphas, distill_objectives, factory_file,
+                               format_number)
+from distillstudy.students import (BUILTIN_FAMILIES, IMAGE_KINDS, SELF_FAMILY, distill_students, is_factory,
+                                   reference_family)
+from distillstudy.engine_params import engine_errors
+from distillstudy.userfiles import csv_errors, dataset_input_shape, image_folder_errors, known_shape, user_file_errors
 from distillstudy.errors import ParamsError
 
 #: Ships inside the package, so validation works outside a checkout too.
@@ -69,112 +71,6 @@ def _duplicate_errors(values, where: str, canon) -> list[str]:
     return messages
 
 
-def _csv_errors(i: int, spec: dict, base: Path) -> list[str]:
-    where = f"prepare.datasets[{i}]"
-    path = base / spec["path"]
-    if not path.is_file():
-        return [f"{where}.path: {spec['path']!r} does not exist (relative to {base})"]
-    try:
-        with open(path, newline="", encoding="utf-8") as fh:
-            header = next(csv.reader(fh), [])
-    except (OSError, UnicodeDecodeError) as exc:
-        return [f"{where}.path: {spec['path']!r} cannot be read as CSV: {exc}"]
-    header = [h.strip() for h in header]
-    if spec["label"] not in header:
-        return [f"{where}.label: {spec['label']!r} is not a column of {spec['path']} "
-                f"(columns: {', '.join(header) or 'none'})"]
-    return []
-
-
-def npz_shapes(path: Path) -> dict[str, tuple]:
-    """{array name: shape} of an npz, read from the arrays' headers only (no data)."""
-    read_header = {(1, 0): np.lib.format.read_array_header_1_0, (2, 0): np.lib.format.read_array_header_2_0}
-    shapes = {}
-    with zipfile.ZipFile(path) as archive:
-        for member in archive.namelist():
-            with archive.open(member) as handle:
-                version = np.lib.format.read_magic(handle)
-                if version not in read_header:
-                    raise ValueError(f"array {member}: npy format version {version} is not supported")
-                shape, _, _ = read_header[version](handle)
-            shapes[member.removesuffix(".npy")] = shape
-    return shapes
-
-
-#: The per-example input shape of the built-in datasets (a csv table's is (columns - 1,),
-#: an npz's is its x's): what student families are built and checked for.
-BUILTIN_SHAPES = {"mnist1d": (40,), "digits": (8, 8), "sine": (1,)}
-
-
-def dataset_input_shape(spec: dict, base: str | Path = ".") -> tuple[int, ...]:
-    """One example's shape for a prepare.datasets entry, without preparing it: the
-    built-in kinds' known shapes, a csv's feature count (its header), an npz's x."""
-    if spec["kind"] in BUILTIN_SHAPES:
-        return BUILTIN_SHAPES[spec["kind"]]
-    path = Path(base) / spec["path"]
-    if spec["kind"] == "npz":
-        return tuple(int(d) for d in npz_shapes(path)["x"][1:])
-    with open(path, newline="", encoding="utf-8") as fh:
-        return (len(next(csv.reader(fh), [])) - 1,)
-
-
-def _rows(shape: tuple) -> int:
-    return int(shape[0]) if shape else 0
-
-
-def _user_file_errors(i: int, spec: dict, base: Path) -> list[str]:
-    """An npz dataset's arrays and an offline teacher's logits, by name and shape (their
-    values are checked when the prepare stage reads them, naming the row)."""
-    where = f"prepare.datasets[{i}]"
-    messages, shapes = [], {}
-    teacher = spec.get("teacher", {})
-    if "logits" in teacher and ("factory" in teacher or "weights" in teacher):
-        messages.append(f"{where}.teacher: give either logits (an offline teacher) or factory (your module, "
-                        "with or without weights), not both")
-    if "weights" in teacher and "factory" not in teacher:
-        messages.append(f"{where}.teacher.weights: weights need the factory that builds their module "
-                        f"({where}.teacher.factory)")
-    if "logits" in teacher and spec["kind"] not in ("csv", "npz"):
-        messages.append(f"{where}.teacher.logits: an offline teacher's logits need rows to align with; only csv "
-                        f"and npz datasets take them, not kind {spec['kind']!r}")
-    for key in ("factory", "weights"):  # your teacher's code and weights: loaded by the teacher stage
-        if key in teacher:
-            name = factory_file(teacher[key]) if key == "factory" else teacher[key]
-            if not (base / name).is_file():
-                messages.append(f"{where}.teacher.{key}: {name!r} does not exist (relative to {base})")
-    files = ([("path", spec["path"])] if spec["kind"] == "npz" else []) + (
-        [("teacher.logits", teacher["logits"])] if "logits" in teacher else [])
-    for key, name in files:
-        path = base / name
-        if not path.is_file():
-            messages.append(f"{where}.{key}: {name!r} does not exist (relative to {base})")
-            continue
-        try:
-            shapes[key] = npz_shapes(path)
-        except (OSError, ValueError, zipfile.BadZipFile) as exc:
-            messages.append(f"{where}.{key}: {name!r} is not a readable npz file ({exc})")
-    data = shapes.get("path")
-    if data is not None:
-        missing = [k for k in ("x", "y") if k not in data]
-        if missing:
-            messages.append(f"{where}.path: {spec['path']!r} needs arrays x and y; missing {', '.join(missing)}")
-        elif _rows(data["y"]) != _rows(data["x"]):
-            messages.append(f"{where}.path: {spec['path']!r}: y has {_rows(data['y'])} rows, x {_rows(data['x'])}")
-        if ("x_test" in data) != ("y_test" in data):
-            messages.append(f"{where}.path: {spec['path']!r}: x_test and y_test go together")
-    logits = shapes.get("teacher.logits")
-    if logits is not None:
-        wanted = ["logits"] + (["logits_test"] if data is not None and "x_test" in data else [])
-        for key in wanted:
-            if key not in logits:
-                messages.append(f"{where}.teacher.logits: {spec['teacher']['logits']!r} needs an array {key!r}"
-                                f" (found {', '.join(sorted(logits)) or 'none'})")
-        if data is not None and "logits" in logits and "x" in data and _rows(logits["logits"]) != _rows(data["x"]):
-            messages.append(f"{where}.teacher.logits: `logits` has {_rows(logits['logits'])} rows, the data "
-                            f"{_rows(data['x'])}: one row per example, in the data's order")
-    return messages
-
-
 def _distill_errors(distill: dict) -> list[str]:
     """distill.objectives or its shorthand (temperatures, logit_mse), never both; no value
     twice in any swept list (1 and 1.0 would name the same cell)."""
@@ -184,7 +80,9 @@ def _distill_errors(distill: dict) -> list[str]:
             if key in distill:
                 messages.append(f"distill.{key}: give distill.objectives or the shorthand distill.temperatures "
                                 f"(+ distill.logit_mse), not both")
-        for name, hyper in distill["objectives"].items():
+        if not distill_objectives(distill):
+            messages.append("distill.objectives: every objective is null (off); keep at least one")
+        for name, hyper in distill_objectives(distill).items():
             for key, values in hyper.items():
                 messages += _duplicate_errors(values, f"distill.objectives.{name}.{key}", format_number)
     elif "temperatures" not in distill:
@@ -205,39 +103,31 @@ def _students_errors(params: dict, base: Path) -> list[str]:
     if "students" not in distill:
         return _duplicate_errors(distill["sizes"], "distill.sizes", int)
     names = [d["name"] for d in params["prepare"]["datasets"]]
-    messages, labels, covered = [], {}, set()
+    messages, labels, covered, cifar_students = [], {}, set(), set()
     for i, entry in enumerate(distill_students(distill)):
         where = f"distill.students[{i}]"
-        messages += _duplicate_errors(entry["sizes"], f"{where}.sizes", int)
-        if entry["label"] in labels:
+        messages += _duplicate_errors(entry["sizes"], f"{where}.sizes", str)
+        # The zoo's entries may repeat the family (e.g. resnet8x4 on one dataset, wrn_16_2 on
+        # another): their students' path names ("cifar-resnet8x4") stay apart per dataset.
+        taken = {(d, size) for d in (entry["datasets"] or names) for size in entry["sizes"]}
+        if entry["label"] in labels and (entry["family"] != "cifar" or taken & cifar_students):
             messages.append(f"{where}.family: {entry['family']!r} is named {entry['label']!r} in paths and tables, "
                             f"as distill.students[{labels[entry['label']]}] is: give one of them another "
                             f"{'depth' if entry['label'].startswith('mlp') else 'function name'}")
         labels.setdefault(entry["label"], i)
+        cifar_students |= taken if entry["family"] == "cifar" else set()
         if entry["label"] == SELF_FAMILY:
             messages.append(f"{where}.family: a function named {SELF_FAMILY!r} would share its name with the "
                             "born-again generations' students (the teacher's own architecture); rename it")
         if "depth" in distill["students"][i] and entry["family"] != "mlp":
             messages.append(f"{where}.depth: only the mlp family has a depth ({entry['family']!r} has its own)")
-        for j, name in enumerate(entry["datasets"] or []):
-            if name not in names:
-                messages.append(f"{where}.datasets[{j}]: {name!r} is not a dataset of prepare.datasets "
-                                f"(names: {', '.join(names)})")
-        covered.update(entry["datasets"] or names)
+        covered.update(entry["datasets"] or names)  # names the study lacks: _pick_errors
         if entry["family"] == "cnn":
             messages += _cnn_errors(where, entry, params, base)
         if is_factory(entry["family"]) and not (base / factory_file(entry["family"])).is_file():
             messages.append(f"{where}.family: factory file {factory_file(entry['family'])!r} does not exist "
                             f"(relative to {base.resolve()})")
     tune = distill.get("tune") or {}
-    for j, name in enumerate(tune.get("datasets") or []):
-        if name not in names:
-            messages.append(f"distill.tune.datasets[{j}]: {name!r} is not a dataset of prepare.datasets "
-                            f"(names: {', '.join(names)})")
-    for j, label in enumerate(tune.get("families") or []):
-        if label not in labels:
-            messages.append(f"distill.tune.families[{j}]: {label!r} is not a family of distill.students "
-                            f"(labels: {', '.join(labels)})")
     for key in TUNING_KEYS:
         messages += _duplicate_errors(tune.get(key, []), f"distill.tune.{key}", format_number)
     for name in names:
@@ -263,18 +153,87 @@ def _cnn_errors(where: str, entry: dict, params: dict, base: Path) -> list[str]:
     return messages
 
 
+# ---- lists that pick datasets or families: "these, where the study has them" ------------
+# A --configfile is merged into params.yaml key by key (Snakemake's update_config: mappings
+# merged, lists replaced), so a study of your own keeps the default study's lists that pick
+# datasets or families for a setting, and cannot remove a key. Each such list applies to the
+# names the study has; a built-in name it lacks (a dataset kind such as mnist1d, a built-in
+# family such as mlp: how the default study names its datasets and students) is skipped,
+# with a note (skipped_names); any other unknown name is refused as a typo.
+
+def dataset_kinds() -> list[str]:
+    """Every prepare.datasets kind the schema knows (mnist1d, digits, sine, csv, ...)."""
+    kinds: set[str] = set()
+
+    def walk(node):  # every `kind` property's enum or const, wherever the schema spells one
+        children = node if isinstance(node, list) else []
+        if isinstance(node, dict):
+            properties = node.get("properties")
+            kind = properties.get("kind") if isinstance(properties, dict) else None
+            if isinstance(kind, dict):
+                kinds.update([*kind.get("enum", []), *([kind["const"]] if "const" in kind else [])])
+            children = list(node.values())
+        for child in children:
+            walk(child)
+
+    walk(load_schema()["properties"]["prepare"]["properties"]["datasets"])
+    return sorted(kinds)
+
+
+def _picks(params: dict) -> list[tuple[str, list, str, list, tuple]]:
+    """(key, its names, what a name must be, the study's names, the built-in names)."""
+    distill, designs = params["distill"], params["designs"]
+    datasets = ("a dataset of prepare.datasets", [d["name"] for d in params["prepare"]["datasets"]],
+                tuple(dataset_kinds()))
+    families = ("a family of distill.students", [e["label"] for e in distill_students(distill)], BUILTIN_FAMILIES)
+    tune = distill.get("tune") or {}
+    picks = [(f"distill.students[{i}].datasets", e.get("datasets") or [], *datasets)
+             for i, e in enumerate(distill.get("students") or [])]
+    picks += [("distill.tune.datasets", tune.get("datasets") or [], *datasets),
+              ("distill.tune.families", tune.get("families") or [], *families),
+              ("designs.datasets", designs["datasets"], *datasets),
+              ("designs.generation_datasets", designs.get("generation_datasets") or [], *datasets)]
+    return picks
+
+
+def _pick_errors(params: dict) -> list[str]:
+    messages = []
+    for key, values, what, known, builtin in _picks(params):
+        for j, name in enumerate(values):
+            if name not in known and name not in builtin:
+                messages.append(f"{key}[{j}]: {name!r} is not {what} ({', '.join(known)}) nor a built-in "
+                                f"name a study may leave out ({', '.join(builtin)}): a typo?")
+    return messages
+
+
+def skipped_names(params: dict) -> list[str]:
+    """One note per list that names built-in datasets or families the study lacks: they are
+    skipped (check_params refuses the other unknown names). [] for the default study."""
+    notes = []
+    for key, values, what, known, _ in _picks(params):
+        absent = [name for name in values if name not in known]
+        if absent:
+            notes.append(f"{key}: {', '.join(absent)} skipped (not {what}: this study leaves "
+                         f"{'it' if len(absent) == 1 else 'them'} out)")
+    return notes
+
+
 def _designs_errors(params: dict) -> list[str]:
-    """The axes must name datasets and student sizes the main grid has: each axis's
-    reference level is read from the main grid's cells."""
+    """The axes must name student sizes (and alphas) the main grid has: each axis's
+    reference level is read from the main grid's cells. Checked where a design applies
+    (grid.design_datasets: the designs' datasets this study has), so a --configfile's
+    own study is not held to the default study's sizes."""
     designs = params["designs"]
-    names = [d["name"] for d in params["prepare"]["datasets"]]
     family = reference_family(params)
     sizes = family["sizes"]
     messages = []
-    for i, name in enumerate(designs["datasets"]):
-        if name not in names:
-            messages.append(f"designs.datasets[{i}]: {name!r} is not a dataset of prepare.datasets "
-                            f"(names: {', '.join(names)})")
+    for axis in ("epochs", "teacher_width", "ensemble", "label_fraction"):
+        messages += _duplicate_errors(designs[axis], f"designs.{axis}", format_number)
+    if designs.get("resamples") == 1:
+        messages.append("designs.resamples: 1 cannot give a variance across training sets; use 0 (off) or at least 2")
+    applied = design_datasets(params)
+    if not applied:
+        return messages  # no design runs here: the sizes and alphas below name nothing
     own = {d["name"]: (i, "logits" if "logits" in d["teacher"] else "factory")
            for i, d in enumerate(params["prepare"]["datasets"]) if "teacher" in d}
     for i, name in enumerate(designs["datasets"]):
@@ -297,22 +256,18 @@ def _designs_errors(params: dict) -> list[str]:
                      f"the sizes of the reference family {family['label']!r}, the first of distill.students")
             messages.append(f"designs.sizes[{i}]: {size} is not one of {which} ({', '.join(map(str, sizes))})")
     for i, name in enumerate(designs["datasets"]):
-        if family["datasets"] is not None and name not in family["datasets"]:
+        if name in applied and family["datasets"] is not None and name not in family["datasets"]:
             messages.append(f"designs.datasets[{i}]: {name!r} is not a dataset of the reference family "
                             f"{family['label']!r} (its datasets: {', '.join(family['datasets'])}); the designs "
                             f"train its students")
-    if designs["datasets"] and not designs["sizes"]:
+    if not designs["sizes"]:
         messages.append("designs.sizes: [] is invalid: designs.datasets names datasets, so the axes "
                         "need at least one student size")
-    for axis in ("epochs", "teacher_width", "ensemble", "label_fraction"):
-        messages += _duplicate_errors(designs[axis], f"designs.{axis}", format_number)
-    if designs.get("resamples") == 1:
-        messages.append("designs.resamples: 1 cannot give a variance across training sets; use 0 (off) or at least 2")
     alphas = [format_number(a) for a in distill_alphas(params["distill"])]
     for i, alpha in enumerate(designs.get("alpha", [])):
         if format_number(alpha) not in alphas:
             messages.append(f"designs.alpha[{i}]: {alpha} is not one of distill.alpha ({', '.join(alphas)})")
-    if designs["datasets"] and "kd" not in distill_objectives(params["distill"]):
+    if "kd" not in distill_objectives(params["distill"]):
         messages.append("designs.datasets: the study designs train KD students at each kd temperature, "
                         "but distill.objectives has no kd entry (add one, or set designs.datasets: [])")
     return messages
@@ -335,13 +290,17 @@ def check_params(params: dict, base: str | Path = ".") -> None:
                              "distill.students: give distill.students there too)" if students else "one of them"))
             return _raise(messages)
         messages += _students_errors(params, Path(base))
+        messages += _pick_errors(params)
         messages += _duplicate_errors(params["walkthrough"]["n_train"], "walkthrough.n_train", int)
         for i, spec in enumerate(datasets):
             if spec["kind"] == "csv":
-                messages += _csv_errors(i, spec, Path(base))
+                messages += csv_errors(i, spec, Path(base))
             if spec["kind"] == "npz" or "teacher" in spec:  # files named in the dataset's entry
-                messages += _user_file_errors(i, spec, Path(base))
+                messages += user_file_errors(i, spec, Path(base))
+            if spec["kind"] in IMAGE_KINDS:
+                messages += image_folder_errors(i, spec, Path(base))
         messages += _designs_errors(params)
+        messages += engine_errors(params, lambda spec: known_shape(spec, Path(base)))
     _raise(messages)
 
 

@@ -38,3 +38,24 @@ def number_value(text) -> float:
         return float(text)
     except (TypeError, ValueError):
         return float("nan")
+
+
+#: Figure key -> human title, the one place both live: the report's figure headings
+#: and PNG titles, and the labels of `snakemake --report`. A figure is written to
+#: <figures dir>/<dataset slug>/<key>.png; a study-design axis's key is "design_<axis>".
+FIGURE_TITLES = {
+    "objectives": "objective comparison: validation-selected test gain",
+    "gain_heatmap": "test-accuracy gain heatmap",
+    "accuracy_vs_t": "test accuracy vs temperature",
+    "nll_vs_t": "test NLL vs temperature",
+    "best_t": "best temperature vs student size",
+    "fidelity": "fidelity vs generalisation",
+    "reliability": "reliability diagrams",
+    "design_transfer": "study design: transfer protocols",
+    "design_epochs": "study design: training length",
+    "design_teacher_width": "study design: teacher width",
+    "design_ensemble": "study design: ensemble teacher",
+    "design_label_fraction": "study design: labelled fraction",
+    "design_variance": "study design: variance across training sets",
+    "design_generations": "study design: born-again generations",
+}

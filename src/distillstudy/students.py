@@ -1,10 +1,15 @@
 """Student families: the vocabulary of params.yaml's distill.students, spelled once.
 
-A family is "mlp" (depth hidden layers, default 2), "cnn" (engine/families.py) or your
-factory "<file>.py:<function>" with f(input_shape, n_classes, size) -> torch.nn.Module.
+A family is "mlp" (depth hidden layers, default 2), "cnn" (engine/families.py), "cifar"
+(the CIFAR KD benchmarks' zoo, engine/zoo/: size = a model name such as "resnet8x4") or
+your factory "<file>.py:<function>" with f(input_shape, n_classes, size) -> torch.nn.Module.
 Its label names it in paths, tables and results.csv's `family` column; a student is one
 (family, size), its path segment `student_name(label, size)`: "h16" for today's mlp,
-"cnn-8", "mlp3-64", "tiny_cnn-4" otherwise.
+"cnn-8", "mlp3-64", "tiny_cnn-4", "cifar-resnet8x4" otherwise.
+
+Each family trains on one of two engines (`engine: auto | stacked | standard`): the stacked
+engines train all seeds of a cell in one process (small models on CPU); the standard engine
+trains any nn.Module one replicate per job with autograd and torch.optim (distill.recipe).
 """
 
 from __future__ import annotations
@@ -13,17 +18,27 @@ import re
 
 #: Built-in student families (engine/families.py); any other family is your factory
 #: "<file>.py:<function>" with f(input_shape, n_classes, size) -> torch.nn.Module.
-BUILTIN_FAMILIES = ("mlp", "cnn")
+BUILTIN_FAMILIES = ("mlp", "cnn", "cifar")
+#: The cifar family's sizes: the model names of the CIFAR KD benchmarks (RepDistiller,
+#: mdistiller), built by engine/zoo.
+ZOO_SIZES = ("resnet8", "resnet14", "resnet20", "resnet32", "resnet44", "resnet56", "resnet110", "resnet8x4",
+             "resnet32x4", "wrn_16_1", "wrn_16_2", "wrn_40_1", "wrn_40_2", "vgg8", "vgg11", "vgg13", "vgg16",
+             "vgg19", "mobilenetv2", "shufflev1", "shufflev2")
+#: The engines a family may name (distill.students[*].engine), and the two that train.
+ENGINES = ("auto", "stacked", "standard")
+STACKED, STANDARD = "stacked", "standard"
+#: Dataset kinds stored as images (uint8, (n, C, H, W)): trained by the standard engine only.
+IMAGE_KINDS = ("cifar10", "cifar100", "imagefolder")
 #: The born-again generations' students (grid.GENERATIONS): the teacher's own architecture,
 #: built as the teacher is; not a distill.students family (the schema refuses the name).
 SELF_FAMILY = "teacher"
 #: Hidden layers of an `mlp` entry without `depth` (today's students: in -> H -> H -> classes).
 DEFAULT_DEPTH = 2
 #: What a family's size counts, in tables and figures (a factory's size: "size").
-SIZE_NOUNS = {"mlp": "hidden width", "cnn": "channels", SELF_FAMILY: "width ×"}
+SIZE_NOUNS = {"mlp": "hidden width", "cnn": "channels", "cifar": "model", SELF_FAMILY: "width ×"}
 #: Snakemake wildcard pattern of a student's path segment (student_name).
-STUDENT_PATTERN = r"h[0-9]+|[A-Za-z_][A-Za-z0-9_]*-[0-9]+"
-_STUDENT_RE = re.compile(r"h(?P<size>[0-9]+)|(?P<label>[A-Za-z_][A-Za-z0-9_]*)-(?P<lsize>[0-9]+)")
+STUDENT_PATTERN = r"h[0-9]+|[A-Za-z_][A-Za-z0-9_]*-[A-Za-z0-9_]+"
+_STUDENT_RE = re.compile(r"h(?P<size>[0-9]+)|(?P<label>[A-Za-z_][A-Za-z0-9_]*)-(?P<lsize>[A-Za-z0-9_]+)")
 
 
 def is_factory(family: str) -> bool:
@@ -41,7 +56,7 @@ def family_label(entry: dict) -> str:
 
 
 #: How the report names a built-in family's students ("MLP students (hidden width 16)").
-FAMILY_TITLES = {"mlp": "MLP", "cnn": "CNN", SELF_FAMILY: "Teacher-architecture"}
+FAMILY_TITLES = {"mlp": "MLP", "cnn": "CNN", "cifar": "CIFAR-zoo", SELF_FAMILY: "Teacher-architecture"}
 
 
 def family_title(label: str) -> str:
@@ -64,25 +79,43 @@ def distill_students(distill: dict) -> list[dict]:
     entries = distill.get("students") or [{"family": "mlp", "sizes": distill["sizes"]}]
     out = []
     for entry in entries:
-        entry = {**entry, "sizes": [int(s) for s in entry["sizes"]], "datasets": entry.get("datasets")}
+        entry = {**entry, "sizes": [size_value(s) for s in entry["sizes"]], "datasets": entry.get("datasets"),
+                 "engine": entry.get("engine", "auto")}
         if entry["family"] == "mlp":
             entry["depth"] = int(entry.get("depth", DEFAULT_DEPTH))
         out.append({**entry, "label": family_label(entry)})
     return out
 
 
-def student_name(label: str, size: int) -> str:
+def size_value(size) -> int | str:
+    """A size as params give it: a number (widths, channels) or a zoo model's name."""
+    return size if isinstance(size, str) and not size.isdigit() else int(size)
+
+
+def student_name(label: str, size: int | str) -> str:
     """A student's path segment and metrics.json key: "h16" for today's mlp (paths of
-    existing studies keep their names), "<label>-<size>" otherwise ("cnn-8", "mlp3-64")."""
-    return f"h{int(size)}" if label == "mlp" else f"{label}-{int(size)}"
+    existing studies keep their names), "<label>-<size>" otherwise ("cnn-8", "mlp3-64",
+    "cifar-resnet8x4")."""
+    return f"h{int(size)}" if label == "mlp" else f"{label}-{size_value(size)}"
 
 
-def parse_student(name: str) -> tuple[str, int]:
-    """'h16' -> ('mlp', 16); 'cnn-8' -> ('cnn', 8)."""
+def parse_student(name: str) -> tuple[str, int | str]:
+    """'h16' -> ('mlp', 16); 'cnn-8' -> ('cnn', 8); 'cifar-resnet8x4' -> ('cifar', 'resnet8x4')."""
     match = _STUDENT_RE.fullmatch(name)
     if not match:
         raise ValueError(f"student {name!r} is not 'h<size>' or '<family>-<size>'")
-    return ("mlp", int(match["size"])) if match["size"] else (match["label"], int(match["lsize"]))
+    return ("mlp", int(match["size"])) if match["size"] else (match["label"], size_value(match["lsize"]))
+
+
+def builtin_engine(entry: dict, dataset_kind: str) -> str | None:
+    """The engine that trains a distill.students entry on a dataset of `dataset_kind`, where
+    the names alone decide it: `standard` for the cifar zoo, for image datasets and where
+    the entry asks for it; `stacked` for mlp and cnn on feature data (engine: auto or
+    stacked); None for your factory under `auto` (decided by building it:
+    engine.factories.family_engine) or one that asks for `stacked`."""
+    if entry.get("engine", "auto") == STANDARD or entry["family"] == "cifar" or dataset_kind in IMAGE_KINDS:
+        return STANDARD
+    return STACKED if entry["family"] in ("mlp", "cnn") else None
 
 
 def dataset_students(params: dict, dataset: str) -> list[tuple[dict, int]]:
@@ -94,3 +127,9 @@ def dataset_students(params: dict, dataset: str) -> list[tuple[dict, int]]:
 def reference_family(params: dict) -> dict:
     """The first entry of distill.students: the family whose students the designs train."""
     return distill_students(params["distill"])[0]
+
+
+def standard_teacher(dataset: dict) -> bool:
+    """Whether the standard engine trains (or loads) a prepare.datasets entry's teacher, with
+    teacher.recipe: a zoo teacher ({family: cifar, size}), or any teacher of image data."""
+    return "family" in dataset.get("teacher", {}) or dataset["kind"] in IMAGE_KINDS

@@ -1,14 +1,18 @@
 # Shared definitions: the grid from params.yaml, paths, and the checks a schema cannot do.
 import json
 import os
+import re
 import shlex
 import sys
 
 from distillstudy.errors import ParamsError
-from distillstudy.params import check_params
+from distillstudy.params import check_params, skipped_names
+from distillstudy.students import IMAGE_KINDS
+from distillstudy.userfiles import dataset_input_shape, image_dataset_files
 
-# Code inputs of each rule: the import closure of its stage module (workflow/codedeps.py).
-sys.path.insert(0, workflow.basedir)
+# Code inputs of each rule: the import closure of its stage module (workflow/codedeps.py;
+# workflow.basedir is the folder of the top-level Snakefile).
+sys.path.insert(0, os.path.join(workflow.basedir, "workflow"))
 from codedeps import stage_code
 from distillstudy.grid import (
     CELL_PATTERN,
@@ -23,6 +27,7 @@ from distillstudy.grid import (
     dataset_variants,
     design_temperature_cells,
     factory_file,
+    parse_cell,
     parse_variant,
     study_cells,
     tuned,
@@ -32,7 +37,10 @@ from distillstudy.grid import (
     variant_settings,
 )
 from distillstudy.students import (
+    STANDARD,
     STUDENT_PATTERN,
+    builtin_engine,
+    standard_teacher,
     dataset_students,
     distill_students,
     is_factory,
@@ -57,6 +65,10 @@ try:
         check_students(config)
 except ParamsError as exc:
     raise WorkflowError(str(exc)) from None
+# A --configfile's own study keeps the default study's lists that pick datasets and families
+# (Snakemake merges key by key); the built-in names it lacks are skipped: say which.
+for note in skipped_names(config):
+    print(f"params: {note}", file=sys.stderr)
 
 DATASETS = {d["name"]: d for d in config["prepare"]["datasets"]}
 # Per dataset, its students' path names ("h16", "cnn-8"; students.student_name) and the
@@ -86,9 +98,11 @@ wildcard_constraints:
 
 
 def user_files(wildcards):
-    """A dataset's own files the prepare stage reads: its table or arrays, an offline teacher's logits."""
+    """A dataset's own files the prepare stage reads: its table or arrays, an image folder's
+    files (each one, so that editing an image re-runs prepare), an offline teacher's logits."""
     spec = DATASETS[wildcards.dataset]
     files = [spec["path"]] if spec["kind"] in ("csv", "npz") else []
+    files += image_dataset_files(spec) if spec["kind"] in IMAGE_KINDS else []
     logits = spec.get("teacher", {}).get("logits")
     return files + ([logits] if logits else [])
 
@@ -101,9 +115,16 @@ def teacher_files(wildcards):
 
 
 def teacher_args(wildcards):
-    teacher = DATASETS[wildcards.dataset].get("teacher", {})
+    """Your teacher's factory and weights; a zoo teacher's name; for the standard engine's
+    teachers, teacher.recipe and where its per-epoch checkpoint lives."""
+    spec = DATASETS[wildcards.dataset]
+    teacher = spec.get("teacher", {})
     args = f"--factory {shlex.quote(teacher['factory'])}" if "factory" in teacher else ""
-    return args + (f" --weights {shlex.quote(teacher['weights'])}" if "weights" in teacher else "")
+    args += f" --weights {shlex.quote(teacher['weights'])}" if "weights" in teacher else ""
+    args += f" --zoo {shlex.quote(teacher['size'])}" if teacher.get("family") == "cifar" else ""
+    if standard_teacher(spec) and "weights" not in teacher:
+        args += f" {standard_options('teacher')} --checkpoint .checkpoints/teacher/{wildcards.dataset}.pt"
+    return args
 
 
 def dataset_args(wildcards):
@@ -114,7 +135,7 @@ def dataset_args(wildcards):
         args = f"--n-train {spec['n_train']} --n-test {spec['n_test']}"
     if spec["kind"] == "csv":
         args = f"--path {shlex.quote(spec['path'])} --label {shlex.quote(spec['label'])}"
-    if spec["kind"] == "npz":
+    if spec["kind"] == "npz" or spec["kind"] in IMAGE_KINDS:
         args = f"--path {shlex.quote(spec['path'])}"
     if "logits" in spec.get("teacher", {}):
         args += f" --teacher-logits {shlex.quote(spec['teacher']['logits'])}"
@@ -291,6 +312,14 @@ def benchmark_files(wildcards=None):
         f"logs/benchmarks/distill/{path[len('models/students/'):-len('.logits.npz')]}.tsv"
         for path in student_cells()
     ]
+    files += [  # the standard engine's replicate jobs (their cell's file is the gather job's)
+        f"logs/benchmarks/distill/{dataset}/{student}/{cell}/seed{r}.tsv"
+        for dataset, students in STUDENTS.items()
+        for student in students
+        if student in STANDARD_STUDENTS
+        for cell in CELLS
+        for r in range(config["distill"]["seeds"])
+    ]
     files += [
         f"logs/benchmarks/transfer/{path[len('models/transfer/'):-len('.npz')]}.tsv"
         for path in transfer_sets()
@@ -325,3 +354,75 @@ def figure_labels(wildcards):
         "dataset": figure_dataset(wildcards),
         "figure": FIGURE_TITLES.get(wildcards.figure, wildcards.figure),
     }
+
+
+# ---- engines: which one trains each student (students.builtin_engine) ------------------------
+def student_engine(entry: dict, dataset: dict) -> str:
+    """`stacked` or `standard` for one family on one dataset; your factory's module decides
+    under engine: auto (engine.factories.family_engine builds it once, before any job)."""
+    engine = builtin_engine(entry, dataset["kind"])
+    if engine is None:
+        from distillstudy.engine.factories import family_engine
+
+        engine = family_engine(entry, dataset["kind"], dataset_input_shape(dataset))
+    return engine
+
+
+# Per student path name, its engine; one name, one engine (the rules tell them apart by name).
+ENGINES = {}
+for _dataset, _students in STUDENTS.items():
+    for _student, _entry in _students.items():
+        _engine = student_engine(_entry, DATASETS[_dataset])
+        if ENGINES.setdefault(_student, _engine) != _engine:
+            raise WorkflowError(
+                f"distill.students: family {_entry['label']!r} would train on the {ENGINES[_student]} engine on "
+                f"one dataset and on the {_engine} engine on {_dataset!r}: list it twice with its datasets "
+                f"(one entry per engine, the second with another depth or function name)"
+            )
+STANDARD_STUDENTS = sorted(s for s, e in ENGINES.items() if e == STANDARD)
+if STANDARD_STUDENTS and "recipe" not in config["distill"]:
+    raise WorkflowError(f"distill.recipe: the standard engine trains {', '.join(STANDARD_STUDENTS)}; give its recipe "
+                        "(optimizer, schedule, epochs, batch_size; README: Real models)")
+for _dataset, _spec in DATASETS.items():
+    if standard_teacher(_spec) and "recipe" not in config["teacher"] and "weights" not in _spec.get("teacher", {}):
+        raise WorkflowError(f"teacher.recipe: dataset {_dataset!r}'s teacher is trained by the standard engine; "
+                            "give its recipe (optimizer, schedule, epochs, batch_size)")
+# Wildcard patterns of the two engines' students: the standard engine's names, and every
+# other student name (a lookahead refuses the standard names before the path's next '/').
+_standard = "|".join(re.escape(s) for s in STANDARD_STUDENTS)
+STANDARD_STUDENT_PATTERN = _standard or "(?!)"
+STACKED_STUDENT_PATTERN = rf"(?!(?:{_standard})/)(?:{STUDENT_PATTERN})" if _standard else STUDENT_PATTERN
+
+
+def recipe_json(section: str) -> str:
+    """distill.recipe or teacher.recipe as canonical JSON: one scalar Snakemake param, so a
+    reordering of its keys re-runs nothing and any change of a value re-runs its jobs."""
+    return json.dumps(config[section]["recipe"], sort_keys=True, separators=(",", ":"))
+
+
+def standard_options(section: str) -> str:
+    """The standard engine's options of a job: recipe, device, precision (distill's settings)."""
+    return (f"--recipe {shlex.quote(recipe_json(section))} --device {config['distill'].get('device', 'auto')}"
+            f" --precision {config['distill'].get('precision', 'fp32')}")
+
+
+# ---- the standard engine's rules (distill_standard.smk) ----------------------------------------
+def replicate_files(wildcards):
+    folder = f"models/students/{wildcards.dataset}/{wildcards.student}/{wildcards.cell}"
+    seeds = range(config["distill"]["seeds"])
+    return {"logits": [f"{folder}/seed{r}.logits.npz" for r in seeds], "models": [f"{folder}/seed{r}.pt" for r in seeds]}
+
+
+def online_teacher(wildcards):
+    """The teacher's weights and record, when it runs on each augmented batch: an augmenting
+    recipe and a cell with a teacher term (not the baseline)."""
+    augments = bool(config["distill"]["recipe"].get("augment"))
+    if augments and parse_cell(wildcards.cell)["alpha"] != 0:
+        return {"model": f"models/teachers/{wildcards.dataset}.pt", "meta": f"models/teachers/{wildcards.dataset}.json"}
+    return {}
+
+
+def online_teacher_args(wildcards, input):
+    if "model" not in input.keys():
+        return ""
+    return f"--teacher-model {input.model} --teacher-meta {input.meta}"

@@ -16,6 +16,9 @@ rule distill:
     output:
         model="models/students/{dataset}/{variant}{student}/{cell}.pt",
         logits="models/students/{dataset}/{variant}{student}/{cell}.logits.npz",
+    wildcard_constraints:
+        # The standard engine's students have their own rules (distill_standard.smk).
+        student=STACKED_STUDENT_PATTERN,
     params:
         variant=variant_of,
         student=student_args,

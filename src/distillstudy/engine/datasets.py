@@ -19,7 +19,9 @@ from distillstudy.artifacts import file_sha256, save_npz, write_json
 
 from distillstudy.grid import SPLITS  # noqa: F401
 from distillstudy.errors import DataError
-from distillstudy.params import BUILTIN_SHAPES
+from distillstudy.engine import images, tables
+from distillstudy.students import IMAGE_KINDS
+from distillstudy.userfiles import BUILTIN_SHAPES
 
 
 @dataclass
@@ -32,6 +34,10 @@ class Splits:
     teacher_logits: dict[str, np.ndarray] | None = None
     #: one example's shape before flattening into features (npz data)
     input_shape: tuple[int, ...] | None = None
+    #: image kinds: x holds uint8 pixels (n, C, H, W), stored as such (images.pixel_arrays)
+    pixels: bool = False
+    #: more for the prepared dataset's record (image kinds: the files read, how splits were carved)
+    record: dict | None = None
 
 
 def _split_rows(y, val_fraction, test_fraction, seed, n_fixed_test=None) -> dict[str, np.ndarray]:
@@ -106,56 +112,9 @@ def make_mnist1d(val_fraction: float, seed: int) -> Splits:
     return Splits(xs, ys, [f"t{i}" for i in range(data["x"].shape[1])], [str(c) for c in range(10)])
 
 
-def read_label_table(path: str | Path, label: str) -> tuple[np.ndarray, np.ndarray, list[str], list[str]]:
-    """Read a user's CSV: numeric feature columns plus one label column.
-
-    Raises DataError naming the file, the column and the first bad row (1-based,
-    counting the header as row 1, as a spreadsheet shows it).
-    """
-    import pandas as pd  # lazy: training stages skip pandas
-
-    path = Path(path)
-    if not path.is_file():
-        raise DataError(f"{path}: file does not exist")
-    if path.stat().st_size == 0:
-        raise DataError(f"{path}: file is empty")
-    try:
-        frame = pd.read_csv(path, dtype=str, keep_default_na=False, skipinitialspace=True)
-    except (pd.errors.ParserError, UnicodeDecodeError, pd.errors.EmptyDataError) as exc:
-        raise DataError(f"{path}: not a readable CSV file ({exc.__class__.__name__}: {str(exc).strip()})") from None
-    frame.columns = [str(c).strip() for c in frame.columns]
-    if label not in frame.columns:
-        raise DataError(f"{path}: label column {label!r} not found (columns: {', '.join(frame.columns)})")
-    features = [c for c in frame.columns if c != label]
-    if not features:
-        raise DataError(f"{path}: no feature columns beside the label column {label!r}")
-    if len(frame) == 0:
-        raise DataError(f"{path}: no data rows")
-    labels = frame[label].str.strip()
-    missing = np.flatnonzero(labels.eq("").to_numpy())
-    if missing.size:
-        raise DataError(f"{path}: row {missing[0] + 2}: missing value in label column {label!r} "
-                        f"({missing.size} rows without a label)")
-    x = np.empty((len(frame), len(features)), dtype=np.float64)
-    for j, col in enumerate(features):
-        values = pd.to_numeric(frame[col].str.strip(), errors="coerce").to_numpy(dtype=np.float64)
-        bad = np.flatnonzero(~np.isfinite(values))
-        if bad.size:
-            raw = frame[col].iloc[bad[0]]
-            raise DataError(f"{path}: row {bad[0] + 2}, column {col!r}: {raw!r} is not a finite number "
-                            f"({bad.size} bad values in this column)")
-        x[:, j] = values
-    class_names = sorted(labels.unique())
-    if len(class_names) < 2:
-        raise DataError(f"{path}: label column {label!r} has a single class ({class_names[0]!r}); "
-                        "distillation needs at least two")
-    y = np.searchsorted(np.array(class_names), labels.to_numpy())
-    return x, y, features, class_names
-
-
 def make_csv(path: str, label: str, val_fraction: float, test_fraction: float, seed: int,
              teacher_logits: str | None = None) -> Splits:
-    x, y, features, class_names = read_label_table(path, label)
+    x, y, features, class_names = tables.read_label_table(path, label)
     counts = np.bincount(y)
     if counts.min() < 3:
         rare = class_names[int(counts.argmin())]
@@ -164,122 +123,19 @@ def make_csv(path: str, label: str, val_fraction: float, test_fraction: float, s
     rows = _split_rows(y, val_fraction, test_fraction, seed)
     teacher = None
     if teacher_logits is not None:  # aligned with the CSV's data rows
-        logits = read_teacher_logits(teacher_logits, len(y), len(class_names), None)["logits"]
+        logits = tables.read_teacher_logits(teacher_logits, len(y), len(class_names), None)["logits"]
         teacher = {s: logits[r] for s, r in rows.items()}
     return Splits({s: x[r] for s, r in rows.items()}, {s: y[r] for s, r in rows.items()}, features, class_names,
                   teacher)
 
 
-def _labels(values: np.ndarray, path, key: str) -> tuple[np.ndarray, list[str]]:
-    """Integer or string labels -> (class index per row, sorted class names)."""
-    if values.ndim != 1:
-        raise DataError(f"{path}: `{key}` must be one label per row, shaped (n,), got {values.shape}")
-    if values.dtype.kind not in "iuUS":
-        raise DataError(f"{path}: `{key}` must hold integer or string labels, got dtype {values.dtype}")
-    if values.dtype.kind == "S":
-        values = values.astype(str)
-    classes = np.unique(values)
-    return np.searchsorted(classes, values).astype(np.int64), [str(c) for c in classes]
-
-
-def _features(values: np.ndarray, path, key: str) -> np.ndarray:
-    if values.ndim < 2 or values.shape[0] == 0:
-        raise DataError(f"{path}: `{key}` must be shaped (n, ...) with n >= 1, got {values.shape}")
-    if values.dtype.kind not in "iufb":
-        raise DataError(f"{path}: `{key}` must be numeric, got dtype {values.dtype}")
-    bad = np.flatnonzero(~np.isfinite(values.reshape(len(values), -1)).all(axis=1))
-    if bad.size:
-        raise DataError(f"{path}: `{key}` row {bad[0]} holds a non-finite value ({bad.size} such rows)")
-    return values.reshape(len(values), -1).astype(np.float64)
-
-
-def _user_npz(path: Path, what: str) -> dict[str, np.ndarray]:
-    """Every array of a user's npz, refusing pickled objects (they would run code)."""
-    if not path.is_file():
-        raise DataError(f"{path}: {what} does not exist")
-    try:
-        with np.load(path, allow_pickle=False) as npz:
-            return {k: npz[k] for k in npz.files}
-    except (OSError, ValueError) as exc:
-        raise DataError(f"{path}: not a readable npz file without pickled objects ({exc})") from None
-
-
-def read_npz(path: str | Path) -> dict:
-    """A user's npz: `x` (n, ...) numeric and `y` (n,) integer or string labels, optionally
-    `x_test`, `y_test` (a fixed test split). Rows are examples; x is flattened to features,
-    its per-example shape kept as `input_shape`. Raises DataError naming the file and key."""
-    path = Path(path)
-    raw = _user_npz(path, "file")
-    missing = [k for k in ("x", "y") if k not in raw]
-    if missing:
-        raise DataError(f"{path}: needs arrays `x` and `y`; missing {', '.join(missing)} (found {sorted(raw)})")
-    if ("x_test" in raw) != ("y_test" in raw):
-        raise DataError(f"{path}: `x_test` and `y_test` go together (found only one of them)")
-    x = _features(raw["x"], path, "x")
-    y, class_names = _labels(raw["y"], path, "y")
-    if len(y) != len(x):
-        raise DataError(f"{path}: `y` has {len(y)} labels for {len(x)} rows of `x`")
-    out = {"x": x, "y": y, "class_names": class_names, "input_shape": tuple(int(d) for d in raw["x"].shape[1:])}
-    if "x_test" in raw:
-        if raw["x_test"].shape[1:] != raw["x"].shape[1:]:
-            raise DataError(f"{path}: `x_test` examples are shaped {raw['x_test'].shape[1:]}, `x`'s "
-                            f"{raw['x'].shape[1:]}")
-        x_test = _features(raw["x_test"], path, "x_test")
-        train_labels, test_labels = (raw[k].astype(str) if raw[k].dtype.kind == "S" else raw[k] for k in ("y", "y_test"))
-        if test_labels.ndim != 1 or (test_labels.dtype.kind in "US") != (train_labels.dtype.kind in "US"):
-            raise DataError(f"{path}: `y_test` must hold labels of `y`'s kind, one per row "
-                            f"(got dtype {test_labels.dtype}, shape {test_labels.shape})")
-        classes = np.unique(train_labels)
-        unknown = np.setdiff1d(np.unique(test_labels), classes)
-        if unknown.size:
-            raise DataError(f"{path}: `y_test` has labels that `y` never uses: {', '.join(map(str, unknown[:5]))}")
-        y_test = np.searchsorted(classes, test_labels).astype(np.int64)
-        if len(y_test) != len(x_test):
-            raise DataError(f"{path}: `y_test` has {len(y_test)} labels for {len(x_test)} rows of `x_test`")
-        out.update(x_test=x_test, y_test=y_test)
-    return out
-
-
-def read_teacher_logits(path: str | Path, n: int, n_classes: int, n_test: int | None) -> dict[str, np.ndarray]:
-    """An offline teacher's logits: `logits` (n, classes) aligned with the data's rows, and
-    `logits_test` aligned with its fixed test split when it has one. Raises DataError
-    naming the file, the array and what is wrong."""
-    path = Path(path)
-    raw = _user_npz(path, "teacher logits file")
-    wanted = {"logits": n, **({} if n_test is None else {"logits_test": n_test})}
-    out = {}
-    for key, rows in wanted.items():
-        if key not in raw:
-            raise DataError(f"{path}: needs `{key}` ({rows} rows x {n_classes} classes); found {sorted(raw)}")
-        a = raw[key]
-        if a.ndim != 2 or a.shape != (rows, n_classes):
-            raise DataError(f"{path}: `{key}` must be shaped ({rows}, {n_classes}) (one row per example, one "
-                            f"column per class), got {a.shape}")
-        if a.dtype.kind not in "iuf":
-            raise DataError(f"{path}: `{key}` must be numeric, got dtype {a.dtype}")
-        bad = np.flatnonzero(~np.isfinite(a).all(axis=1))
-        if bad.size:
-            raise DataError(f"{path}: `{key}` row {bad[0]} holds a non-finite value ({bad.size} such rows)")
-        out[key] = a.astype(np.float32)
-    return out
-
-
-def _check_class_sizes(y: np.ndarray, class_names: list[str], path) -> None:
-    counts = np.bincount(y, minlength=len(class_names))
-    if len(class_names) < 2:
-        raise DataError(f"{path}: a single class ({class_names[0]!r}); distillation needs at least two")
-    if counts.min() < 3:
-        raise DataError(f"{path}: class {class_names[int(counts.argmin())]!r} has {counts.min()} rows; "
-                        "each class needs at least 3 to be split train/val/test")
-
-
 def make_npz(path: str, val_fraction: float, test_fraction: float, seed: int,
              teacher_logits: str | None = None) -> Splits:
-    data = read_npz(path)
+    data = tables.read_npz(path)
     x, y, class_names = data["x"], data["y"], data["class_names"]
-    _check_class_sizes(y, class_names, path)
+    tables.check_class_sizes(y, class_names, path)
     fixed = "x_test" in data
-    logits = None if teacher_logits is None else read_teacher_logits(
+    logits = None if teacher_logits is None else tables.read_teacher_logits(
         teacher_logits, len(y), len(class_names), len(data["y_test"]) if fixed else None)
     rows = _split_rows(y, val_fraction, test_fraction, seed, len(data["y_test"]) if fixed else None)
     pick = {s: (data["x_test"], data["y_test"], "logits_test") if s == "test" and fixed else (x, y, "logits")
@@ -292,7 +148,25 @@ def make_npz(path: str, val_fraction: float, test_fraction: float, seed: int,
     return Splits(xs, ys, names, class_names, teacher, shape)
 
 
+def make_images(kind: str, path: str | None, val_fraction: float, test_fraction: float, seed: int) -> Splits:
+    """CIFAR-10/100 or an image folder (engine/images.py), kept as uint8 (n, C, H, W): its own
+    test split stays the test split; validation (and test, for a folder without test/) is
+    carved from the training images, stratified and seeded, and recorded (images.carved_record)."""
+    data = images.read_images(kind, path)
+    fixed = data.y_test is not None
+    try:
+        rows = _split_rows(data.y_train, val_fraction, test_fraction, seed, len(data.y_test) if fixed else None)
+    except ValueError as exc:  # scikit-learn: a split too small to hold each class once
+        raise DataError(f"{path}: cannot split the training images stratified by class ({exc})") from None
+    source = {s: (data.x_test, data.y_test) if s == "test" and fixed else (data.x_train, data.y_train) for s in rows}
+    record = {"source": data.source, "carved": images.carved_record(rows, fixed, seed, val_fraction, test_fraction)}
+    return Splits({s: source[s][0][r] for s, r in rows.items()}, {s: source[s][1][r] for s, r in rows.items()},
+                  [], data.class_names, input_shape=tuple(data.x_train.shape[1:]), pixels=True, record=record)
+
+
 def to_arrays(splits: Splits) -> dict[str, np.ndarray]:
+    if splits.pixels:  # uint8 (n, C, H, W) and per-channel statistics: the images' storage contract
+        return images.pixel_arrays(splits.x, splits.y)
     arrays = {}
     for s in SPLITS:
         arrays[f"x_{s}"] = np.ascontiguousarray(splits.x[s], dtype=np.float32)
@@ -336,7 +210,10 @@ def build(kind: str, *, seed: int, val_fraction: float, test_fraction: float,
         return make_csv(path, label, val_fraction, test_fraction, seed, teacher_logits)
     if kind == "npz":
         return make_npz(path, val_fraction, test_fraction, seed, teacher_logits)
-    raise DataError(f"unknown dataset kind {kind!r} (expected sine, digits, mnist1d, csv or npz)")
+    if kind in IMAGE_KINDS:
+        return make_images(kind, path, val_fraction, test_fraction, seed)
+    raise DataError(f"unknown dataset kind {kind!r} (expected sine, digits, mnist1d, csv, npz, "
+                    f"{', '.join(IMAGE_KINDS)})")
 
 
 def prepare(name: str, kind: str, out_data: str | Path, out_meta: str | Path, **options) -> dict:
@@ -350,13 +227,14 @@ def prepare(name: str, kind: str, out_data: str | Path, out_meta: str | Path, **
         "n_train": int(len(arrays["y_train"])),
         "n_val": int(len(arrays["y_val"])),
         "n_test": int(len(arrays["y_test"])),
-        "n_features": int(arrays["x_train"].shape[1]),
+        "n_features": int(np.prod(arrays["x_train"].shape[1:])),
         "n_classes": len(splits.class_names),
         "feature_names": splits.feature_names,
         "class_names": splits.class_names,
         "input_shape": list(splits.input_shape or (int(arrays["x_train"].shape[1]),)),
         "options": {k: v for k, v in options.items() if v is not None},
     }
+    meta.update(splits.record or {})
     if splits.teacher_logits is not None:
         meta["teacher"] = {"kind": "offline logits", "path": str(options["teacher_logits"]),
                            "sha256": file_sha256(options["teacher_logits"])}

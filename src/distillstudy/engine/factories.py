@@ -25,11 +25,12 @@ import torch
 from torch import nn
 
 from distillstudy.artifacts import file_sha256
-from distillstudy.engine import families
+from distillstudy.engine import families, zoo
+from distillstudy.engine.stacked import unstackable
 from distillstudy.engine.models import Standardize
 from distillstudy.errors import ParamsError
-from distillstudy.students import distill_students, is_factory
-from distillstudy.params import dataset_input_shape
+from distillstudy.students import STACKED, STANDARD, builtin_engine, distill_students, is_factory
+from distillstudy.userfiles import dataset_input_shape
 
 SPEC = re.compile(r"(?P<file>[^:]+\.py):(?P<function>[A-Za-z_][A-Za-z0-9_]*)")
 #: Positional arguments of each kind of factory, in order.
@@ -146,7 +147,43 @@ def student_factory(entry: dict, root: str | Path = ".") -> Callable:
         return lambda shape, n_classes, size: families.mlp(shape, n_classes, size, depth=depth)
     if entry["family"] == "cnn":
         return families.cnn
+    if entry["family"] == "cifar":  # the KD zoo: size is the model's name, inputs (C, H, W)
+        return lambda shape, n_classes, size: zoo.build(str(size), n_classes, in_channels=shape[0])
     return load_factory(entry["family"], root, "student", where)
+
+
+def teacher_net(spec: dict, input_shape: tuple[int, ...], n_classes: int, where: str) -> nn.Module:
+    """The bare network of a teacher the standard engine trains or loads (inputs are
+    normalised by the engine, not inside the module): a zoo model {family: cifar, size} or
+    your factory f(input_shape, n_classes). Seeded by the caller."""
+    if spec.get("family") == "cifar":
+        return zoo.build(str(spec["size"]), n_classes, in_channels=input_shape[0])
+    fn = load_factory(spec["factory"], ".", "teacher", where)
+    module = fn(tuple(input_shape), n_classes)
+    if not isinstance(module, nn.Module):
+        raise ParamsError(f"{where}: the factory returned {type(module).__name__}, not a torch.nn.Module")
+    return module
+
+
+def family_engine(entry: dict, dataset_kind: str, input_shape: tuple[int, ...], base: str | Path = ".") -> str:
+    """`stacked` or `standard` for a distill.students entry on one dataset: the names decide
+    (students.builtin_engine) or, for your factory under `auto`, its module does: the
+    stacked engines take modules whose buffers never change and whose only random op is
+    nn.Dropout (one call per forward); anything else (BatchNorm, stochastic depth, random
+    ops of its own) goes to the standard engine. `engine: stacked` on such a module is
+    refused, naming why."""
+    engine = builtin_engine(entry, dataset_kind)
+    if engine is not None:
+        return engine
+    where = f"student family {entry['label']!r} ({entry['family']})"
+    fn = load_factory(entry["family"], base, "student", where)
+    module = build(fn, (tuple(input_shape), 3, entry["sizes"][0]), 0, where)
+    reason = unstackable(module, torch.zeros((2, *input_shape)), where)
+    if reason is None:
+        return STACKED
+    if entry.get("engine", "auto") == STACKED:
+        raise ParamsError(f"{where}: engine: stacked, but {reason}; use engine: standard (or auto)")
+    return STANDARD
 
 
 def check_students(params: dict, base: str | Path = ".") -> None:
@@ -161,7 +198,7 @@ def check_students(params: dict, base: str | Path = ".") -> None:
             continue  # built here (the cnn's input ranks are checked by params.check_params)
         fn = student_factory(entry, base)
         shapes = {dataset_input_shape(datasets[name], base): name
-                  for name in (entry["datasets"] or datasets)}
+                  for name in (entry["datasets"] or datasets) if name in datasets}
         for shape, name in shapes.items():
             for size in entry["sizes"]:
                 where = f"student family {entry['label']!r} ({entry['family']}), size {size}, dataset {name!r}"

@@ -46,8 +46,10 @@ DEFAULT_THREADS = 1
 _frozen = False
 
 
-def configure(threads: int = DEFAULT_THREADS) -> dict:
-    """Fix threads and deterministic algorithms; return what was set, for provenance."""
+def configure(threads: int = DEFAULT_THREADS, device: str | None = None) -> dict:
+    """Fix threads and deterministic algorithms; return what was set, for provenance.
+    `device`: "cpu", "cuda" (refused when no GPU is visible) or "auto"/None (cuda when
+    present). On CUDA: deterministic algorithms and cuBLAS's fixed workspace."""
     global _frozen
     if not _frozen:
         # Move everything alive now (in a stage: the modules imported after torch)
@@ -69,14 +71,21 @@ def configure(threads: int = DEFAULT_THREADS) -> dict:
     # 7.7 ms after epoch ~20; flushed, 4.2 ms throughout (10.1 -> 6.7 s per cell). Values
     # that small carry no information here; the switch is recorded in provenance.
     flush_denormal = bool(torch.set_flush_denormal(True))
-    device = "cuda" if torch.cuda.is_available() else "cpu"
+    if device == "cuda" and not torch.cuda.is_available():
+        raise RuntimeError("device: cuda was asked for, but torch sees no CUDA GPU here (CUDA_VISIBLE_DEVICES, "
+                           "the SLURM --gres request, or a CPU-only torch); use device: auto or cpu")
+    if device not in (None, "auto", "cpu", "cuda"):
+        raise ValueError(f"device: {device!r} is not one of auto, cpu, cuda")
+    device = "cpu" if device == "cpu" else ("cuda" if torch.cuda.is_available() else "cpu")
     if device == "cuda":
         # Only CUDA kernels need the switch. Measured on CPU: the call alone imports
         # torch._dynamo and sympy, ~1.05 s per job, and the CPU kernels used here are
         # deterministic at a fixed thread count (tests/test_train.py checks bit-identical runs).
         torch.use_deterministic_algorithms(True)
         torch.backends.cudnn.benchmark = False
+    cuda = {"cublas_workspace_config": os.environ.get("CUBLAS_WORKSPACE_CONFIG")} if device == "cuda" else {}
     return {
+        **cuda,
         "device": device,
         "device_name": torch.cuda.get_device_name(0) if device == "cuda" else "cpu",
         "threads": torch.get_num_threads(),

@@ -17,11 +17,12 @@ def derive_seed(global_seed: int, *parts) -> int:
     return int.from_bytes(hashlib.sha256(text.encode()).digest()[:4], "big") & 0x7FFFFFFF
 
 
-def student_seeds(global_seed: int, dataset: str, size: int, n_seeds: int, family: str = "mlp") -> list[int]:
+def student_seeds(global_seed: int, dataset: str, size: int | str, n_seeds: int, family: str = "mlp") -> list[int]:
     """Replicate seeds of a (dataset, family, size). Today's mlp keeps the derivation it had
     before families existed (its results stay bit-identical); any other family's label is
-    part of its seeds, so a cnn of size 16 and the mlp of width 16 are independent draws."""
-    where = (dataset, int(size)) if family == "mlp" else (dataset, family, int(size))
+    part of its seeds, so a cnn of size 16 and the mlp of width 16 are independent draws.
+    A size is a number or a zoo model's name ("resnet8x4"), spelled as params give it."""
+    where = (dataset, int(size)) if family == "mlp" else (dataset, family, size)
     return [derive_seed(global_seed, "student", *where, r) for r in range(n_seeds)]
 
 

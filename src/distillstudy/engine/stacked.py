@@ -38,6 +38,7 @@ from __future__ import annotations
 
 from distillstudy.engine import runtime  # noqa: F401  (first: imports torch with the GC off)
 import copy
+import inspect
 from dataclasses import dataclass
 from typing import Callable
 
@@ -106,6 +107,21 @@ def dropout_sites(model: nn.Module, sample: torch.Tensor, name: str) -> dict[str
     return sites
 
 
+def unstackable(model: nn.Module, sample: torch.Tensor, name: str) -> str | None:
+    """Why the stacked engines cannot train `model` (None when they can): they treat
+    buffers as constants and draw only nn.Dropout's masks themselves."""
+    for sub in model.modules():
+        if isinstance(sub, nn.modules.batchnorm._NormBase):
+            return f"{type(sub).__name__} updates its buffers while training"
+    try:
+        dropout_sites(model, sample, name)
+    except ValueError as exc:
+        return str(exc)
+    except Exception as exc:  # noqa: BLE001  (the user's forward: check_output reports it)
+        return f"its forward fails on a batch shaped {tuple(sample.shape)}: {type(exc).__name__}: {exc}"
+    return None
+
+
 def stacked_template(model: nn.Module, sites: dict, name: str) -> nn.Module:
     """A copy of `model` for functional_call: MaskedDropout at every dropout site, Identity
     for nn.Dropout(0)."""
@@ -152,14 +168,16 @@ class _Stack:
 def stacked_forward(template: nn.Module, name: str, member_inputs: bool):
     """vmap over members of functional_call(template): params and buffers stacked on dim 0,
     inputs per member (training batches) or shared (validation). A module whose own class
-    writes out `forward_stacked(params, x)` (x (M, batch, ...): the built-in cnn family) runs
-    that instead; a subclass that redefines `forward` without it goes through vmap."""
+    writes out `forward_stacked(params, x[, buffers])` (x (M, batch, ...): the built-in cnn
+    family; the CNN teachers, which take the stacked buffers: standardisation, dropout masks)
+    runs that instead; a subclass that redefines `forward` without it goes through vmap."""
     if "forward_stacked" in vars(type(template)):
         written_out = template.forward_stacked
+        takes_buffers = "buffers" in inspect.signature(written_out).parameters
         def run_written_out(params, buffers, x):
             if not member_inputs:
                 x = x.expand(next(iter(params.values())).shape[0], *x.shape)
-            return written_out(params, x)
+            return written_out(params, x, buffers) if takes_buffers else written_out(params, x)
         return run_written_out
 
     def call(params, buffers, x):

@@ -32,7 +32,7 @@ def _alpha(a) -> str:
     return "n/a" if missing(a) else f"{a:g}"
 
 
-def _gain(mean, lo, hi) -> str:
+def table_gain(mean, lo, hi) -> str:
     """gain_text, with two decimals where one would print an interval that excludes zero
     with a bound of 0.0 (it would read as touching zero)."""
     hides = any(not missing(b) and b != 0 and signed(b, 100.0, 1) == "0.0" for b in (lo, hi))
@@ -61,7 +61,7 @@ def _cell(r, adjusted: bool, is_best: bool) -> dict:
     detail += [f"α = {_alpha(r['alpha'])}", f"best of {int(r['n_candidates'])}"]
     if adjusted:
         detail.append("Holm p = n/a" if missing(r["p_holm"]) else f"Holm p = {r['p_holm']:.3g}")
-    text = (STAR + " " if star else "") + _gain(r["gain_mean"], lo, hi)
+    text = (STAR + " " if star else "") + table_gain(r["gain_mean"], lo, hi)
     mean, _, ci = text.partition(" [")  # two unbreakable halves: a narrow column wraps between them
     return {"text": text, "mean": mean, "ci": "[" + ci if ci else "", "detail": " · ".join(detail),
             "cls": css_class(sig, r["gain_mean"]) + (" best" if star else "")}
@@ -81,7 +81,7 @@ def _rows(sel: pd.DataFrame, columns: list[str], best: dict, adjusted: bool) -> 
 def _diff(r, adjusted: bool, inline: bool = False) -> str:
     """'kd (+0.9 pp [+0.1, +1.7])', or inline 'kd +0.9 pp [+0.1, +1.7]' (inside brackets)."""
     lo, hi = (r["holm_lo"], r["holm_hi"]) if adjusted else (r["diff_lo"], r["diff_hi"])
-    text = _gain(r["diff_mean"], lo, hi)
+    text = table_gain(r["diff_mean"], lo, hi)
     return f"{r['other']} {text}" if inline else f"{r['other']} ({text})"
 
 
@@ -105,7 +105,7 @@ def size_sentences(sel: pd.DataFrame, comparisons: pd.DataFrame, conf_pct: int, 
         b = g[g["objective"] == best].iloc[0]
         lo, hi = (b["holm_lo"], b["holm_hi"]) if adjusted else (b["gain_lo"], b["gain_hi"])
         head = (f"{noun} {int(s)}: {best} is best on validation (its test gain over the baseline: "
-                f"{_gain(b['gain_mean'], lo, hi)}).")
+                f"{table_gain(b['gain_mean'], lo, hi)}).")
         apart, same = c[c[flag]], c[~c[flag]]
         if (c["n"] < 2).all():
             out.append(f"{head} The objectives cannot be told apart at this size: with fewer than two paired "

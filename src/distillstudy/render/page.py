@@ -2,9 +2,12 @@
 
 `render_page` takes what the report stage has read (results, calibration bins,
 designs, walkthrough table, datasets' metadata, provenance, wall times), writes
-the figures into `figures_dir`, and returns the HTML text. Its first screen is
-"Which objective?" (render.objectives), one table and figure per panel; the
-per-temperature detail follows, one section per panel. A panel is one dataset's
+the figures into `figures_dir`, and returns the HTML text. Its first screen answers
+the study's question, one sentence per dataset (render.summary), beside a contents
+sidebar that stays in view; then "Which objective?" (render.objectives), one table and
+figure per panel; the per-temperature detail follows, one section per panel. Every
+section is a <details> open by default (collapsible without a script), and a table wider
+than the page scrolls in its own box. A panel is one dataset's
 students of one family (distill.students), with the dataset's teacher: sizes of
 two families count different things and are never tabled or drawn together. Its label
 is the dataset's name when the study has one family (the report of a one-family study
@@ -29,7 +32,7 @@ from distillstudy.students import distill_students, family_noun, family_title
 from distillstudy.render import designs as design_sections
 from distillstudy.render import generations as generation_sections
 from distillstudy.render import variance as variance_sections
-from distillstudy.render import objectives, tables
+from distillstudy.render import objectives, summary, tables
 from distillstudy.render import walkthrough as walkthrough_sections
 
 TEMPLATE = "index.html.j2"
@@ -206,10 +209,12 @@ def render_page(results: pd.DataFrame, *, figures_dir: Path, params: dict, datas
     """
     figures_dir = Path(figures_dir)
     figures_dir.mkdir(parents=True, exist_ok=True)
-    objective_sections, datasets = [], []
+    objective_sections, datasets, gains = [], [], {}
     for ds, family, label in panels(results, params):
         view = panel_frame(results, ds, family)
         summaries = tables.summary_tables(view, confidence)
+        gains.setdefault(ds, []).extend(summary.student_gains(
+            summaries["objectives"], summaries["objective_cmp"], summaries["chosen"]))
         objective_sections.append(objectives.objectives_section(
             ds, summaries["objectives"], summaries["objective_cmp"], figures_dir, confidence, family=family,
             label=label))
@@ -232,6 +237,8 @@ def render_page(results: pd.DataFrame, *, figures_dir: Path, params: dict, datas
     return _environment().get_template(TEMPLATE).render(
         title=title,
         students=students_text(results, family_order(results, params)),
+        answers=[{"dataset": ds, "sentence": summary.dataset_sentence(ds, g)} for ds, g in gains.items()],
+        answer_note=summary.note(conf_pct),
         datasets=datasets,
         objectives=objective_sections,
         method_note=_method_note(conf_pct),

@@ -36,9 +36,12 @@ from distillstudy.engine.generic import GenericStack, train_generic
 from distillstudy.engine.models import StackedMLP, count_student_params, save_state, student_layer_sizes
 from distillstudy.engine.train import stacked_logits, train_stacked
 from distillstudy.errors import ParamsError, TrainingDiverged
-from distillstudy.grid import (BASELINE, FIXED_TEACHER_KINDS, HYPER_COLUMN, REFERENCE, SPLITS, TUNING_KEYS,
-                               factory_file, parse_cell, parse_variant)
+from distillstudy.grid import (BASELINE, FIXED_TEACHER_KINDS, REFERENCE, SPLITS, TUNING_KEYS, factory_file,
+                               hyper_columns, parse_cell, parse_variant)
 from distillstudy.engine.teachers import factory_from_spec
+# The standard engine's jobs, run through this stage module (cli: distill.train_replicate,
+# distill.gather), so the distill stage's code (workflow/codedeps.py) includes them.
+from distillstudy.stages.distill_standard import gather, train_replicate  # noqa: F401
 from distillstudy.students import DEFAULT_DEPTH, SELF_FAMILY, family_label, is_factory, student_name
 
 # Recorded in every cell's provenance: how the cell was trained.
@@ -65,11 +68,6 @@ def training_set(arrays: dict, teacher_logits: str | None, transfer: str | None)
     teacher = load_npz(teacher_logits)
     return (arrays["x_train"], arrays["y_train"], teacher["logits_train"],
             {"transfer_set": None, "n_transfer": int(len(arrays["y_train"]))})
-
-
-def hyper_columns(hyper: dict) -> dict:
-    """Every hyper-parameter column of results.csv: the setting's values, None elsewhere."""
-    return {column: hyper.get(key) for key, column in HYPER_COLUMN.items()}
 
 
 def run(*, data: str, dataset: str, size: int, cell: str,

@@ -18,7 +18,9 @@ import numpy as np
 import torch
 
 from distillstudy.analysis import metrics
-from distillstudy.engine import factories, seeds
+from distillstudy.engine import factories, seeds, standard
+from distillstudy.engine.cell_loss import objective_fn
+from distillstudy.engine.recipe import Recipe
 from distillstudy.artifacts import file_sha256, write_json
 from distillstudy.grid import SPLITS, factory_file
 from distillstudy.artifacts import load_npz, save_npz
@@ -74,16 +76,46 @@ def from_factory(spec: str, weights: str | None, info: dict, arrays: dict, seed:
     return model, source
 
 
+def on_standard_engine(spec: dict, weights: str | None, info: dict, arrays: dict, seed: int, recipe: str,
+                       settings: dict, precision: str, checkpoint: str | None, name: str):
+    """A teacher of the standard engine (engine/standard.py): a zoo model or your factory,
+    trained with teacher.recipe (the last epoch is kept, as the field's recipe does), or
+    your weights loaded. Returns the module, its fit record and the source to record."""
+    device = torch.device(settings["device"])
+    shape, n_classes = tuple(info["input_shape"]), int(info["n_classes"])
+    torch.manual_seed(seed)
+    net = factories.teacher_net(spec, shape, n_classes, name).to(device)
+    inputs = standard.Inputs(arrays, device)
+    if weights is not None:
+        factories.load_weights(net, weights, name)
+        return net.eval(), inputs, {"selection": f"weights {weights} trained elsewhere, loaded, not retrained"}
+    the_recipe = Recipe.from_json(recipe)
+    run = standard.Run(name=name, seed=seed, recipe=the_recipe, objective=objective_fn("", 0.0), precision=precision,
+                       checkpoint=None if checkpoint is None else Path(checkpoint),
+                       fingerprint=json.dumps({"data": info["sha256"], "spec": spec, "seed": seed,
+                                               "recipe": the_recipe.about(), "precision": precision,
+                                               "device": settings["device"]}, sort_keys=True))
+    history = standard.fit(net, inputs, run, log=lambda line: print(line, flush=True))
+    standard.remove_checkpoint(run)
+    return net, inputs, {"selection": "last epoch of teacher.recipe (the standard engine)", "epochs_run": len(history),
+                         "recipe": the_recipe.about(), "curves": history}
+
+
 def run(*, data: str, meta: str, global_seed: int, max_epochs: int, patience: int, batch_size: int,
         lr: float, weight_decay: float, cnn_channels: int, mlp_width: int, dropout: float,
         out_model: str, out_logits: str, out_meta: str, threads: int = 1, factory: str | None = None,
-        weights: str | None = None) -> dict:
-    settings = runtime.configure(threads)
+        weights: str | None = None, zoo: str | None = None, recipe: str | None = None, device: str = "auto",
+        precision: str = "fp32", checkpoint: str | None = None) -> dict:
+    settings = runtime.configure(threads, device=device if recipe is not None else None)
     arrays = load_npz(data)
     info = json.loads(Path(meta).read_text())
     if "teacher" in info:
         return offline(arrays, info, settings, out_model=out_model, out_logits=out_logits, out_meta=out_meta)
     seed = seeds.teacher_seed(global_seed, info["name"])
+    if recipe is not None or zoo is not None:
+        return standard_teacher(arrays, info, settings, seed=seed, factory=factory, weights=weights, zoo=zoo,
+                                recipe=recipe, precision=precision, checkpoint=checkpoint, out_model=out_model,
+                                out_logits=out_logits, out_meta=out_meta)
     source = None
     if factory is not None:
         model, source = from_factory(factory, weights, info, arrays, seed, f"teacher[{info['name']}] {factory}")
@@ -125,4 +157,36 @@ def run(*, data: str, meta: str, global_seed: int, max_epochs: int, patience: in
     trained = f"best epoch {fit['best_epoch']} of {fit['epochs_run']}" if "best_epoch" in fit else fit["selection"]
     print(f"teacher[{info['name']}]: {record['architecture']}, {trained}, test accuracy {scores['test']['accuracy']:.4f}, train mean max-prob "
           f"{scores['train']['mean_max_prob']:.4f}, {seconds:.1f} s")
+    return record
+
+
+def standard_teacher(arrays: dict, info: dict, settings: dict, *, seed: int, factory: str | None,
+                     weights: str | None, zoo: str | None, recipe: str | None, precision: str,
+                     checkpoint: str | None, out_model: str, out_logits: str, out_meta: str) -> dict:
+    """The teacher stage on the standard engine; its record's `standard` entry is what the
+    distill jobs rebuild it from to run it on augmented batches."""
+    name = f"teacher[{info['name']}]"
+    spec = {"family": "cifar", "size": zoo} if zoo is not None else {"factory": factory}
+    if weights is None and recipe is None:
+        raise ValueError(f"{name}: a zoo or image-data teacher is trained with teacher.recipe (--recipe)")
+    if precision == "bf16" and settings["device"] != "cuda":
+        precision = "fp32"  # bf16 autocast is a CUDA option; recorded as what ran
+    started = time.perf_counter()
+    net, inputs, fit = on_standard_engine(spec, weights, info, arrays, seed, recipe, settings, precision, checkpoint,
+                                          name)
+    seconds = time.perf_counter() - started
+    logits = {f"logits_{s}": standard.logits(net, inputs, s, precision).cpu().numpy().astype(np.float32) for s in SPLITS}
+    scores = {s: metrics.all_metrics(logits[f"logits_{s}"], arrays[f"y_{s}"]) for s in SPLITS}
+    record = {"dataset": info["name"], "architecture": zoo or factory, "standard": spec,
+              "n_params": int(sum(p.numel() for p in net.parameters())), "seed": seed, "data_sha256": info["sha256"],
+              "metrics": scores, "fit": fit,
+              "runtime": {**settings, "engine": "standard: autograd, torch.optim", "precision": precision}}
+    if factory is not None:
+        record["source"] = {"factory": factory, "factory_sha256": file_sha256(factory_file(factory)),
+                            **({"weights": weights, "weights_sha256": file_sha256(weights)} if weights else {})}
+    save_state(out_model, net.state_dict())
+    save_npz(out_logits, logits)
+    write_json(out_meta, record)
+    print(f"{name}: {record['architecture']} (standard engine), {fit['selection']}, test accuracy "
+          f"{scores['test']['accuracy']:.4f}, {seconds:.1f} s")
     return record
