@@ -1,5 +1,6 @@
 """`dvc plots show` renders the main curves declared in dvc.yaml (accuracy against
-temperature, the walkthrough's log loss) from the tables the report stage writes.
+temperature, the walkthrough's log loss, the standard engine's training curves) from the
+tables the report and evaluate stages write.
 A DVC repository is made in a tmp dir with synthetic tables: seconds, no study run."""
 
 from __future__ import annotations
@@ -10,6 +11,7 @@ import shutil
 import pandas as pd
 
 from conftest import ROOT, run
+from distillstudy.analysis import curves
 from distillstudy.stages import report
 from synthetic import SIZES, TEMPS, report_inputs
 
@@ -23,13 +25,21 @@ def test_dvc_plots_show_renders_the_main_curves(tmp_path):
     reports = repo / "reports"
     report.run(**inputs, out_html=reports / "index.html", figures_dir=reports / "figures", plots_dir=reports / "plots")
     shutil.copy2(inputs["walkthrough"], reports / "walkthrough.csv")
+    history = [{"epoch": e, "lr": 0.1, "train_loss": 1.0 / e, "val_accuracy": 0.5 + 0.1 * e} for e in (1, 2, 3)]
+    cell = {"dataset": "toy", "family": "resnet", "student_size": 4, "cell": "baseline", "seeds": [11, 12],
+            "curves": [history, history]}
+    curves.curves_frame(curves.cell_curves(cell)).to_csv(reports / "training_curves.csv", index=False)
     run(["dvc", "init", "--no-scm", "-q"], repo)
 
     proc = run(["dvc", "plots", "show", "--json"], repo)
     shown = json.loads(proc.stdout)
     assert not shown.get("errors"), shown.get("errors")
     data = shown["data"]
-    assert {"accuracy_vs_temperature", "walkthrough_log_loss"} <= set(data)
+    assert {"accuracy_vs_temperature", "walkthrough_log_loss", "training_curves"} <= set(data)
+    trained = data["training_curves"][0]["content"]
+    assert trained["encoding"]["x"]["field"] == "epoch" and trained["encoding"]["y"]["field"] == "val_accuracy"
+    values = pd.DataFrame(trained["data"]["values"])
+    assert len(values) == 6 and set(values["seed"].astype(int)) == {11, 12}
 
     acc = data["accuracy_vs_temperature"][0]["content"]
     assert acc["facet"]["field"] == "dataset"  # the custom template was used and filled

@@ -25,6 +25,7 @@ and no apt-get to install it.
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import shutil
@@ -32,10 +33,11 @@ import subprocess
 import sys
 import time
 
+import numpy as np
 import pytest
 import yaml
 
-from conftest import ROOT, copy_workspace, tool_env
+from conftest import ROOT, copy_workspace, run, tool_env
 from slurm_cluster import SlurmCluster, ensure_slurm, missing_binaries
 
 PROFILE = "workflow/profiles/slurm"
@@ -187,11 +189,12 @@ def test_gpu_profile_requests_a_gpu_for_teacher(cluster, finished, tmp_path):
 
 
 def test_gpu_profile_is_the_slurm_profile_plus_gpus():
-    """The two SLURM profiles differ only by `gpu: 1` for teacher, transfer and distill."""
+    """The two SLURM profiles differ only by `gpu: 1` for teacher, transfer, distill and the
+    standard engine's replicate jobs."""
     cpu = yaml.safe_load((ROOT / PROFILE / "config.yaml").read_text())
     gpu = yaml.safe_load((ROOT / GPU_PROFILE / "config.yaml").read_text())
     gpu_rules = {rule for rule, res in gpu["set-resources"].items() if "gpu" in res}
-    assert gpu_rules == {"teacher", "transfer", "distill"}
+    assert gpu_rules == {"teacher", "transfer", "distill", "distill_replicate"}
     for rule in gpu_rules:
         assert gpu["set-resources"][rule].pop("gpu") == 1
     assert gpu == cpu
@@ -209,3 +212,28 @@ def test_slurm_profiles_dry_run(workspace):
         assert f"Using workflow specific profile {profile}" in out
         distill = [line for line in out.splitlines() if "resources:" in line and "runtime=60, mem_mb=2000" in line]
         assert distill and all(("gpu=1" in line) == (profile == GPU_PROFILE) for line in distill), out[-3000:]
+
+
+@pytest.mark.slurm
+@pytest.mark.slow
+def test_gpu_profile_gives_each_standard_engine_replicate_a_gpu(cluster, tmp_path):
+    """The standard engine's jobs, one per (cell, replicate), each ask SLURM for one GPU
+    (the request: the test cluster's GPU is a fake gres, and torch, finding no CUDA there,
+    trains on the CPU under device: auto); the gather job asks for none."""
+    from test_standard_workflow import STUDENT, byo_study
+
+    ws = byo_study(tmp_path / "study", epochs=1)
+    run(["snakemake", "models/teachers/shapes.logits.npz", "-c2", "--configfile", "mine.yaml"], ws, timeout=600)
+    target = f"models/students/shapes/{STUDENT}/baseline.logits.npz"
+    before = {j["JobId"] for j in slurm_jobs(cluster)}
+    out, _ = snakemake_on(cluster, ws, target, "--workflow-profile", GPU_PROFILE, "--configfile", "mine.yaml")
+    jobs = [j for j in slurm_jobs(cluster) if j["JobId"] not in before]
+    replicates, gather = jobs_of(jobs, "distill_replicate"), jobs_of(jobs, "distill_gather")
+    assert len(replicates) == 2 and len(gather) == 1, out[-3000:]
+    assert all(j["TresPerJob"] == "gres:gpu:1" for j in replicates), replicates
+    assert gather[0].get("TresPerJob", "(null)") == "(null)", gather[0]
+    assert all(j["JobState"] == "COMPLETED" for j in jobs)
+    assert_requests(jobs, yaml.safe_load((ws / GPU_PROFILE / "config.yaml").read_text()),
+                    ("distill_replicate", "distill_gather"))
+    record = json.loads(str(np.load(ws / target)["record"]))
+    assert record["runtime"]["device"] == "cpu" and len(record["seeds"]) == 2

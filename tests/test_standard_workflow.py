@@ -53,7 +53,7 @@ def byo_study(folder: Path, epochs: int = 2) -> Path:
     (ws / "zoo/resnets.py").write_text(RESNETS)
     write_imagefolder(ws / "data/raw/shapes", n_classes=3, per_class=20, size=12, test_per_class=5)
     recipe = {"optimizer": {"name": "sgd", "lr": 0.05, "momentum": 0.9, "weight_decay": 5e-4},
-              "schedule": {"name": "cosine", "warmup_epochs": 1}, "epochs": epochs, "batch_size": 16,
+              "schedule": {"name": "cosine", "warmup_epochs": min(1, epochs - 1)}, "epochs": epochs, "batch_size": 16,
               "augment": {"random_crop": {"size": 12, "padding": 2}, "hflip": True}}
     mine = {
         "prepare": {"datasets": [{"name": "shapes", "kind": "imagefolder", "path": "data/raw/shapes",
@@ -92,27 +92,28 @@ def test_a_replicate_killed_with_sigkill_resumes_and_ends_byte_identical(tmp_pat
     ws = byo_study(tmp_path / "killed", epochs=12)
     target = replicate_target(ws)
     log = ws / f"logs/distill/shapes/{STUDENT}/kd_T4_mix0.9/seed0.log"
-    snakemake = subprocess.Popen(["snakemake", "-c1", "--configfile", "mine.yaml", target], cwd=ws, env=tool_env(),
+    snakemake = subprocess.Popen(["snakemake", target, "-c1", "--configfile", "mine.yaml"], cwd=ws, env=tool_env(),
                                  stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     deadline = time.monotonic() + 600
     while not (log.is_file() and "epoch 3/12" in log.read_text()):
         assert snakemake.poll() is None, snakemake.stdout.read()[-3000:]
         assert time.monotonic() < deadline
         time.sleep(0.02)
-    job = subprocess.run(["pgrep", "-f", f"--checkpoint .checkpoints/distill/shapes/{STUDENT}/kd_T4_mix0.9/seed0.pt"],
+    job = subprocess.run(["pgrep", "-f", "--", f"--checkpoint .checkpoints/distill/shapes/{STUDENT}/kd_T4_mix0.9/seed0.pt"],
                          capture_output=True, text=True).stdout.split()
+    assert job, "the replicate's job process was not found"
     for pid in job:
         os.kill(int(pid), signal.SIGKILL)
     assert snakemake.wait(timeout=120) != 0
     assert not (ws / target).exists()
-    run(["snakemake", "-c1", "--configfile", "mine.yaml", "--rerun-incomplete", target], ws, timeout=600)
+    run(["snakemake", target, "-c1", "--rerun-incomplete", "--configfile", "mine.yaml"], ws, timeout=600)
     resumed = log.read_text()
     assert "resumed from epoch" in resumed and "epoch 12/12" in resumed
     k = int(resumed.split("resumed from epoch ")[1].split()[0])
     assert 3 <= k < 12 and f"epoch {k}/12" not in resumed.split("resumed from epoch")[1]
 
     fresh = byo_study(tmp_path / "fresh", epochs=12)
-    run(["snakemake", "-c1", "--configfile", "mine.yaml", target], fresh, timeout=600)
+    run(["snakemake", target, "-c1", "--configfile", "mine.yaml"], fresh, timeout=600)  # (targets before --configfile: it takes several files)
     assert (ws / target).read_bytes() == (fresh / target).read_bytes()
     model = target.replace(".logits.npz", ".pt")
     assert (ws / model).read_bytes() == (fresh / model).read_bytes()

@@ -230,6 +230,8 @@ def add_evaluate(sub):
     p.add_argument("--out-designs", help="designs.csv (written, header only, when there are no designs)")
     p.add_argument("--out-variance", help="variance.csv (written, header only, without designs.resamples)")
     p.add_argument("--out-generations", help="generations.csv (header only without designs.generations)")
+    p.add_argument("--out-curves", help="training_curves.csv: the standard engine's per-epoch curves (header only "
+                   "without)")
     p.add_argument("--ece-bins", type=positive_int, required=True)
     p.add_argument("--out-results", required=True)
     p.add_argument("--out-metrics", required=True)
@@ -241,7 +243,7 @@ def cmd_evaluate(a):
     evaluate.run(data=a.data, teachers=a.teachers, teacher_meta=a.teacher_meta, cells=a.cells,
                  ece_bins=a.ece_bins, out_results=a.out_results, out_metrics=a.out_metrics,
                  design_cells=a.design_cells, transfer_sets=a.transfer_sets, out_designs=a.out_designs,
-                 out_variance=a.out_variance, out_generations=a.out_generations)
+                 out_variance=a.out_variance, out_generations=a.out_generations, out_curves=a.out_curves)
 
 
 def add_walkthrough(sub):

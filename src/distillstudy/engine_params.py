@@ -108,11 +108,31 @@ def _grid_errors(params: dict, datasets: dict[str, dict]) -> list[str]:
     return messages
 
 
+def recipe_errors(where: str, recipe: dict) -> list[str]:
+    """What the schema cannot say about a recipe (distill.recipe, teacher.recipe)."""
+    opt, sched = recipe["optimizer"], recipe["schedule"]
+    messages = []
+    if opt.get("nesterov") and (opt["name"] != "sgd" or not opt.get("momentum")):
+        messages.append(f"{where}.optimizer.nesterov: needs sgd with momentum > 0")
+    if opt.get("momentum") and opt["name"] != "sgd":
+        messages.append(f"{where}.optimizer.momentum: sgd only ({opt['name']} has its own betas)")
+    milestones = list(sched.get("milestones", []))
+    if milestones != sorted(set(milestones)):
+        messages.append(f"{where}.schedule.milestones: {milestones} must increase")
+    if sched["name"] == "cosine" and sched.get("warmup_epochs", 0) >= recipe["epochs"]:
+        messages.append(f"{where}.schedule.warmup_epochs: {sched.get('warmup_epochs', 0)} leaves no epoch of the cosine "
+                        f"schedule ({recipe['epochs']} epochs)")
+    return messages
+
+
 def engine_errors(params: dict, shape_of) -> list[str]:
     """Every problem of the standard engine's part of params (see the module docstring);
     `shape_of(dataset entry)` gives one example's shape, () when its file cannot tell."""
     datasets = {d["name"]: d for d in params["prepare"]["datasets"]}
     messages = []
+    for section in ("teacher", "distill"):
+        if params[section].get("recipe"):
+            messages += recipe_errors(f"{section}.recipe", params[section]["recipe"])
     for i, spec in enumerate(params["prepare"]["datasets"]):
         messages += _teacher_errors(i, spec, params)
     for i, entry in enumerate(distill_students(params["distill"])):

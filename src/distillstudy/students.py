@@ -92,6 +92,24 @@ def size_value(size) -> int | str:
     return size if isinstance(size, str) and not size.isdigit() else int(size)
 
 
+# The one vocabulary of sizes in tables, figures and sentences. It lives beside size_value,
+# not in spelling.py: distill_students and student_name need size_value, and the layers
+# contract keeps students and spelling independent of each other.
+def size_order(size) -> tuple:
+    """Sort key of sizes: numbers first, in numeric order, then names alphabetically
+    (8 < 16 < "resnet32x4" < "resnet8x4" < "wrn_16_2"), the order in which pandas sorts a
+    column that holds both."""
+    value = size_value(size)
+    return (1, 0, value) if isinstance(value, str) else (0, value, "")
+
+
+def size_text(noun: str, size) -> str:
+    """A student's size in a label or sentence: 'hidden width 16', 'channels 8'; a zoo
+    model's name stands alone ('resnet8x4'), since it names the student by itself."""
+    value = size_value(size)
+    return value if isinstance(value, str) else f"{noun} {value}"
+
+
 def student_name(label: str, size: int | str) -> str:
     """A student's path segment and metrics.json key: "h16" for today's mlp (paths of
     existing studies keep their names), "<label>-<size>" otherwise ("cnn-8", "mlp3-64",

@@ -36,7 +36,7 @@ rule distill_replicate:
         "logs/benchmarks/distill/{dataset}/{student}/{cell}/seed{replicate}.tsv"
     threads: 1
     resources:
-        mem_mb=4000,
+        mem_mb=8000,
         runtime=600,
     shell:
         "distillstudy distill --replicate {wildcards.replicate} --data {input.data} --teacher-logits {input.targets}"

@@ -21,6 +21,9 @@ rule evaluate:
         variance="reports/variance.csv",
         # Born-again generations (designs.generations; analysis/generations.py), header only without.
         generations="reports/generations.csv",
+        # The standard engine's per-epoch curves (analysis/curves.py; dvc.yaml's training_curves plot),
+        # header only when every model trained on the stacked engines.
+        curves="reports/training_curves.csv",
     params:
         ece_bins=config["evaluate"]["ece_bins"],
     conda:
@@ -37,5 +40,5 @@ rule evaluate:
         " --teacher-meta {input.teacher_meta} --cells {input.cells}"
         " --design-cells {input.design_cells} --transfer-sets {input.transfer_sets}"
         " --ece-bins {params.ece_bins} --out-designs {output.designs} --out-variance {output.variance}"
-        " --out-generations {output.generations}"
+        " --out-generations {output.generations} --out-curves {output.curves}"
         " --out-results {output.results} --out-metrics {output.metrics} > {log} 2>&1"

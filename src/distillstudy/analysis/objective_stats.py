@@ -193,7 +193,7 @@ def _table(rows: list[dict], row_diffs: list, columns: list[str], flag: str, con
     """The rows as a frame of `columns`, Holm's columns computed from their differences."""
     out = pd.DataFrame(rows, columns=columns[:-len(HOLM_COLUMNS)])
     out = _with_holm(out, row_diffs, confidence)[columns]
-    out["student_size"] = out["student_size"].astype("Int64")
+    out["student_size"] = stats.size_column(out["student_size"])
     out[flag] = out[flag].astype(bool)
     out["n"] = out["n"].astype(int)
     return out
@@ -250,5 +250,5 @@ def separability(comparisons: pd.DataFrame, *, adjusted: bool = False) -> pd.Dat
         rows.append({"dataset": ds, "family": family, "student_size": size, "best": g["best"].iloc[0], "apart": apart,
                      "not_apart": not_apart, "verdict": verdict})
     out = pd.DataFrame(rows, columns=GROUP + ["best", "apart", "not_apart", "verdict"])
-    out["student_size"] = out["student_size"].astype("Int64")
+    out["student_size"] = stats.size_column(out["student_size"])
     return out

@@ -35,6 +35,7 @@ import numpy as np
 import pandas as pd
 
 from distillstudy.grid import HYPER_ABBREV, OBJECTIVE_MODEL, format_number, number_value
+from distillstudy.students import size_order, size_value
 from scipy import stats as _st
 
 COLUMNS = ["dataset", "family", "model", "objective", "setting", "student_size", "temperature", "alpha", "beta",
@@ -60,11 +61,35 @@ def _text(v) -> str:
     return "" if v is None or v is pd.NA or (isinstance(v, float) and math.isnan(v)) else str(v)
 
 
+def size_column(sizes: pd.Series) -> pd.Series:
+    """student_size typed: nullable Int64 when every size is a number (mlp, cnn, factories:
+    frames and files exactly as before zoo students), else object holding
+    students.size_value's, ints and zoo names ("resnet8x4"). Blank text and NaN -> NA."""
+    sizes = sizes.astype(object).map(lambda v: pd.NA if _text(v).strip().lower() in ("", "nan") else v)
+    numbers = pd.to_numeric(sizes, errors="coerce").astype("Float64").round().astype("Int64")
+    names = sizes.notna() & numbers.isna()
+    if not names.any():
+        return numbers
+    out = numbers.astype(object)
+    out[names] = sizes[names].map(lambda v: size_value(str(v).strip()))
+    return out
+
+
+def size_rank(sizes: pd.Series) -> pd.Series:
+    """A sort key for student_size (sort_values' `key`): numbers as they are, a column that
+    holds names as each size's place in students.size_order (NA stays NA)."""
+    sizes = size_column(sizes)
+    if sizes.dtype != object:
+        return sizes
+    order = {v: i for i, v in enumerate(sorted(set(sizes.dropna()), key=size_order))}
+    return sizes.map(lambda v: order.get(v, np.nan)).astype(float)
+
+
 def normalise_results(df: pd.DataFrame) -> pd.DataFrame:
     """Return a copy with the column types the statistics rely on.
 
     dataset/family/model/objective/setting/split/metric: str; temperature: canonical str
-    ("" when empty); student_size: nullable Int64; alpha, beta, gamma, dkd_alpha,
+    ("" when empty); student_size: `size_column` (Int64 unless a size is a name); alpha, beta, gamma, dkd_alpha,
     value: float; seed: int.
 
     Tables without the DERIVED columns (or with them empty) are read as the kd-only,
@@ -92,7 +117,7 @@ def normalise_results(df: pd.DataFrame) -> pd.DataFrame:
             s = s.astype(object).map(lambda v: np.nan if (isinstance(v, str) and v.strip() == "") else v)
         return pd.to_numeric(s, errors="raise")
 
-    out["student_size"] = _num("student_size").astype("Float64").round().astype("Int64")
+    out["student_size"] = size_column(out["student_size"])
     for c in ("alpha", "beta", "gamma", "dkd_alpha"):
         out[c] = _num(c).astype(float)
     out["seed"] = _num("seed").astype("Int64")
@@ -168,7 +193,9 @@ def _sort_cells(df: pd.DataFrame, extra: list[str] | None = None) -> pd.DataFram
     # Families alphabetically in a dataset (the teacher's "" first): a one-family table keeps its order.
     order = ["dataset", "family", "student_size", "model", "_t", "setting", "alpha"] + (extra or [])
     order = [c for c in order if c in key.columns]
-    return key.sort_values(order, kind="mergesort", na_position="first").drop(columns="_t").reset_index(drop=True)
+    return (key.sort_values(order, kind="mergesort", na_position="first",
+                            key=lambda c: size_rank(c) if c.name == "student_size" else c)
+            .drop(columns="_t").reset_index(drop=True))
 
 
 def paired_diffs(results_df: pd.DataFrame, metric: str, split: str,
@@ -211,7 +238,7 @@ def paired_gains(results_df: pd.DataFrame, metric: str, split: str, *, confidenc
     cols = CELL + ["n", "mean", "sd", "lo", "hi", "significant", "cell_mean", "baseline_mean"]
     out = pd.DataFrame(rows, columns=cols)
     out["significant"] = out["significant"].astype(bool)
-    out["student_size"] = out["student_size"].astype("Int64")
+    out["student_size"] = size_column(out["student_size"])
     return _sort_cells(out)
 
 
@@ -225,7 +252,7 @@ def cell_summary(results_df: pd.DataFrame, metric: str, split: str, *, confidenc
         ci = paired_diff_ci(g["value"].to_numpy(), confidence)
         rows.append({**dict(zip(CELL, key)), **{k: ci[k] for k in ("n", "mean", "sd", "lo", "hi")}})
     out = pd.DataFrame(rows, columns=CELL + ["n", "mean", "sd", "lo", "hi"])
-    out["student_size"] = out["student_size"].astype("Int64")
+    out["student_size"] = size_column(out["student_size"])
     return _sort_cells(out)
 
 
@@ -282,7 +309,7 @@ def best_temperature(results_df: pd.DataFrame, *, confidence: float = 0.95) -> p
         rows.append({"dataset": ds, "family": family, "student_size": size, "temperature": best.temperature,
                      "alpha": best.alpha, "n_candidates": len(g), "val_accuracy": best.val_accuracy, "val_nll": best.val_nll, **gain})
     out = pd.DataFrame(rows, columns=cols)
-    out["student_size"] = out["student_size"].astype("Int64")
+    out["student_size"] = size_column(out["student_size"])
     out["significant"] = out["significant"].astype(bool)
     return out.reset_index(drop=True)
 
@@ -296,10 +323,10 @@ def best_configuration(results_df: pd.DataFrame, *, confidence: float = 0.95) ->
     rows = []
     for _, g in bt.groupby(["dataset", "family"], sort=True):
         ranked = sorted(g.itertuples(index=False),
-                        key=lambda r: (-_tie_key(r.val_accuracy), _tie_key(r.val_nll), int(r.student_size)))
+                        key=lambda r: (-_tie_key(r.val_accuracy), _tie_key(r.val_nll), size_order(r.student_size)))
         rows.append(ranked[0]._asdict())
     out = pd.DataFrame(rows, columns=bt.columns)
-    out["student_size"] = out["student_size"].astype("Int64")
+    out["student_size"] = size_column(out["student_size"])
     return out.reset_index(drop=True)
 
 
@@ -332,7 +359,7 @@ CALIBRATION_COLUMNS = [*COLUMNS[:COLUMNS.index("split")], "split", "bin", "bin_l
 
 def load_calibration(path: str | os.PathLike) -> pd.DataFrame:
     """Read calibration.csv (written by the evaluate stage) with the same typing
-    rules as `load_results`: temperature a canonical string, student_size Int64;
+    rules as `load_results`: temperature a canonical string, student_size `size_column`;
     a table without the DERIVED columns gets them as `normalise_results` derives them."""
     raw = pd.read_csv(path, dtype=str, keep_default_na=False, na_filter=False)
     missing = [c for c in CALIBRATION_COLUMNS if c not in raw.columns and c not in DERIVED]
@@ -345,7 +372,7 @@ def load_calibration(path: str | os.PathLike) -> pd.DataFrame:
     out.loc[out["objective"] == "", "objective"] = out["model"].map(lambda m: MODEL_OBJECTIVE.get(m, ""))
     kd = (out["setting"] == "") & (out["model"] == "distilled") & (out["temperature"] != "")
     out.loc[kd, "setting"] = HYPER_ABBREV["temperature"] + out.loc[kd, "temperature"]
-    out["student_size"] = blank(out["student_size"]).astype("Float64").round().astype("Int64")
+    out["student_size"] = size_column(out["student_size"])
     out["seed"] = blank(out["seed"]).astype("Int64")
     out["bin"] = blank(out["bin"]).astype(int)
     out["count"] = blank(out["count"]).astype(int)

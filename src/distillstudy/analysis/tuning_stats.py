@@ -57,5 +57,5 @@ def baseline_tuning(results_df: pd.DataFrame, *, confidence: float = 0.95) -> pd
                      "significant": stats.excludes_zero(ci["lo"], ci["hi"]),
                      **{k: (picked[k] if k in picked else np.nan) for k in TUNING_KEYS}})
     out = pd.DataFrame(rows, columns=cols)
-    out["student_size"] = out["student_size"].astype("Int64")
+    out["student_size"] = stats.size_column(out["student_size"])
     return out

@@ -55,55 +55,38 @@ def relu_layers(h: torch.Tensor, weights, biases, affine) -> torch.Tensor:
     return h
 
 
-def same_conv(h: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor) -> torch.Tensor:
-    """'Same' convolution (odd kernel k per axis, zero padding k // 2, stride 1) of M members'
-    channels-last maps h (M, B, *spatial, C_in), 1 or 2 spatial axes, as im2col + one
-    batched GEMM:
-
-        out[m, b, i, o] = bias[m, o] + sum_{j, c} pad(h)[m, b, i + j, c] weight[m, o, c, j]
-
-    (each spatial axis likewise); weight (M, C_out, C_in, k[, k']) as nn.Conv1d/2d store it,
-    bias (M, C_out) -> (M, B, *spatial, C_out). The columns are the k (or k x k') shifted
-    windows of the zero-padded maps side by side (Tensor.unfold measured 1.5x slower: its
-    backward is a generic kernel). The written-out stacks of the cnn family and the CNN
-    teachers run it."""
-    m, b, *spatial, c_in = h.shape
-    kernel_size = weight.shape[3:]
-    if len(kernel_size) != len(spatial) or any(k % 2 == 0 for k in kernel_size):
-        raise ValueError(f"same_conv: an odd kernel per spatial axis of {tuple(spatial)}, got {tuple(kernel_size)}")
-    padded = F.pad(h, (0, 0) + sum(((k // 2, k // 2) for k in reversed(kernel_size)), ()))
-    shifts = [()]
-    for k in kernel_size:
-        shifts = [s + (j,) for s in shifts for j in range(k)]
-    windows = [padded[(slice(None),) * 2 + tuple(slice(j, j + n) for j, n in zip(s, spatial))] for s in shifts]
-    cols = torch.cat(windows, dim=-1).view(m, -1, len(shifts) * c_in)  # columns ordered (j_1[, j_2], c)
-    kernel = weight.movedim(2, -1).reshape(m, weight.shape[1], -1)  # (M, C_out, (j.., c))
-    out = torch.baddbmm(bias.unsqueeze(1), cols, kernel.transpose(1, 2))
-    return out.view(m, b, *spatial, -1)
+def _standardized(x: torch.Tensor, buffers: dict[str, torch.Tensor]) -> torch.Tensor:
+    """Standardize's (x - mean) / std for M members: x (M, B, n_in), buffers (M, n_in)."""
+    return (x - buffers["standardize.mean"].unsqueeze(1)) / buffers["standardize.std"].unsqueeze(1)
 
 
-def max_pool2(h: torch.Tensor, ceil_mode: bool) -> torch.Tensor:
-    """nn.MaxPool1d/2d(2, ceil_mode=ceil_mode) over the spatial axes of channels-last
-    (M, B, *spatial, C): the module's own kernel (first maximum on ties) on a channels-first
-    view, which it runs in its channels-last form."""
-    m, b, *spatial, c = h.shape
-    pool = F.max_pool2d if len(spatial) == 2 else F.max_pool1d
-    out = pool(h.movedim(-1, 2).reshape(m * b, c, *spatial), 2, ceil_mode=ceil_mode)  # a view: M, B adjacent
-    return out.view(m, b, *out.shape[1:]).movedim(2, -1)
+def _pair(value) -> int:
+    return value[0] if isinstance(value, tuple) else value
 
 
 def _stacked_features(features: nn.Sequential, params: dict[str, torch.Tensor], h: torch.Tensor) -> torch.Tensor:
-    """A teacher's `features` (same convolutions, ReLU, max-pools of 2) on M members'
-    channels-last maps h (M, B, *spatial, C), the members' weights in params[features.<i>.*]."""
+    """A CNN teacher's `features` (convolutions, ReLU, max-pools) for M members at once, on
+    h (B, M * C, H, W) in channels_last memory (a 1-D map is H = 1), member m's channels the
+    m-th block of C. Each convolution is ONE grouped convolution whose groups are the
+    members (weights (M, C_out, C_in, k..) -> (M * C_out, C_in, k..), as vmap forms it),
+    each pool nn.MaxPool's own kernel over the whole stack; a Conv1d / MaxPool1d runs as its
+    (1, k) 2-D twin. channels_last keeps every layer in oneDNN's and the pool's fast form."""
+    m = params["head.bias"].shape[0]
     for i, layer in enumerate(features):
-        if isinstance(layer, (nn.Conv1d, nn.Conv2d)) and layer.padding == tuple(k // 2 for k in layer.kernel_size) \
-                and set(layer.stride) | set(layer.dilation) == {1} and layer.groups == 1:
-            h = same_conv(h, params[f"features.{i}.weight"], params[f"features.{i}.bias"])
+        if isinstance(layer, (nn.Conv1d, nn.Conv2d)) and layer.groups == 1 and layer.padding_mode == "zeros" \
+                and not isinstance(layer.padding, str):
+            weight = params[f"features.{i}.weight"].flatten(0, 1)  # (M * C_out, C_in, k..)
+            geometry = (layer.stride, layer.padding, layer.dilation)
+            if isinstance(layer, nn.Conv1d):  # stride 1, padding 0, dilation 1 on the H = 1 axis
+                weight, geometry = weight.unsqueeze(2), tuple((one, *g) for one, g in zip((1, 0, 1), geometry))
+            h = F.conv2d(h, weight, params[f"features.{i}.bias"].flatten(), *geometry, groups=m)
         elif isinstance(layer, nn.ReLU):
             h = torch.relu(h)
-        elif isinstance(layer, (nn.MaxPool1d, nn.MaxPool2d)) and layer.kernel_size == 2 and layer.stride == 2 \
-                and layer.padding == 0 and layer.dilation == 1:
-            h = max_pool2(h, layer.ceil_mode)
+        elif isinstance(layer, nn.MaxPool2d) and not layer.return_indices:
+            h = F.max_pool2d(h, layer.kernel_size, layer.stride, layer.padding, layer.dilation, layer.ceil_mode)
+        elif isinstance(layer, nn.MaxPool1d) and not layer.return_indices:
+            h = F.max_pool2d(h, (1, _pair(layer.kernel_size)), (1, _pair(layer.stride)), (0, _pair(layer.padding)),
+                             (1, _pair(layer.dilation)), layer.ceil_mode)
         else:
             raise ValueError(f"the written-out teacher stack has no form for features.{i} ({layer})")
     return h
@@ -111,29 +94,23 @@ def _stacked_features(features: nn.Sequential, params: dict[str, torch.Tensor], 
 
 def _stacked_readout(model: nn.Module, params: dict[str, torch.Tensor], buffers: dict[str, torch.Tensor],
                      h: torch.Tensor) -> torch.Tensor:
-    """Dropout and the linear read-out of a CNN teacher on channels-last features h
-    (M, B, *spatial, C) -> logits (M, B, classes). The module flattens its features channels
-    first, so its dropout mask (M, B, C * prod(spatial)) and read-out weight are read through
-    channels-last views of that order: the same products, only the read-out's summation order
-    differs. In training each member's mask is buffers["dropout.mask"], as engine/stacked.py's
-    MaskedDropout takes it (already scaled by 1 / (1 - p))."""
-    m, b, *spatial, c = h.shape
-
-    def channels_last(t: torch.Tensor) -> torch.Tensor:  # (M, rows, C * prod(spatial)), channels first
-        return t.view(*t.shape[:2], c, *spatial).movedim(2, -1)
-
+    """Dropout and the linear read-out of M CNN teachers: features h (B, M * C, *spatial),
+    channels_last, -> logits (M, B, classes). One copy puts the features in each member's
+    flatten order (C, *spatial), the module's, so its dropout mask (M, B, C * prod(spatial))
+    and read-out weight apply as they are; laid out from the channels_last memory
+    (B, *spatial, M, C), so the gradient flows back channels_last too. In training each
+    member's mask is buffers["dropout.mask"], as engine/stacked.py's MaskedDropout takes it
+    (already scaled by 1 / (1 - p))."""
+    m = params["head.bias"].shape[0]
+    b, _, *spatial = h.shape
+    h = h.permute(0, *range(2, h.dim()), 1).unflatten(-1, (m, -1))  # (B, *spatial, M, C): a view
+    h = h.permute(-2, 0, -1, *range(1, len(spatial) + 1)).reshape(m, b, -1)  # (M, B, C * prod(spatial))
     if model.dropout.training and getattr(model.dropout, "p", 0.0) > 0:
         if "dropout.mask" not in buffers:
             raise ValueError(f"{type(model).__name__}.forward_stacked: dropout in training needs each member's "
                              "mask in buffers['dropout.mask'] (engine/stacked.py draws them)")
-        h = h * channels_last(buffers["dropout.mask"])
-    weight = channels_last(params["head.weight"]).reshape(m, params["head.weight"].shape[1], -1)
-    return torch.baddbmm(params["head.bias"].unsqueeze(1), h.reshape(m, b, -1), weight.transpose(1, 2))
-
-
-def _standardized(x: torch.Tensor, buffers: dict[str, torch.Tensor]) -> torch.Tensor:
-    """Standardize's (x - mean) / std for M members: x (M, B, n_in), buffers (M, n_in)."""
-    return (x - buffers["standardize.mean"].unsqueeze(1)) / buffers["standardize.std"].unsqueeze(1)
+        h = h * buffers["dropout.mask"]
+    return torch.baddbmm(params["head.bias"].unsqueeze(1), h, params["head.weight"].transpose(1, 2))
 
 
 class StackedMLP(nn.Module):
@@ -201,7 +178,8 @@ class CNN1D(nn.Module):
         Measured, 5 members of 32 channels on MNIST-1D, batch 128, one thread (AMD EPYC):
         a training step STEP_MS. tests/test_teacher_stack.py proves it equal to
         vmap(functional_call) of the module in float64, with dropout masks and without."""
-        h = _stacked_features(self.features, params, _standardized(x, buffers).unsqueeze(-1))
+        h = _standardized(x, buffers).transpose(0, 1).unsqueeze(2)  # (B, M, 1, L): one channel per member
+        h = _stacked_features(self.features, params, h.contiguous(memory_format=torch.channels_last))
         return _stacked_readout(self, params, buffers, h)
 
 
@@ -231,8 +209,9 @@ class CNN2D(nn.Module):
                         buffers: dict[str, torch.Tensor]) -> torch.Tensor:
         """M members at once, written out as CNN1D.forward_stacked: x (M, batch, side * side)
         -> logits (M, batch, classes); tests/test_teacher_stack.py proves it equal to vmap."""
-        h = _standardized(x, buffers).view(*x.shape[:2], self.side, self.side, 1)  # channels last
-        return _stacked_readout(self, params, buffers, _stacked_features(self.features, params, h))
+        h = _standardized(x, buffers).view(*x.shape[:2], self.side, self.side).transpose(0, 1)  # (B, M, side, side)
+        h = _stacked_features(self.features, params, h.contiguous(memory_format=torch.channels_last))
+        return _stacked_readout(self, params, buffers, h)
 
 
 class WideMLP(nn.Module):

@@ -34,6 +34,8 @@ from distillstudy.engine import runtime  # noqa: F401  (first: imports torch wit
 import torch
 from torch import nn
 
+from distillstudy.engine_params import recipe_errors
+
 OPTIMIZERS = ("sgd", "adamw", "adam")
 SCHEDULES = ("constant", "multistep", "cosine")
 
@@ -69,27 +71,17 @@ class Recipe:
                   grad_clip=None if recipe.get("grad_clip") is None else float(recipe["grad_clip"]),
                   crop_size=None if crop is None else int(crop["size"]),
                   crop_padding=0 if crop is None else int(crop["padding"]), hflip=bool(aug.get("hflip", False)))
-        out.check()
+        if out.optimizer not in OPTIMIZERS or out.schedule not in SCHEDULES:
+            raise ValueError(f"recipe: optimizer {out.optimizer!r} (one of {', '.join(OPTIMIZERS)}), schedule "
+                             f"{out.schedule!r} (one of {', '.join(SCHEDULES)})")
+        errors = recipe_errors("recipe", recipe)  # params.check_params says the same before any job
+        if errors:
+            raise ValueError("; ".join(errors))
         return out
 
     @classmethod
     def from_json(cls, text: str) -> "Recipe":
         return cls.from_params(json.loads(text))
-
-    def check(self) -> None:
-        if self.optimizer not in OPTIMIZERS:
-            raise ValueError(f"recipe.optimizer.name: {self.optimizer!r} is not one of {', '.join(OPTIMIZERS)}")
-        if self.schedule not in SCHEDULES:
-            raise ValueError(f"recipe.schedule.name: {self.schedule!r} is not one of {', '.join(SCHEDULES)}")
-        if self.nesterov and (self.optimizer != "sgd" or self.momentum <= 0):
-            raise ValueError("recipe.optimizer.nesterov: needs sgd with momentum > 0")
-        if self.momentum and self.optimizer != "sgd":
-            raise ValueError(f"recipe.optimizer.momentum: sgd only ({self.optimizer} has its own betas)")
-        if self.warmup_epochs >= self.epochs and self.schedule == "cosine":
-            raise ValueError(f"recipe.schedule.warmup_epochs: {self.warmup_epochs} leaves no epoch of the cosine "
-                             f"schedule ({self.epochs} epochs)")
-        if list(self.milestones) != sorted(set(self.milestones)):
-            raise ValueError(f"recipe.schedule.milestones: {list(self.milestones)} must increase")
 
     @property
     def augments(self) -> bool:

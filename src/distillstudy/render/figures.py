@@ -30,6 +30,7 @@ from matplotlib.patches import Patch
 from distillstudy.grid import number_value
 from distillstudy.analysis import stats
 from distillstudy.render.plotting import empty, figure_title, save, size_colours, size_noun
+from distillstudy.students import size_order, size_text, size_value
 
 #: The metrics drawn against temperature (figure keys "<metric>_vs_t") -> y-axis label.
 METRIC_LABELS = {
@@ -59,11 +60,11 @@ def plot_gain_heatmap(results_df: pd.DataFrame, dataset: str, path: str | os.Pat
     cols = (g[["temperature", "alpha", "tnum"]].drop_duplicates().sort_values(["tnum", "alpha"])
             .itertuples(index=False))
     cols = [(c.temperature, c.alpha) for c in cols]
-    sizes = sorted((int(s) for s in g["student_size"].unique()), reverse=True)
+    sizes = sorted((size_value(s) for s in g["student_size"].unique()), key=size_order, reverse=True)
     val = np.full((len(sizes), len(cols)), np.nan)
     sig = np.zeros_like(val, dtype=bool)
     for r in g.itertuples(index=False):
-        i = sizes.index(int(r.student_size))
+        i = sizes.index(size_value(r.student_size))
         j = next(k for k, c in enumerate(cols) if c[0] == r.temperature and
                  (c[1] == r.alpha or (np.isnan(c[1]) and np.isnan(r.alpha))))
         val[i, j] = 100.0 * r.mean
@@ -111,8 +112,8 @@ def plot_metric_vs_temperature(results_df: pd.DataFrame, dataset: str, metric: s
         return
     base = cs[cs["model"] == "baseline"]
     teacher = cs[cs["model"] == "teacher"]
-    sizes = sorted(set(int(s) for s in dist["student_size"].unique())
-                   | set(int(s) for s in base["student_size"].dropna()))
+    sizes = sorted({size_value(s) for s in dist["student_size"].unique()}
+                   | {size_value(s) for s in base["student_size"].dropna()}, key=size_order)
     colours = size_colours(sizes)
     alphas = sorted(dist["alpha"].dropna().unique())
     styles = ["-", "-.", (0, (5, 1, 1, 1, 1, 1)), (0, (1, 1))]
@@ -132,7 +133,7 @@ def plot_metric_vs_temperature(results_df: pd.DataFrame, dataset: str, metric: s
         b = base[base["student_size"] == s]
         if len(b):
             ax.axhline(float(b["mean"].mean()), color=c, linestyle="--", lw=1.2)
-        handles.append(Line2D([], [], color=c, marker="o", label=f"{noun} {s}"))
+        handles.append(Line2D([], [], color=c, marker="o", label=size_text(noun, s)))
     if len(teacher):
         ax.axhline(float(teacher["mean"].mean()), color="black", linestyle=":", lw=1.8)
     if len(alphas) > 1:
@@ -176,15 +177,16 @@ def plot_fidelity(results_df: pd.DataFrame, dataset: str, path: str | os.PathLik
     dist = m[m["model"] == "distilled"].assign(tnum=lambda d: d["temperature"].map(number_value))
     for (s, _a), d in dist.groupby(["student_size", "alpha"], dropna=False):
         d = d.sort_values("tnum")  # thin path through the temperatures of one size, in T order
-        ax.plot(d["mean_agr"], d["mean_acc"], color=colours[int(s)], lw=0.8, alpha=0.5, zorder=2)
+        ax.plot(d["mean_agr"], d["mean_acc"], color=colours[size_value(s)], lw=0.8, alpha=0.5, zorder=2)
     for r in m.sort_values(["student_size", "model"]).itertuples(index=False):
-        c = colours[int(r.student_size)]
+        c = colours[size_value(r.student_size)]
         ax.scatter(r.mean_agr, r.mean_acc, color=c, marker=markers.get(r.model, "D"), s=55,
                    edgecolor="black", linewidth=0.5, zorder=3)
         if r.model == "distilled":
             ax.annotate(f"T={r.temperature}", (r.mean_agr, r.mean_acc), textcoords="offset points",
                         xytext=(4, 4), fontsize=7, color="#333333")
-    handles = [Line2D([], [], color=colours[s], marker="o", linestyle="", label=f"{noun} {s}") for s in colours]
+    handles = [Line2D([], [], color=colours[s], marker="o", linestyle="", label=size_text(noun, s))
+               for s in colours]
     present = set(m["model"])
     names = {"distilled": "distilled (label: T)", "baseline": "hard-label baseline", "logit_mse": "logit matching"}
     handles += [Line2D([], [], color="grey", marker=markers[k], linestyle="", markeredgecolor="black", label=names[k])
@@ -226,7 +228,7 @@ def plot_best_temperature(results_df: pd.DataFrame, dataset: str, path: str | os
     rows = [(r.temperature, r.alpha) for r in
             va[["temperature", "alpha", "tnum"]].drop_duplicates().sort_values(["tnum", "alpha"], ascending=False)
             .itertuples(index=False)]
-    sizes = sorted(int(s) for s in va["student_size"].unique())
+    sizes = sorted((size_value(s) for s in va["student_size"].unique()), key=size_order)
     gap = np.full((len(rows), len(sizes)), np.nan)
     for j, s in enumerate(sizes):
         col = va[va["student_size"] == s]

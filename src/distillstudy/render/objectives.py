@@ -23,6 +23,7 @@ from distillstudy.analysis.stats import excludes_zero
 from distillstudy.render.captions import figure_entry
 from distillstudy.render.plotting import empty, figure_title, save, size_colours, size_noun
 from distillstudy.render.text import css_class, gain_text, missing, signed, slug
+from distillstudy.students import size_order, size_text, size_value
 
 FIGURE = "objectives"
 STAR = "★"
@@ -45,11 +46,11 @@ def _listing(items: list[str]) -> str:
 
 
 def best_objectives(selection: pd.DataFrame, comparisons: pd.DataFrame) -> dict:
-    """student_size -> the objective best on validation (the one compare_objectives compared;
-    with a single objective, that one)."""
-    best = {int(s): g["best"].iloc[0] for s, g in comparisons.groupby("student_size")}
+    """student_size (students.size_value) -> the objective best on validation (the one
+    compare_objectives compared; with a single objective, that one)."""
+    best = {size_value(s): g["best"].iloc[0] for s, g in comparisons.groupby("student_size")}
     for s, g in selection.groupby("student_size"):
-        best.setdefault(int(s), g["objective"].iloc[0])
+        best.setdefault(size_value(s), g["objective"].iloc[0])
     return best
 
 
@@ -71,10 +72,10 @@ def _rows(sel: pd.DataFrame, columns: list[str], best: dict, adjusted: bool) -> 
     rows = []
     for s, g in sel.groupby("student_size", sort=True):
         by = {r["objective"]: r for _, r in g.iterrows()}
-        cells = [_cell(by[o], adjusted, best.get(int(s)) == o) if o in by
+        cells = [_cell(by[o], adjusted, best.get(size_value(s)) == o) if o in by
                  else {"text": "not trained", "mean": "not trained", "ci": "", "detail": "", "cls": "nsig"}
                  for o in columns]
-        rows.append({"size": int(s), "cells": cells})
+        rows.append({"size": size_value(s), "cells": cells})
     return rows
 
 
@@ -98,13 +99,13 @@ def size_sentences(sel: pd.DataFrame, comparisons: pd.DataFrame, conf_pct: int, 
     for s, g in sel.groupby("student_size", sort=True):
         c = comparisons[comparisons["student_size"] == s]
         if c.empty:
-            out.append(f"{noun} {int(s)}: only {_listing(list(g['objective']))} was trained; there is "
+            out.append(f"{size_text(noun, s)}: only {_listing(list(g['objective']))} was trained; there is "
                        f"nothing to compare.")
             continue
         best = c["best"].iloc[0]
         b = g[g["objective"] == best].iloc[0]
         lo, hi = (b["holm_lo"], b["holm_hi"]) if adjusted else (b["gain_lo"], b["gain_hi"])
-        head = (f"{noun} {int(s)}: {best} is best on validation (its test gain over the baseline: "
+        head = (f"{size_text(noun, s)}: {best} is best on validation (its test gain over the baseline: "
                 f"{table_gain(b['gain_mean'], lo, hi)}).")
         apart, same = c[c[flag]], c[~c[flag]]
         if (c["n"] < 2).all():
@@ -144,7 +145,7 @@ def plot_objectives(selection: pd.DataFrame, dataset: str, path: str | os.PathLi
         empty(path, title, "no distilled students with validation results")
         return
     names = objective_stats.objective_order(sel["objective"])
-    sizes = sorted(int(s) for s in sel["student_size"].unique())
+    sizes = sorted((size_value(s) for s in sel["student_size"].unique()), key=size_order)
     colours = size_colours(sizes)
     width = 0.7 / len(sizes)
     fig, ax = plt.subplots(figsize=(max(8.0, 1.1 * len(names) + 3.5), 4.3))
@@ -169,7 +170,7 @@ def plot_objectives(selection: pd.DataFrame, dataset: str, path: str | os.PathLi
     ax.set_ylabel("test-accuracy gain over baseline (pp)")
     ax.grid(True, axis="y", alpha=0.3)
     pct = round(confidence * 100)
-    handles = [Line2D([], [], color=colours[s], marker="o", label=f"{noun} {s}") for s in sizes]
+    handles = [Line2D([], [], color=colours[s], marker="o", label=size_text(noun, s)) for s in sizes]
     handles += [Line2D([], [], color="grey", marker="o", linestyle="", label=f"filled: {pct}% CI excludes 0"),
                 Line2D([], [], color="grey", marker="o", markerfacecolor="white", linestyle="",
                        label="hollow: CI includes 0"),

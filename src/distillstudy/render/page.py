@@ -28,7 +28,8 @@ import pandas as pd
 import yaml
 
 from distillstudy import grid
-from distillstudy.students import distill_students, family_noun, family_title
+from distillstudy.students import (FAMILY_TITLES, distill_students, family_noun, family_title, size_order,
+                                   size_value)
 from distillstudy.render import designs as design_sections
 from distillstudy.render import generations as generation_sections
 from distillstudy.render import variance as variance_sections
@@ -75,6 +76,8 @@ def teacher_kind(spec: dict | None) -> str:
         return f"offline logits from {spec['logits']}, not trained here"
     if "weights" in spec:
         return f"your module {spec['factory']} with the weights {spec['weights']}, not retrained"
+    if "factory" not in spec:  # a built-in family's model ({family: cifar, size: resnet32x4})
+        return f"{spec['size']} of the {FAMILY_TITLES.get(spec['family'], spec['family'])} family, trained here"
     return f"your module {spec['factory']}, trained here"
 
 
@@ -83,8 +86,9 @@ def family_order(results: pd.DataFrame, params: dict | None) -> list[str]:
     (those params do not name, or all when params name none, alphabetically after)."""
     present = sorted(set(results.loc[results["model"] != "teacher", "family"]) - {""})
     distill = (params or {}).get("distill") or {}
-    listed = ([e["label"] for e in distill_students(distill)]
-              if distill.get("students") or distill.get("sizes") else [])
+    # dict.fromkeys: a family listed twice (one entry per dataset, as the CIFAR preset's) is one family.
+    listed = list(dict.fromkeys(e["label"] for e in distill_students(distill))
+                  if distill.get("students") or distill.get("sizes") else [])
     return [f for f in listed if f in present] + [f for f in present if f not in listed]
 
 
@@ -112,13 +116,16 @@ def panel_frame(frame: pd.DataFrame | None, dataset: str, family: str) -> pd.Dat
 
 def students_text(results: pd.DataFrame, families: list[str]) -> str:
     """The students of the page's subtitle: 'MLP students (hidden width 16, 64)', and
-    'CNN students (channels 8, 32)', 'MLP students with 3 hidden layers (...)', or a
-    factory's 'tiny_cnn students (size 4)'."""
+    'CNN students (channels 8, 32)', 'MLP students with 3 hidden layers (...)', a
+    factory's 'tiny_cnn students (size 4)', or 'CIFAR-zoo students (resnet8x4, wrn_16_2)'
+    (names need no noun)."""
     parts = []
     for family in families:
-        sizes = sorted({int(s) for s in results.loc[(results["family"] == family) & (results["model"] != "teacher"),
-                                                     "student_size"].dropna()})
-        parts.append(f"{family_title(family)} ({family_noun(family)} {', '.join(str(s) for s in sizes)})")
+        sizes = sorted({size_value(s) for s in results.loc[(results["family"] == family)
+                                                             & (results["model"] != "teacher"), "student_size"].dropna()},
+                       key=size_order)
+        noun = "" if all(isinstance(s, str) for s in sizes) else family_noun(family) + " "
+        parts.append(f"{family_title(family)} ({noun}{', '.join(str(s) for s in sizes)})")
     if not parts:
         return "students"
     return parts[0] if len(parts) == 1 else ", ".join(parts[:-1]) + " and " + parts[-1]

@@ -16,7 +16,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import seaborn as sns  # noqa: E402
 
 from distillstudy import grid  # noqa: E402
-from distillstudy.students import family_noun  # noqa: E402
+from distillstudy.students import family_noun, size_order, size_value  # noqa: E402
 from distillstudy.artifacts import atomic_path  # noqa: E402
 
 
@@ -40,8 +40,9 @@ def save(fig, path: str | os.PathLike) -> None:
 
 
 def size_colours(sizes) -> dict:
-    """Student size -> colour (colour-blind palette), the same order in every figure."""
-    sizes = sorted(int(s) for s in sizes)
+    """Student size (students.size_value: a number or a zoo model's name) -> colour
+    (colour-blind palette), in students.size_order, the same order in every figure."""
+    sizes = sorted((size_value(s) for s in sizes), key=size_order)
     pal = sns.color_palette("colorblind", max(len(sizes), 1))
     return {s: pal[i % len(pal)] for i, s in enumerate(sizes)}
 

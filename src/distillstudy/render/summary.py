@@ -35,7 +35,7 @@ import pandas as pd
 from distillstudy import grid
 from distillstudy.render.objectives import best_objectives, table_gain
 from distillstudy.render.text import missing
-from distillstudy.students import FAMILY_TITLES
+from distillstudy.students import FAMILY_TITLES, size_order, size_value
 
 #: How a setting's hyper-parameters read in a sentence (DKD's own α: the mixing weight is not quoted).
 HYPER_SYMBOLS = {"alpha": "α", "beta": "β", "gamma": "γ", "temperature": "T"}
@@ -83,14 +83,10 @@ def _listing(items: list[str]) -> str:
     return items[0] if len(items) == 1 else ", ".join(items[:-1]) + " and " + items[-1]
 
 
-def _size_key(size) -> tuple:
-    return (0, float(size), "") if isinstance(size, (int, float)) or str(size).isdigit() else (1, 0.0, str(size))
-
-
 def students_phrase(family: str, sizes: list) -> str:
     """'the H = 256 MLP', 'the H = 16 and 64 MLPs (3 hidden layers)', 'the 8- and 32-channel
     CNNs', 'the resnet8x4 student', 'the tiny_cnn students of sizes 2 and 4'."""
-    sizes = [str(s) for s in sorted(sizes, key=_size_key)]
+    sizes = [str(s) for s in sorted(sizes, key=size_order)]
     many = len(sizes) > 1
     depth = re.fullmatch(r"mlp([0-9]*)", family)
     if depth:
@@ -162,8 +158,8 @@ def student_gains(selection: pd.DataFrame, comparisons: pd.DataFrame, chosen: pd
         base = chosen[chosen["model"] == grid.BASELINE]
         tuned = {(f, grid.format_number(s)) for f, s in zip(base["family"], base["student_size"])}
     out = []
-    for size, g in sorted(selection.groupby("student_size"), key=lambda kv: _size_key(kv[0])):
-        size = int(size) if str(size).isdigit() else size
+    for size, g in sorted(selection.groupby("student_size"), key=lambda kv: size_order(kv[0])):
+        size = size_value(size)
         row = g[g["objective"] == best[size]].iloc[0]
         apart = bool(g.loc[g["objective"] != best[size], "significant"].any())  # the tables' green/red cells
         out.append(StudentGain(family=row["family"], size=size, objective=row["objective"], setting=row["setting"],

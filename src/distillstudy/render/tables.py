@@ -20,6 +20,7 @@ from distillstudy.render import figures
 from distillstudy.render.captions import figure_entry
 from distillstudy.render.plotting import STUDY_FIGURES, size_noun
 from distillstudy.render.text import css_class, gain_text, mean_ci_text, missing, num, pct, slug
+from distillstudy.students import size_order, size_text, size_value
 
 #: A teacher whose mean max-probability on its training points reaches this is
 #: near one-hot there: its soft targets add little to the hard labels.
@@ -63,10 +64,11 @@ def reliability_panels(best, noun: str = "size") -> list[dict]:
     size; `noun` names the size) and that configuration."""
     panels = [{"label": "teacher", "model": "teacher", "student_size": None, "temperature": "", "alpha": None}]
     if best is not None:
-        size, family = int(best["student_size"]), best["family"]
-        panels.append({"label": f"hard-label baseline, {noun} {size}", "model": "baseline", "student_size": size,
-                       "temperature": "", "alpha": None, "family": family})
-        panels.append({"label": f"best distilled: {noun} {size}, T = {best['temperature']}", "model": "distilled",
+        size, family = size_value(best["student_size"]), best["family"]
+        panels.append({"label": f"hard-label baseline, {size_text(noun, size)}", "model": "baseline",
+                       "student_size": size, "temperature": "", "alpha": None, "family": family})
+        panels.append({"label": f"best distilled: {size_text(noun, size)}, T = {best['temperature']}",
+                       "model": "distilled",
                        "student_size": size, "temperature": best["temperature"], "alpha": best["alpha"],
                        "setting": setting_name("kd", {"temperature": best["temperature"]}), "family": family})
     return panels
@@ -85,7 +87,7 @@ def tuning_rows(summaries: dict, ds: str) -> list[dict]:
     tab = summaries["tuned_baseline"]
     rows = []
     for r in tab[tab["dataset"] == ds].itertuples(index=False):
-        rows.append({"size": int(r.student_size), "tuned": pct(r.tuned), "untuned": pct(r.untuned),
+        rows.append({"size": size_value(r.student_size), "tuned": pct(r.tuned), "untuned": pct(r.untuned),
                      "chosen": settings_text(r._asdict()), "n": int(r.n),
                      "diff": gain_text(r.diff_mean, r.diff_lo, r.diff_hi),
                      "diff_sig": css_class(r.significant, r.diff_mean)})
@@ -121,7 +123,8 @@ def dataset_section(ds: str, df: pd.DataFrame, summaries: dict, figures_dir: Pat
         sig_word = ("its CI excludes zero" if best["significant"] else "its CI includes zero, so the difference is "
                     "not statistically distinguishable from no effect")
         summary.append(
-            f"{label}: the best distilled configuration on the validation split is {noun} {int(best['student_size'])}"
+            f"{label}: the best distilled configuration on the validation split is "
+            f"{size_text(noun, best['student_size'])}"
             f" at temperature T = {best['temperature']} (validation accuracy {pct(best['val_accuracy'])}). On the test "
             f"split its accuracy gain over the hard-label baseline of the same size is "
             f"{gain_text(best['gain_mean'], best['gain_lo'], best['gain_hi'])} ({conf_pct}% CI, paired over "
@@ -144,8 +147,8 @@ def dataset_section(ds: str, df: pd.DataFrame, summaries: dict, figures_dir: Pat
     agr_g = summaries["gain_agr"][summaries["gain_agr"]["dataset"] == ds]
     base = summaries["cells_acc"]
     base = base[(base["dataset"] == ds) & (base["model"] == "baseline")]
-    sizes = sorted(set(int(s) for s in acc_g["student_size"].dropna())
-                   | set(int(s) for s in base["student_size"].dropna()))
+    sizes = sorted({size_value(s) for s in acc_g["student_size"].dropna()}
+                   | {size_value(s) for s in base["student_size"].dropna()}, key=size_order)
     has_lmse = bool((acc_g["model"] == "logit_mse").any())
     # The alpha of a row's best T (and logit matching's alpha) are chosen on validation; say which when several.
     multi_alpha = acc_g.loc[acc_g["model"] == "distilled", "alpha"].nunique() > 1
@@ -179,7 +182,7 @@ def dataset_section(ds: str, df: pd.DataFrame, summaries: dict, figures_dir: Pat
         key = dict(student_size=c.student_size, model=c.model, temperature=c.temperature, alpha=c.alpha)
         key["setting"] = c.setting
         model = c.model if c.model == "distilled" or not c.setting else f"{c.model} ({c.setting})"
-        out = {"size": int(c.student_size), "model": model, "t": c.temperature or "—",
+        out = {"size": size_value(c.student_size), "model": model, "t": c.temperature or "—",
                "alpha": "—" if missing(c.alpha) else f"{c.alpha:g}", "n": int(c.n),
                "acc": gain_text(c.mean, c.lo, c.hi), "acc_sig": css_class(c.significant, c.mean),
                "tuned": settings_text(_lookup(chosen, **key))}

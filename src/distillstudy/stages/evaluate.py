@@ -19,7 +19,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from distillstudy.analysis import designs, generations, variance
+from distillstudy.analysis import curves, designs, generations, variance
 from distillstudy.analysis.scoring import (
     CALIBRATION_COLUMNS, CALIBRATION_FILE, COLUMNS, cell_calibration_rows, cell_rows, sort_results,
     summarise, teacher_calibration_rows, teacher_rows)
@@ -32,13 +32,15 @@ from distillstudy.grid import PROTOCOL_KINDS
 def run(*, data: list[str], teachers: list[str], teacher_meta: list[str], cells: list[str],
         ece_bins: int, out_results: str, out_metrics: str, out_calibration: str | None = None,
         design_cells: list[str] = (), transfer_sets: list[str] = (), out_designs: str | None = None,
-        out_variance: str | None = None, out_generations: str | None = None) -> pd.DataFrame:
+        out_variance: str | None = None, out_generations: str | None = None,
+        out_curves: str | None = None) -> pd.DataFrame:
     """`data`, `teachers` and `teacher_meta` are parallel lists, one entry per dataset.
     `out_calibration` defaults to calibration.csv in the folder of `out_results`.
     `out_designs` (designs.csv), `out_variance` (variance.csv, analysis/variance.py) and
     `out_generations` (generations.csv, analysis/generations.py) are written when given:
-    header only without design cells / resample cells / born-again generations."""
-    rows, calibration = [], []
+    header only without design cells / resample cells / born-again generations.
+    `out_curves` (training_curves.csv, analysis/curves.py): the standard engine's per-epoch curves."""
+    rows, calibration, curve_rows = [], [], []
     by_name, records = {}, {}
     for data_path, logits_path, meta_path in zip(data, teachers, teacher_meta, strict=True):
         record = json.loads(Path(meta_path).read_text())
@@ -47,6 +49,7 @@ def run(*, data: list[str], teachers: list[str], teacher_meta: list[str], cells:
         by_name[name] = (load_npz(data_path), load_npz(logits_path))
         rows += teacher_rows(name, *by_name[name], record, ece_bins)
         calibration += teacher_calibration_rows(name, *by_name[name], record, ece_bins)
+        curve_rows += curves.teacher_curves(record)
     for path in cells:
         cell = load_npz(path)
         name = read_record(cell)["dataset"]
@@ -54,9 +57,13 @@ def run(*, data: list[str], teachers: list[str], teacher_meta: list[str], cells:
             raise ValueError(f"{path}: cell of dataset {name!r}, which has no teacher in this run")
         rows += cell_rows(*by_name[name], cell, ece_bins)
         calibration += cell_calibration_rows(by_name[name][0], cell, ece_bins)
+        curve_rows += curves.cell_curves(read_record(cell))
     frame = sort_results(pd.DataFrame(rows, columns=COLUMNS).astype({"student_size": str, "temperature": str}))
     write_text(out_results, frame.to_csv(index=False, float_format="%.10g", lineterminator="\n"))
     write_json(out_metrics, summarise(frame))
+    if out_curves is not None:
+        write_text(out_curves, curves.curves_frame(curve_rows).to_csv(index=False, float_format="%.10g",
+                                                                      lineterminator="\n"))
     cal = sort_results(pd.DataFrame(calibration, columns=CALIBRATION_COLUMNS)
                        .astype({"student_size": str, "temperature": str}), CALIBRATION_COLUMNS, "bin")
     out_calibration = Path(out_results).with_name(CALIBRATION_FILE) if out_calibration is None else out_calibration
