@@ -86,6 +86,10 @@ def test_dropout_in_training_without_the_members_masks_is_refused():
         stack.template.forward_stacked(stack.params, torch.zeros(3, 2, 12), stack.buffers)
 
 
+class CNN1DThroughVmap(models.CNN1D):
+    """No forward_stacked of its own: engine/stacked.py runs vmap(functional_call) of it."""
+
+
 class CNN2DThroughVmap(models.CNN2D):
     """No forward_stacked of its own: engine/stacked.py runs vmap(functional_call) of it."""
 
@@ -100,12 +104,14 @@ def problem(n, n_in, seed, dtype):
 KNOBS = {"max_epochs": 6, "batch_size": 16, "lr": 0.02, "weight_decay": 1e-4, "patience": 1}
 
 
-def test_training_a_stack_written_out_equals_training_it_through_vmap():
+@pytest.mark.parametrize("classes, n_in", [((models.CNN1D, CNN1DThroughVmap), 40),
+                                           ((models.CNN2D, CNN2DThroughVmap), 64)], ids=["cnn1d", "cnn2d"])
+def test_training_a_stack_written_out_equals_training_it_through_vmap(classes, n_in):
     """train_stack end to end (dropout masks, early stopping, members leaving the stack), float64."""
-    sets = [problem(40, 64, s, torch.float64) for s in (1, 2, 3)]
-    val = problem(30, 64, 9, torch.float64)
-    runs = [stacked.train_stack(lambda: cls(64, N_CLASSES, 2, np.zeros(64), np.ones(64), 0.3).double(), SEEDS,
-                                sets, val, run_name="test", **KNOBS) for cls in (models.CNN2D, CNN2DThroughVmap)]
+    sets = [problem(40, n_in, s, torch.float64) for s in (1, 2, 3)]
+    val = problem(30, n_in, 9, torch.float64)
+    runs = [stacked.train_stack(lambda: cls(n_in, N_CLASSES, 2, np.zeros(n_in), np.ones(n_in), 0.3).double(), SEEDS,
+                                sets, val, run_name="test", **KNOBS) for cls in classes]
     assert len({f.fit["epochs_run"] for f in runs[0]}) > 1  # members stopped early and left the stack
     for written_out, through_vmap in zip(*runs):
         assert written_out.fit["epochs_run"] == through_vmap.fit["epochs_run"]

@@ -8,7 +8,7 @@ the students of `designs.sizes` on `designs.datasets` at every temperature:
     axis            reference       variant name        what changes
     transfer        early_stopped   transfer-augmented  the transfer set / teacher targets (oracle: true
                                                         p(y | x), sine only; consistent, patient:
-                                                        fresh views, teacher run on each, README)
+                                                        fresh views, teacher run on each, docs/designs.md)
     epochs          distill.epochs  epochs-100          the students' training budget
     teacher_width   1               width-0.25          the teacher's width multiplier
     ensemble        1               ensemble-5          M seeded teachers, probabilities averaged

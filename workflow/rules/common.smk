@@ -51,7 +51,7 @@ from distillstudy.students import (
 
 # Stage commands run the `distillstudy` of the Python that runs Snakemake.
 os.environ["PATH"] = os.path.dirname(sys.executable) + os.pathsep + os.environ.get("PATH", "")
-# One BLAS/OpenMP thread per job; jobs run in parallel instead (see README: Reproducibility).
+# One BLAS/OpenMP thread per job; jobs run in parallel instead (see docs/reproducibility.md).
 os.environ.setdefault("OMP_NUM_THREADS", "1")
 os.environ.setdefault("MKL_NUM_THREADS", "1")
 
@@ -382,7 +382,7 @@ for _dataset, _students in STUDENTS.items():
 STANDARD_STUDENTS = sorted(s for s, e in ENGINES.items() if e == STANDARD)
 if STANDARD_STUDENTS and "recipe" not in config["distill"]:
     raise WorkflowError(f"distill.recipe: the standard engine trains {', '.join(STANDARD_STUDENTS)}; give its recipe "
-                        "(optimizer, schedule, epochs, batch_size; README: Real models)")
+                        "(optimizer, schedule, epochs, batch_size; docs/real-models.md)")
 for _dataset, _spec in DATASETS.items():
     if standard_teacher(_spec) and "recipe" not in config["teacher"] and "weights" not in _spec.get("teacher", {}):
         raise WorkflowError(f"teacher.recipe: dataset {_dataset!r}'s teacher is trained by the standard engine; "

@@ -21,7 +21,7 @@ from matplotlib.lines import Line2D
 from distillstudy.analysis import objective_stats
 from distillstudy.analysis.stats import excludes_zero
 from distillstudy.render.captions import figure_entry
-from distillstudy.render.plotting import empty, figure_title, save, size_colours, size_noun
+from distillstudy.render.plotting import empty, figure_title, named_sizes, save, size_colours, size_noun
 from distillstudy.render.text import css_class, gain_text, missing, signed, slug
 from distillstudy.students import size_order, size_text, size_value
 
@@ -95,6 +95,7 @@ def size_sentences(sel: pd.DataFrame, comparisons: pd.DataFrame, conf_pct: int, 
     noun = size_noun(sel)
     noun = noun[:1].upper() + noun[1:]
     ci = "Holm-adjusted interval" if adjusted else f"{conf_pct}% CI"
+    here = "for this student" if named_sizes(sel) else "at this size"
     out = []
     for s, g in sel.groupby("student_size", sort=True):
         c = comparisons[comparisons["student_size"] == s]
@@ -109,11 +110,11 @@ def size_sentences(sel: pd.DataFrame, comparisons: pd.DataFrame, conf_pct: int, 
                 f"{table_gain(b['gain_mean'], lo, hi)}).")
         apart, same = c[c[flag]], c[~c[flag]]
         if (c["n"] < 2).all():
-            out.append(f"{head} The objectives cannot be told apart at this size: with fewer than two paired "
+            out.append(f"{head} The objectives cannot be told apart {here}: with fewer than two paired "
                        f"seeds there is no confidence interval.")
             continue
         if apart.empty:
-            out.append(f"{head} The objectives cannot be told apart at this size: the {ci} of the paired test "
+            out.append(f"{head} The objectives cannot be told apart {here}: the {ci} of the paired test "
                        f"difference between {best} and each other objective includes zero ({best} minus "
                        f"{'; minus '.join(_diff(r, adjusted, inline=True) for _, r in same.iterrows())}).")
             continue
@@ -195,22 +196,25 @@ def objectives_section(ds: str, selection: pd.DataFrame, comparisons: pd.DataFra
     if family is not None:
         sel, cmp = sel[sel["family"] == family], cmp[cmp["family"] == family]
     noun = size_noun(sel)
+    # A zoo student is its name: "student" heads its column, and the notes say "student" for "size".
+    named = named_sizes(sel)
+    unit, same, at = ("student", "student", "for that student") if named else ("student size", "size", "at that size")
     columns = objective_stats.objective_order(sel["objective"])
     best = best_objectives(sel, cmp)
     n_cand = sorted({int(n) for n in sel["n_candidates"]})
     m_gain = int(sel["p_value"].notna().sum())
     m_cmp = int(cmp["p_value"].notna().sum())
     selection_note = (
-        f"Each cell is one objective at one student size. Its hyper-parameter setting and mixing weight α "
+        f"Each cell is one objective at one {unit}. Its hyper-parameter setting and mixing weight α "
         f"(L = (1 − α) CE + α · term) were chosen on the validation split: the highest mean validation accuracy "
         f"over seeds among the objective's {'–'.join(str(n) for n in (n_cand[0], n_cand[-1]) if n_cand) or 0} "
         f"candidates (ties: lower validation NLL, then smaller setting values, then smaller α). The number is that "
-        f"choice's test-accuracy gain over the hard-label baseline of the same size, paired by seed, in percentage "
+        f"choice's test-accuracy gain over the hard-label baseline of the same {same}, paired by seed, in percentage "
         f"points, with a Student-t {conf_pct}% CI over seeds. The test split played no part in any choice.")
     shown_note = (
         f"Shown: unadjusted {conf_pct}% intervals, one per cell: each alone covers its gain {conf_pct}% of the "
         f"time, but across the {m_gain} cells of this table about {100 - conf_pct}% would exclude zero by chance. "
-        f"{STAR} and bold: the objective best on validation at that size, marked only where its CI lies above zero. "
+        f"{STAR} and bold: the objective best on validation {at}, marked only where its CI lies above zero. "
         f"Green/red: the CI excludes zero (better/worse than the baseline); grey: it includes zero. For the "
         f"many-comparisons reading, open the Holm-adjusted table below.")
     holm_note = (
@@ -224,7 +228,7 @@ def objectives_section(ds: str, selection: pd.DataFrame, comparisons: pd.DataFra
     folder = figures_dir / slug(label)
     path = folder / f"{FIGURE}.png"
     plot_objectives(sel, ds, path, confidence=conf, best=best, label=label)
-    return {"name": label, "dataset": ds, "noun": noun, "anchor": "obj-" + folder.name, "columns": columns,
+    return {"name": label, "dataset": ds, "noun": "student" if named else noun, "anchor": "obj-" + folder.name, "columns": columns,
             "rows": _rows(sel, columns, best, adjusted=False), "holm_rows": _rows(sel, columns, best, adjusted=True),
             "selection_note": selection_note, "shown_note": shown_note, "holm_note": holm_note,
             "sentences": size_sentences(sel, cmp, conf_pct), "holm_sentences": size_sentences(sel, cmp, conf_pct, True),

@@ -64,6 +64,13 @@ def size_noun(frame) -> str:
     return family_noun(families[0]) if families else "size"
 
 
+def named_sizes(frame) -> bool:
+    """Whether the students of `frame` are named rather than sized (zoo models such as
+    "resnet8x4"): the report's words then say "student" where they would say "size"."""
+    students = frame[frame["model"] != "teacher"] if "model" in frame.columns else frame
+    return any(isinstance(size_value(s), str) for s in students["student_size"].dropna().unique())
+
+
 def figure_title(dataset: str, key: str, context: str = "") -> str:
     """A PNG's title: '<dataset>: <grid.FIGURE_TITLES[key]>', then `context` in brackets
     (`dataset` is the report's panel label: the dataset, or "<dataset> · <family> students")."""
