@@ -198,7 +198,8 @@ def objectives_section(ds: str, selection: pd.DataFrame, comparisons: pd.DataFra
     noun = size_noun(sel)
     # A zoo student is its name: "student" heads its column, and the notes say "student" for "size".
     named = named_sizes(sel)
-    unit, same, at = ("student", "student", "for that student") if named else ("student size", "size", "at that size")
+    header, unit, same, at = (("student", "student", "student", "for that student") if named
+                              else (noun, "student size", "size", "at that size"))
     columns = objective_stats.objective_order(sel["objective"])
     best = best_objectives(sel, cmp)
     n_cand = sorted({int(n) for n in sel["n_candidates"]})
@@ -228,7 +229,7 @@ def objectives_section(ds: str, selection: pd.DataFrame, comparisons: pd.DataFra
     folder = figures_dir / slug(label)
     path = folder / f"{FIGURE}.png"
     plot_objectives(sel, ds, path, confidence=conf, best=best, label=label)
-    return {"name": label, "dataset": ds, "noun": "student" if named else noun, "anchor": "obj-" + folder.name, "columns": columns,
+    return {"name": label, "dataset": ds, "noun": header, "anchor": "obj-" + folder.name, "columns": columns,
             "rows": _rows(sel, columns, best, adjusted=False), "holm_rows": _rows(sel, columns, best, adjusted=True),
             "selection_note": selection_note, "shown_note": shown_note, "holm_note": holm_note,
             "sentences": size_sentences(sel, cmp, conf_pct), "holm_sentences": size_sentences(sel, cmp, conf_pct, True),

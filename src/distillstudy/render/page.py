@@ -77,7 +77,7 @@ def teacher_kind(spec: dict | None) -> str:
     if "weights" in spec:
         return f"your module {spec['factory']} with the weights {spec['weights']}, not retrained"
     if "factory" not in spec:  # a built-in family's model ({family: cifar, size: resnet32x4})
-        return f"{spec['size']} of the {FAMILY_TITLES.get(spec['family'], spec['family'])} family, trained here"
+        return f"{spec['size']}, a {FAMILY_TITLES.get(spec['family'], spec['family'])} model trained here"
     return f"your module {spec['factory']}, trained here"
 
 

@@ -18,7 +18,7 @@ from distillstudy.analysis import objective_stats, stats, tuning_stats
 from distillstudy.grid import setting_name
 from distillstudy.render import figures
 from distillstudy.render.captions import figure_entry
-from distillstudy.render.plotting import STUDY_FIGURES, size_noun
+from distillstudy.render.plotting import STUDY_FIGURES, named_sizes, size_noun
 from distillstudy.render.text import css_class, gain_text, mean_ci_text, missing, num, pct, slug
 from distillstudy.students import size_order, size_text, size_value
 
@@ -104,6 +104,10 @@ def dataset_section(ds: str, df: pd.DataFrame, summaries: dict, figures_dir: Pat
     conf_pct = int(round(conf * 100))
     label = label or ds
     noun = size_noun(df[df["dataset"] == ds])
+    # A zoo student is its name: "student" heads its column, and the sentences say "student" for "size".
+    named = named_sizes(df[df["dataset"] == ds])
+    header, same, per, units = ("student", "student", "per-student", "students") if named else (
+        noun, "size", "per-size", "student sizes")
     teach = _lookup(summaries["teacher"], dataset=ds)
     t_acc = teach["test_accuracy"] if teach is not None else float("nan")
     t_mmp = teach["train_mean_max_prob"] if teach is not None else float("nan")
@@ -126,17 +130,17 @@ def dataset_section(ds: str, df: pd.DataFrame, summaries: dict, figures_dir: Pat
             f"{label}: the best distilled configuration on the validation split is "
             f"{size_text(noun, best['student_size'])}"
             f" at temperature T = {best['temperature']} (validation accuracy {pct(best['val_accuracy'])}). On the test "
-            f"split its accuracy gain over the hard-label baseline of the same size is "
+            f"split its accuracy gain over the hard-label baseline of the same {same} is "
             f"{gain_text(best['gain_mean'], best['gain_lo'], best['gain_hi'])} ({conf_pct}% CI, paired over "
             f"{int(best['n'])} seeds); {sig_word}.")
         n_sig = int(bt["significant"].sum())
         if n_sig == 0:
-            summary.append(f"None of the {len(bt)} per-size best-on-validation temperatures gives a test-accuracy "
+            summary.append(f"None of the {len(bt)} {per} best-on-validation temperatures gives a test-accuracy "
                            f"gain whose {conf_pct}% CI excludes zero: no significant effect of distillation on "
                            f"accuracy was found here.")
         else:
             pos = int(((bt["significant"]) & (bt["gain_mean"] > 0)).sum())
-            summary.append(f"{n_sig} of {len(bt)} student sizes have a best-on-validation gain whose CI excludes "
+            summary.append(f"{n_sig} of {len(bt)} {units} have a best-on-validation gain whose CI excludes "
                            f"zero ({pos} positive, {n_sig - pos} negative).")
     summary.append(f"Teacher: test accuracy {pct(t_acc)}; mean max-probability on its training points "
                    f"{num(t_mmp, 4)}.")
@@ -212,7 +216,7 @@ def dataset_section(ds: str, df: pd.DataFrame, summaries: dict, figures_dir: Pat
         draw[key](folder / f"{key}.png")
         figs.append(figure_entry(key, label, folder / f"{key}.png", conf_pct))
 
-    return {"name": label, "dataset": ds, "noun": noun, "anchor": "ds-" + folder.name,
+    return {"name": label, "dataset": ds, "noun": header, "anchor": "ds-" + folder.name,
             "tuning_rows": tuning_rows(summaries, ds), "tuned": bool(len(chosen)), "summary": summary, "onehot_warning": warning,
             "teacher_acc": pct(t_acc), "teacher_nll": num(teach["test_nll"] if teach is not None else np.nan),
             "teacher_mmp": num(t_mmp, 4),
