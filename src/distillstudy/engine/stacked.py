@@ -9,7 +9,8 @@ Member m is built by `torch.manual_seed(seed_m); factory()` (the initial weights
 teachers.TeacherFactory.build), its batches are drawn from Generator([seed_m, 1]) as in
 train.train_teacher, and it trains on its own (x_m, y_m). The members' parameters are
 stacked along a new leading axis and run through
-`vmap(functional_call(template, ...))`; each step minimises
+`vmap(functional_call(template, ...))`, or the module's own written-out `forward_stacked`
+(the CNN teachers, models.py; stacked_forward); each step minimises
 
     L = sum_m mean_{i in batch_m} CE(f_m(x_i), y_i),
 
