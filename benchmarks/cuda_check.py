@@ -15,7 +15,14 @@ not the rest of the study's dependencies. Checks, on scikit-learn's 8x8 digits
      per member) train on the device twice: bit-identical, and each member's validation
      NLL agrees with the same stack on CPU to float32 tolerance;
   7. the generic student path (engine/generic.py: the cnn family, 3 seeds, KD) on the
-     device twice: bit-identical, and agreeing with CPU to float32 tolerance.
+     device twice: bit-identical, and agreeing with CPU to float32 tolerance;
+  8. the standard engine (engine/standard.py: resnet8x4 <- resnet32x4 from the zoo, KD at
+     T = 4, crop + flip, the teacher run on each augmented batch) on the device twice with
+     `precision: bf16`: identical weights (deterministic algorithms, cuBLAS workspace:
+     runtime.configure); then its images/s with bf16, channels_last and GPU-resident
+     data against the plain fp32 loop of benchmarks/standard_loop.py (mdistiller's
+     pattern: DataLoader, per-image augmentation, cudnn.benchmark; 0 or 4 workers, the
+     faster), goal >= 2x. Without CUDA: the determinism check on CPU with small models.
 Without CUDA it runs every CPU part and says what it skipped. Exit status 1 if a
 check fails.
 """
@@ -30,8 +37,11 @@ from distillstudy.engine import cell_loss, runtime, train  # runtime first: it i
 from distillstudy.engine.families import cnn
 from distillstudy.engine.generic import GenericStack, train_generic
 from distillstudy.engine.models import StackedMLP, make_teacher
+from distillstudy.engine import zoo
 from distillstudy.engine.stacked import train_stack
 import torch  # noqa: E402  (already imported by runtime)
+
+import standard_loop  # noqa: E402  (benchmarks/, beside this script)
 
 FAILURES: list[str] = []
 
@@ -93,6 +103,38 @@ def generic_cell(device, x, y, t, mean, std):
     history = train_generic(stack, images, y.to(device), t.to(device), cell_loss.objective_fn("kd", 0.9, {"temperature": 4}),
                             epochs=2, batch_size=128, lr=1e-3, weight_decay=0.0, run_name=f"check generic[{device}]")
     return history, [p.detach().cpu().clone() for p in stack.params.values()]
+
+
+def standard_engine(device: str) -> None:
+    """Section 8: the standard engine twice (identical weights), then its speed on CUDA."""
+    dev = torch.device(device)
+    student, teacher, steps, batch, precision = (("resnet8x4", "resnet32x4", 8, 64, "bf16") if device == "cuda"
+                                                 else ("resnet8", "resnet8", 2, 16, "fp32"))
+    print(f"8. standard engine ({student} <- {teacher}, KD T = 4, crop + flip, teacher online, {precision}) "
+          f"on {device}, twice")
+    arrays = standard_loop.synthetic_images(steps * batch)
+    torch.manual_seed(0)
+    teacher_net = zoo.build(teacher, standard_loop.N_CLASSES).to(dev).eval()
+    weights = []
+    for _ in range(2):
+        model = standard_loop.student_model(student, dev, 1, channels_last=device == "cuda")
+        standard_loop.standard_run(arrays, model, teacher_net, dev, epochs=2, batch_size=batch, precision=precision)
+        weights.append({k: v.detach().cpu().clone() for k, v in model.state_dict().items()})
+    check(all(torch.isfinite(v.float()).all() for v in weights[0].values()), "standard engine: finite weights")
+    check(all(torch.equal(weights[0][k], weights[1][k]) for k in weights[0]),
+          f"{device}: standard engine weights identical run to run")
+    if device != "cuda":
+        print("  GPU part skipped (no CUDA device): the bf16 / channels_last / GPU-resident timing against the "
+              "plain fp32 loop")
+        return
+    out = standard_loop.measure("resnet8x4", "resnet32x4", steps=150, rounds=3, workers=(0, 4), device="cuda",
+                                precision="bf16")
+    ratio = out["standard_vs_plain_loop"]
+    print(f"  standard engine (bf16, channels_last, data on the GPU) {out['standard_images_per_s']:.0f} images/s; "
+          f"plain fp32 loop ({out['plain_num_workers']} DataLoader workers) {out['plain_images_per_s']:.0f} images/s "
+          f"(by workers: { {k: round(v) for k, v in out['plain_images_per_s_by_workers'].items()} }); "
+          f"{ratio:.2f}x, goal >= 2x: {'met' if ratio >= 2 else 'NOT met'} ({out['device']}, best of "
+          f"{out['rounds']}, {out['images_per_run']} images per run)")
 
 
 def main() -> int:
@@ -188,6 +230,7 @@ def main() -> int:
         loss_diff = max(abs(a - b) / abs(b) for a, b in zip(runs[0][0], cpu[0]))
         print(f"  largest relative loss difference CUDA vs CPU {loss_diff:.2e}")
         check(loss_diff < 1e-4, "generic path: CUDA agrees with CPU to float32 tolerance")
+    standard_engine(device)
     print("all checks passed" if not FAILURES else f"FAILED: {FAILURES}")
     return 1 if FAILURES else 0
 

@@ -24,6 +24,10 @@ H in {32, 128, 512}, T in {1, 2, 4, 8} at alpha = 0.9 plus a hard-label baseline
               (benchmarks/teacher_stacking.py); the generic student path vs the closed
               form on the bench grid, CNN students stacked vs one seed at a time
               (benchmarks/generic_path.py)
+  (f) standard the standard engine (engine/standard.py) training KD with crop + flip and
+              the teacher online, against a plain loop written as mdistiller's trainer
+              (DataLoader, per-image augmentation, teacher every batch, SGD), images/s
+              on CPU, one thread (benchmarks/standard_loop.py)
 
 (c) runs three times, interleaved with the others (other work on the machine comes and
 goes): speedups use the two (c) runs around (a) and (b), growth the two around the
@@ -57,6 +61,7 @@ from distillstudy import grid
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import generic_path  # noqa: E402  (benchmarks/ is not a package)
 import job_overhead  # noqa: E402
+import standard_loop  # noqa: E402
 import teacher_stacking  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -66,7 +71,7 @@ GRID = {"sizes": [32, 128, 512], "temperatures": [1, 2, 4, 8], "seeds": 3, "alph
         "batch_size": 128, "lr": 0.001, "n_in": 40, "n_classes": 10}
 TARGETS = {"speedup_vs_naive": 7, "speedup_vs_cached_loop": 1.5, "fraction_of_matmul_limit": 0.75,
            "noop_snakemake_s": 3, "noop_dvc_repro_s": 5, "job_overhead_s": 0.6,
-           "teacher_stacking_speedup": 3, "generic_vs_closed_form": 1.5}
+           "teacher_stacking_speedup": 3, "generic_vs_closed_form": 1.5, "standard_vs_plain_loop": 1.0}
 #: Targets where lower is better (the others: higher is better).
 LOWER_IS_BETTER = ("noop_snakemake_s", "noop_dvc_repro_s", "job_overhead_s", "generic_vs_closed_form")
 WORKFLOW_FILES = ["Snakefile", "profiles", "workflow", "src", "dvc.yaml", "data/raw", ".gitignore"]
@@ -335,6 +340,10 @@ def table(result: dict) -> str:
         ("teachers stacked (5 folds, 4 members) vs one at a time", f"{r['teacher_stacking_speedup']:.2f}x", ""),
         ("generic student path / closed form (bench grid)", f"{r['generic_vs_closed_form']:.2f}x time",
          f"CNN students stacked vs one seed at a time: {r['cnn_stacking_speedup']:.2f}x"),
+        (f"standard engine vs plain loop ({r['standard_loop']['student']} <- {r['standard_loop']['teacher']}, CPU)",
+         f"{r['standard_vs_plain_loop']:.2f}x",
+         f"{r['standard_loop']['standard_images_per_s']:.0f} vs {r['standard_loop']['plain_images_per_s']:.0f} images/s "
+         f"(plain: {r['standard_loop']['plain_num_workers']} DataLoader worker(s))"),
         ("no-op snakemake (finished study)", f"{r['noop_snakemake_s']:.2f} s", ""),
         ("no-op dvc repro (finished study)", f"{r['noop_dvc_repro_s']:.2f} s", ""),
     ]
@@ -399,6 +408,9 @@ def main() -> None:
     stacking = teacher_stacking.measure(epochs=1 if args.quick else 3, rounds=1 if args.quick else 2)
     say("generic student path vs the closed form; CNN students stacked vs one seed at a time")
     generic = generic_path.measure(data["data"], data["logits"], epochs=1 if args.quick else 3)
+    say("standard engine vs a plain mdistiller-style loop (CPU, one thread)")
+    student, teacher, steps = standard_loop.QUICK if args.quick else standard_loop.FULL
+    standard_cmp = standard_loop.measure(student, teacher, steps=steps)
     say("no-op snakemake and dvc repro on a finished study")
     noop = noop_study(work, args.quick)
 
@@ -432,6 +444,7 @@ def main() -> None:
         "teacher_stacking": stacking, "teacher_stacking_speedup": stacking["teacher_stacking_speedup"],
         "generic_path": generic, "generic_vs_closed_form": generic["generic_vs_closed_form"],
         "cnn_stacking_speedup": generic["cnn_stacking_speedup"],
+        "standard_loop": standard_cmp, "standard_vs_plain_loop": standard_cmp["standard_vs_plain_loop"],
         "bench_seconds": time.perf_counter() - started,
     })
     result["machine"]["load_avg_at_end"] = os.getloadavg()

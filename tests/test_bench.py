@@ -16,6 +16,7 @@ import cached_loop  # noqa: E402
 import matmul_limit  # noqa: E402
 import naive_kd  # noqa: E402
 import run as bench  # noqa: E402
+import standard_loop  # noqa: E402
 from distillstudy.engine import losses  # noqa: E402
 
 
@@ -40,7 +41,7 @@ def test_reference_loops_use_the_pipelines_loss(temperature):
     s, t = torch.randn(16, 10, generator=g), torch.randn(16, 10, generator=g)
     y = torch.randint(0, 10, (16,), generator=g)
     expected = losses.kd_loss(s, t, y, 0.9, temperature)
-    for module in (naive_kd, cached_loop):
+    for module in (naive_kd, cached_loop, standard_loop):
         torch.testing.assert_close(module.kd_loss(s, t, y, temperature, 0.9), expected)
 
 
@@ -67,3 +68,26 @@ def test_reference_scripts_run(tmp_path):
                           "--teacher-logits", tmp_path / "logits.npz", "--sizes", "8", "--temperatures", "2",
                           "--seeds", "1", "--epochs", "1"], check=True, capture_output=True, text=True)
     assert '"runs": 2' in out.stdout
+
+
+def test_plain_loop_augments_one_image_as_torchvision_s_crop_and_flip():
+    arrays = standard_loop.synthetic_images(4, n_val=2, n_classes=3)
+    dataset = standard_loop.AugmentedImages(arrays["x_train"], arrays["y_train"], np.zeros(3, np.float32),
+                                            np.ones(3, np.float32))
+    image = torch.from_numpy(arrays["x_train"][1]).float() / 255.0
+    padded = torch.nn.functional.pad(image, (4, 4, 4, 4))
+    views = {tuple(dataset[1][0].flatten()[:40].tolist()) for _ in range(20)}
+    assert len(views) > 1  # a fresh crop / flip each time the image is drawn
+    for _ in range(10):
+        x, y = dataset[1]
+        assert x.shape == (3, 32, 32) and int(y) == arrays["y_train"][1]
+        crops = [padded[:, i:i + 32, j:j + 32] for i in range(9) for j in range(9)]
+        assert any(torch.equal(x, c) or torch.equal(x, c.flip(-1)) for c in crops)
+
+
+def test_standard_vs_plain_loop_measures_both_ways():
+    out = standard_loop.measure("resnet8", "resnet8", steps=2, batch_size=8, rounds=1, workers=(0, 1))
+    assert out["standard_images_per_s"] > 0 and out["plain_images_per_s"] > 0
+    assert out["standard_vs_plain_loop"] == pytest.approx(out["standard_images_per_s"] / out["plain_images_per_s"])
+    assert set(out["plain_images_per_s_by_workers"]) == {"0", "1"} and out["images_per_run"] == 16
+    assert out["plain_images_per_s"] == max(out["plain_images_per_s_by_workers"].values())

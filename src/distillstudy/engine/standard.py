@@ -80,6 +80,15 @@ class Inputs:
         return x.contiguous(memory_format=torch.channels_last) if self.device.type == "cuda" else x
 
 
+def place(model: nn.Module, inputs: Inputs) -> nn.Module:
+    """The model on the training device; channels_last on CUDA for image inputs, the layout
+    the engine feeds them in (tensor cores' convolutions want it)."""
+    model = model.to(inputs.device)
+    if inputs.device.type == "cuda" and len(inputs.shape) == 3:
+        model = model.to(memory_format=torch.channels_last)
+    return model
+
+
 def autocast(device: torch.device, precision: str):
     """bf16 autocast on CUDA (`precision: bf16`); fp32 otherwise."""
     if precision == "bf16" and device.type == "cuda":

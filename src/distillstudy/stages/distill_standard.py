@@ -48,7 +48,7 @@ def fingerprint(**parts) -> str:
     return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()
 
 
-def teacher_module(teacher_meta: dict, teacher_model: str, input_shape, n_classes: int, device, where: str):
+def teacher_module(teacher_meta: dict, teacher_model: str, inputs, n_classes: int, where: str):
     """The teacher the standard engine trained (or loaded) for this dataset, rebuilt from its
     record and weights: the module the student's augmented batches run through."""
     spec = teacher_meta.get("standard")
@@ -56,10 +56,9 @@ def teacher_module(teacher_meta: dict, teacher_model: str, input_shape, n_classe
         raise ParamsError(f"{where}: the teacher of {teacher_meta['dataset']!r} was not trained by the standard "
                           "engine, so it cannot run on augmented image batches (give the dataset a teacher "
                           "{family: cifar, size: ...} or a factory)")
-    net = factories.teacher_net(spec, tuple(input_shape), n_classes, where)
-    state = torch.load(teacher_model, map_location="cpu", weights_only=True)
-    net.load_state_dict(state)
-    return net.to(device).eval()
+    net = factories.teacher_net(spec, inputs.shape, n_classes, where)
+    net.load_state_dict(torch.load(teacher_model, map_location="cpu", weights_only=True))
+    return standard.place(net, inputs).eval()
 
 
 def train_replicate(*, data: str, teacher_logits: str, dataset: str, family: str, size, cell: str, replicate: int,
@@ -86,10 +85,8 @@ def train_replicate(*, data: str, teacher_logits: str, dataset: str, family: str
     name = f"distill[{dataset}, {student_name(label, size)}, {cell}, replicate {replicate}]"
     entry = {"family": family, "label": label}
     fn = factories.student_factory(entry, ".")
-    model = factories.build(fn, (shape, n_classes, size), seed, name).to(dev)
-    if dev.type == "cuda" and len(shape) == 3:
-        model = model.to(memory_format=torch.channels_last)
     inputs = standard.Inputs(arrays, dev)
+    model = standard.place(factories.build(fn, (shape, n_classes, size), seed, name), inputs)
     objective = objective_fn(spec["objective"], spec["alpha"], spec["hyper"])
     online = objective.alpha != 0 and the_recipe.augments
     net = None
@@ -98,7 +95,7 @@ def train_replicate(*, data: str, teacher_logits: str, dataset: str, family: str
             raise ParamsError(f"{name}: an augmenting recipe runs the teacher on each batch: give --teacher-model "
                               "and --teacher-meta")
         meta = json.loads(Path(teacher_meta).read_text())
-        net = teacher_module(meta, teacher_model, shape, n_classes, dev, name)
+        net = teacher_module(meta, teacher_model, inputs, n_classes, name)
     cached = None if online or objective.alpha == 0 else torch.from_numpy(teacher["logits_train"]).to(dev)
     run = standard.Run(name=name, seed=seed, recipe=the_recipe, objective=objective, precision=precision,
                        checkpoint=None if checkpoint is None else Path(checkpoint),

@@ -84,8 +84,8 @@ def on_standard_engine(spec: dict, weights: str | None, info: dict, arrays: dict
     device = torch.device(settings["device"])
     shape, n_classes = tuple(info["input_shape"]), int(info["n_classes"])
     torch.manual_seed(seed)
-    net = factories.teacher_net(spec, shape, n_classes, name).to(device)
     inputs = standard.Inputs(arrays, device)
+    net = standard.place(factories.teacher_net(spec, shape, n_classes, name), inputs)
     if weights is not None:
         factories.load_weights(net, weights, name)
         return net.eval(), inputs, {"selection": f"weights {weights} trained elsewhere, loaded, not retrained"}
