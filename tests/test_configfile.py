@@ -15,11 +15,12 @@ import copy
 import re
 
 import numpy as np
+import pandas as pd
 import pytest
 import yaml
 from snakemake.utils import update_config
 
-from conftest import ROOT, make_workspace, run
+from conftest import BIN, ROOT, make_workspace, run
 from distillstudy import grid
 from distillstudy.errors import ParamsError
 from distillstudy.params import check_params, skipped_names
@@ -159,3 +160,28 @@ def test_snakemake_dry_run_of_your_configfile_from_the_repository_root(tmp_path)
     proc = run(["snakemake", "-n", "--configfile", "typo.yaml"], ws, check=False)
     assert proc.returncode != 0
     assert "designs.datasets[0]: 'mytabel' is not a dataset of prepare.datasets" in proc.stdout + proc.stderr
+
+
+@pytest.mark.slow
+def test_the_readme_example_is_studies_mine_and_it_runs(tmp_path):
+    """The README's "your own data" example is the repository's studies/mine.yaml (a CSV, an
+    npz of 8x8 images, your student family first), shown verbatim; run as the README says,
+    it trains your family and the MLP on both datasets and writes the report."""
+    readme = (ROOT / "README.md").read_text()
+    for name in ("mine.yaml", "mine.py"):
+        shown = "\n".join("   " + line if line else "" for line in (ROOT / "studies" / name).read_text().splitlines())
+        assert shown in readme, f"README does not show studies/{name} as it is"
+    ws = make_workspace(tmp_path / "study", ROOT / "params.yaml")
+    for name in ("mine.yaml", "mine.py", "mine_data.py"):
+        (ws / "studies").mkdir(exist_ok=True)
+        (ws / "studies" / name).write_bytes((ROOT / "studies" / name).read_bytes())
+    run([str(BIN / "python"), "studies/mine_data.py"], ws)
+    run(["snakemake", "-c2", "--configfile", "studies/mine.yaml"], ws, timeout=900)
+    results = pd.read_csv(ws / "reports/results.csv")
+    students = results[results["model"] != "teacher"]
+    assert set(zip(students["dataset"], students["family"])) == {
+        (d, f) for d in ("iris", "digits8") for f in ("small_net", "mlp")}
+    tuned = students[(students["metric"] == "lr") & (students["dataset"] == "digits8")]
+    assert not tuned.empty  # every cell tuned on validation, as the configfile says
+    html = (ws / "reports/index.html").read_text()
+    assert "My study: iris and 8x8 digits" in html and "small_net students" in html

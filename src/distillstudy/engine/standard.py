@@ -30,6 +30,7 @@ device and autocast); otherwise the teacher's cached logits of the batch's rows 
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import io
 import time
 from dataclasses import dataclass
@@ -190,7 +191,7 @@ def fit(model: nn.Module, inputs: Inputs, run: Run, *, teacher: nn.Module | None
         total, seen = torch.zeros((), dtype=torch.float64, device=device), 0
         for start in range(0, n, recipe.batch_size):
             rows = order[start:start + recipe.batch_size]
-            if len(rows) < 2 <= n:  # BatchNorm cannot normalise a batch of one: the last such batch is left out
+            if len(rows) == 1 < recipe.batch_size:  # a last batch of one example: BatchNorm cannot normalise it
                 continue
             x, y = inputs.model_input(x_train[rows], recipe, views), y_train[rows]
             with autocast(device, run.precision):
@@ -224,6 +225,15 @@ def fit(model: nn.Module, inputs: Inputs, run: Run, *, teacher: nn.Module | None
             f"{_eta(seconds * (recipe.epochs - epoch))}")
     model.eval()
     return history
+
+
+def code_sha256() -> str:
+    """sha256 of the package's Python files: a checkpoint written by other code is stale
+    (Snakemake re-runs a job whose code changed; it must not resume the old code's epochs)."""
+    digest = hashlib.sha256()
+    for path in sorted(Path(__file__).resolve().parents[1].rglob("*.py")):
+        digest.update(path.read_bytes())
+    return digest.hexdigest()
 
 
 def remove_checkpoint(run: Run) -> None:

@@ -31,7 +31,7 @@ from distillstudy.engine.cell_loss import objective_fn
 from distillstudy.engine.models import save_state, save_states
 from distillstudy.engine.recipe import Recipe
 from distillstudy.errors import ParamsError
-from distillstudy.grid import SPLITS, factory_file, hyper_columns, parse_cell
+from distillstudy.grid import REFERENCE, SPLITS, factory_file, hyper_columns, parse_cell
 from distillstudy.students import family_label, is_factory, student_name
 
 #: Recorded in every standard-engine cell's provenance.
@@ -43,9 +43,10 @@ def _log(line: str) -> None:
 
 
 def fingerprint(**parts) -> str:
-    """sha256 of everything a replicate's result depends on: a checkpoint made under other
-    params, data or code versions of the user's files is not resumed."""
-    return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()
+    """sha256 of everything a replicate's result depends on (params, data, the teacher, your
+    factory, the package's code): a checkpoint made under any other is not resumed."""
+    return hashlib.sha256(json.dumps({**parts, "code": standard.code_sha256()}, sort_keys=True,
+                                     default=str).encode()).hexdigest()
 
 
 def teacher_module(teacher_meta: dict, teacher_model: str, inputs, n_classes: int, where: str):
@@ -100,6 +101,7 @@ def train_replicate(*, data: str, teacher_logits: str, dataset: str, family: str
     run = standard.Run(name=name, seed=seed, recipe=the_recipe, objective=objective, precision=precision,
                        checkpoint=None if checkpoint is None else Path(checkpoint),
                        fingerprint=fingerprint(data=file_sha256(data), teacher=file_sha256(teacher_logits),
+                                               teacher_model=file_sha256(teacher_model) if online else None,
                                                cell=cell, seed=seed, recipe=the_recipe.about(), precision=precision,
                                                device=settings["device"], family=family, size=size,
                                                factory=file_sha256(factory_file(family)) if is_factory(family) else None))
@@ -111,7 +113,7 @@ def train_replicate(*, data: str, teacher_logits: str, dataset: str, family: str
     if not all(np.isfinite(v).all() for v in out.values()):
         raise RuntimeError(f"{name}: non-finite logits after training")
     record = {
-        "dataset": dataset, "variant": "reference", "family": label, "family_spec": family,
+        "dataset": dataset, "variant": REFERENCE, "family": label, "family_spec": family,
         "student_size": size, "cell": cell, **spec, **hyper_columns(spec["hyper"]),
         "transfer_set": None, "n_transfer": int(len(arrays["y_train"])), "seeds": [seed], "replicate": replicate,
         "n_params": int(sum(p.numel() for p in model.parameters())), "input_shape": list(shape),

@@ -94,7 +94,9 @@ def on_standard_engine(spec: dict, weights: str | None, info: dict, arrays: dict
                        checkpoint=None if checkpoint is None else Path(checkpoint),
                        fingerprint=json.dumps({"data": info["sha256"], "spec": spec, "seed": seed,
                                                "recipe": the_recipe.about(), "precision": precision,
-                                               "device": settings["device"]}, sort_keys=True))
+                                               "device": settings["device"], "code": standard.code_sha256(),
+                                               "factory": file_sha256(factory_file(spec["factory"]))
+                                               if "factory" in spec else None}, sort_keys=True))
     history = standard.fit(net, inputs, run, log=lambda line: print(line, flush=True))
     standard.remove_checkpoint(run)
     return net, inputs, {"selection": "last epoch of teacher.recipe (the standard engine)", "epochs_run": len(history),
