@@ -105,7 +105,7 @@ def cell_rows(data: dict, teacher: dict, cell: dict, n_bins: int) -> list[dict]:
 
 def sort_results(frame: pd.DataFrame, columns: list[str] = COLUMNS, last: str = "metric") -> pd.DataFrame:
     key = frame.assign(_m=frame["model"].map(MODEL_ORDER),
-                       _size=stats.size_rank(frame["student_size"]).fillna(-1),
+                       _size=stats.size_column(frame["student_size"]).fillna(-1),
                        _t=pd.to_numeric(frame["temperature"], errors="coerce").fillna(-1),
                        _a=pd.to_numeric(frame["alpha"], errors="coerce").fillna(-1))
     # family after dataset (alphabetically; the teacher's "" first, as its size -1 was).

@@ -35,7 +35,7 @@ import numpy as np
 import pandas as pd
 
 from distillstudy.grid import HYPER_ABBREV, OBJECTIVE_MODEL, format_number, number_value
-from distillstudy.students import size_order, size_value
+from distillstudy.students import size_order
 from scipy import stats as _st
 
 COLUMNS = ["dataset", "family", "model", "objective", "setting", "student_size", "temperature", "alpha", "beta",
@@ -62,35 +62,21 @@ def _text(v) -> str:
 
 
 def size_column(sizes: pd.Series) -> pd.Series:
-    """student_size typed: nullable Int64 when every size is a number (mlp, cnn, factories:
-    frames and files exactly as before zoo students), else object holding
-    students.size_value's, ints and zoo names ("resnet8x4"). Blank text and NaN -> NA."""
+    """student_size typed: Int64 when every size is a number (files as before zoo students), else
+    object of students.size_value's, ints and names ("resnet8x4"); blank and NaN -> NA. pandas
+    sorts (on several keys) and groups such a column in students.size_order: numbers, then names."""
     sizes = sizes.astype(object).map(lambda v: pd.NA if _text(v).strip().lower() in ("", "nan") else v)
     numbers = pd.to_numeric(sizes, errors="coerce").astype("Float64").round().astype("Int64")
     names = sizes.notna() & numbers.isna()
-    if not names.any():
-        return numbers
-    out = numbers.astype(object)
-    out[names] = sizes[names].map(lambda v: size_value(str(v).strip()))
-    return out
-
-
-def size_rank(sizes: pd.Series) -> pd.Series:
-    """A sort key for student_size (sort_values' `key`): numbers as they are, a column that
-    holds names as each size's place in students.size_order (NA stays NA)."""
-    sizes = size_column(sizes)
-    if sizes.dtype != object:
-        return sizes
-    order = {v: i for i, v in enumerate(sorted(set(sizes.dropna()), key=size_order))}
-    return sizes.map(lambda v: order.get(v, np.nan)).astype(float)
+    return numbers.astype(object).mask(names, sizes.map(_text).str.strip()) if names.any() else numbers
 
 
 def normalise_results(df: pd.DataFrame) -> pd.DataFrame:
     """Return a copy with the column types the statistics rely on.
 
     dataset/family/model/objective/setting/split/metric: str; temperature: canonical str
-    ("" when empty); student_size: `size_column` (Int64 unless a size is a name); alpha, beta, gamma, dkd_alpha,
-    value: float; seed: int.
+    ("" when empty); student_size: `size_column` (Int64 unless a size is a name); alpha,
+    beta, gamma, dkd_alpha, value: float; seed: int.
 
     Tables without the DERIVED columns (or with them empty) are read as the kd-only,
     one-family grid they describe: an empty family of a student row becomes
@@ -193,9 +179,7 @@ def _sort_cells(df: pd.DataFrame, extra: list[str] | None = None) -> pd.DataFram
     # Families alphabetically in a dataset (the teacher's "" first): a one-family table keeps its order.
     order = ["dataset", "family", "student_size", "model", "_t", "setting", "alpha"] + (extra or [])
     order = [c for c in order if c in key.columns]
-    return (key.sort_values(order, kind="mergesort", na_position="first",
-                            key=lambda c: size_rank(c) if c.name == "student_size" else c)
-            .drop(columns="_t").reset_index(drop=True))
+    return key.sort_values(order, kind="mergesort", na_position="first").drop(columns="_t").reset_index(drop=True)
 
 
 def paired_diffs(results_df: pd.DataFrame, metric: str, split: str,
@@ -365,19 +349,11 @@ def load_calibration(path: str | os.PathLike) -> pd.DataFrame:
     missing = [c for c in CALIBRATION_COLUMNS if c not in raw.columns and c not in DERIVED]
     if missing:
         raise ValueError(f"{path}: calibration table lacks columns {missing}")
-    out = raw.reindex(columns=CALIBRATION_COLUMNS, fill_value="")
-    out["temperature"] = out["temperature"].map(format_number).astype(object)
-    out.loc[(out["family"] == "") & (out["model"] != "teacher"), "family"] = LEGACY_FAMILY
-    blank = lambda s: pd.to_numeric(s.map(lambda v: np.nan if v.strip() == "" else v))  # noqa: E731
-    out.loc[out["objective"] == "", "objective"] = out["model"].map(lambda m: MODEL_OBJECTIVE.get(m, ""))
-    kd = (out["setting"] == "") & (out["model"] == "distilled") & (out["temperature"] != "")
-    out.loc[kd, "setting"] = HYPER_ABBREV["temperature"] + out.loc[kd, "temperature"]
-    out["student_size"] = size_column(out["student_size"])
-    out["seed"] = blank(out["seed"]).astype("Int64")
-    out["bin"] = blank(out["bin"]).astype(int)
-    out["count"] = blank(out["count"]).astype(int)
-    for c in ("alpha", "beta", "gamma", "dkd_alpha", "bin_lower", "bin_upper", "mean_confidence", "accuracy"):
-        out[c] = blank(out[c]).astype(float)
+    raw = raw.reindex(columns=CALIBRATION_COLUMNS, fill_value="")
+    out = normalise_results(raw.assign(metric="", value="")).drop(columns=["metric", "value"])
+    blank = lambda c: pd.to_numeric(raw[c].map(lambda v: np.nan if v.strip() == "" else v))  # noqa: E731
+    for c in CALIBRATION_COLUMNS[CALIBRATION_COLUMNS.index("bin"):]:
+        out[c] = blank(c).astype(int if c in ("bin", "count") else float)
     return out
 
 
@@ -396,11 +372,11 @@ def pooled_reliability(calibration_df: pd.DataFrame, dataset: str, model: str, s
     m = (c["dataset"] == dataset) & (c["model"] == model) & (c["split"] == split)
     if family is not None and "family" in c.columns:
         m &= c["family"] == family
-    m &= c["student_size"].isna() if student_size is None or _isnan(student_size) else c["student_size"] == student_size
+    m &= c["student_size"].isna() if pd.isna(student_size) else c["student_size"] == student_size
     m &= c["temperature"] == (temperature or "")
     if setting is not None and "setting" in c.columns:
         m &= c["setting"] == setting
-    if alpha is not None and not _isnan(alpha):
+    if not pd.isna(alpha):
         m &= np.isclose(c["alpha"].astype(float), float(alpha))
     sub = c[m]
     cols = ["bin", "bin_lower", "bin_upper", "count", "mean_confidence", "accuracy"]
@@ -420,7 +396,3 @@ def pooled_reliability(calibration_df: pd.DataFrame, dataset: str, model: str, s
     out.attrs["ece"] = float(gaps.sum() / total) if total else float("nan")
     out.attrs["n"] = total
     return out
-
-
-def _isnan(x) -> bool:
-    return x is None or x is pd.NA or (isinstance(x, (float, np.floating)) and math.isnan(x))

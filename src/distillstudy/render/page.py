@@ -76,7 +76,7 @@ def teacher_kind(spec: dict | None) -> str:
         return f"offline logits from {spec['logits']}, not trained here"
     if "weights" in spec:
         return f"your module {spec['factory']} with the weights {spec['weights']}, not retrained"
-    if "factory" not in spec:  # a built-in family's model ({family: cifar, size: resnet32x4})
+    if "family" in spec:  # a built-in family's model ({family: cifar, size: resnet32x4})
         return f"{spec['size']}, a {FAMILY_TITLES.get(spec['family'], spec['family'])} model trained here"
     return f"your module {spec['factory']}, trained here"
 
@@ -121,9 +121,8 @@ def students_text(results: pd.DataFrame, families: list[str]) -> str:
     (names need no noun)."""
     parts = []
     for family in families:
-        sizes = sorted({size_value(s) for s in results.loc[(results["family"] == family)
-                                                             & (results["model"] != "teacher"), "student_size"].dropna()},
-                       key=size_order)
+        students = results[(results["family"] == family) & (results["model"] != "teacher")]
+        sizes = sorted({size_value(s) for s in students["student_size"].dropna()}, key=size_order)
         noun = "" if all(isinstance(s, str) for s in sizes) else family_noun(family) + " "
         parts.append(f"{family_title(family)} ({noun}{', '.join(str(s) for s in sizes)})")
     if not parts:

@@ -35,9 +35,7 @@ def accuracy_vs_temperature(results_df: pd.DataFrame) -> pd.DataFrame:
     # Baselines after the distilled rows of their size, temperatures in numeric order,
     # so the file (kept in git for `dvc plots diff`) only changes when a number does.
     d = (d.assign(_t=d["temperature"].map(number_value), _m=(d["model"] == "baseline").astype(int))
-         .sort_values(student + ["_m", "_t"], kind="mergesort",
-                      key=lambda c: stats.size_rank(c) if c.name == "student_size" else c)
-         .drop(columns=["_t", "_m"]))
+         .sort_values(student + ["_m", "_t"], kind="mergesort").drop(columns=["_t", "_m"]))
     return d[COLUMNS]
 
 
