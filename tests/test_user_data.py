@@ -101,6 +101,9 @@ def _bad(case: str, tmp_path):
         teacher["logits"] = logits[:, :2]
     elif case == "non-finite logits":
         logits[5, 2] = np.inf
+    elif case == "logits past float32":  # finite in float64, inf once stored as float32
+        teacher["logits"] = logits.astype(np.float64)
+        teacher["logits"][5, 2] = 1e39
     elif case == "no logits_test":
         data.update(x_test=x_test, y_test=y_test)
     elif case == "single class":
@@ -118,6 +121,7 @@ BAD = [
     ("logits rows", "`logits` must be shaped (60, 3)"),
     ("logits classes", "`logits` must be shaped (60, 3)"),
     ("non-finite logits", "`logits` row 5 holds a non-finite value"),
+    ("logits past float32", "`logits` row 5, column 2: 1e+39 overflows float32"),
     ("no logits_test", "needs `logits_test` (12 rows x 3 classes)"),
     ("single class", "a single class ('cat')"),
 ]

@@ -166,6 +166,12 @@ def read_teacher_logits(path: str | Path, n: int, n_classes: int, n_test: int | 
         bad = np.flatnonzero(~np.isfinite(a).all(axis=1))
         if bad.size:
             raise DataError(f"{path}: `{key}` row {bad[0]} holds a non-finite value ({bad.size} such rows)")
+        over = np.abs(a.astype(np.float64)) > np.finfo(np.float32).max
+        if over.any():
+            row, col = (int(i) for i in np.argwhere(over)[0])
+            raise DataError(f"{path}: `{key}` row {row}, column {col}: {float(a[row, col]):g} overflows float32, the "
+                            f"type logits are stored in (|value| <= {np.finfo(np.float32).max:.4g}; "
+                            f"{int(over.any(axis=1).sum())} such rows)")
         out[key] = a.astype(np.float32)
     return out
 
