@@ -84,6 +84,7 @@ def add_teacher(sub):
                    "image datasets)")
     p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
     p.add_argument("--precision", default="fp32", choices=["fp32", "bf16"])
+    p.add_argument("--nondeterministic", action="store_true", help="CUDA: cuDNN's fastest kernels")
     p.add_argument("--checkpoint", help="standard engine: per-epoch checkpoint (resumed when present)")
     p.add_argument("--threads", type=positive_int, default=1)
     p.add_argument("--out-model", required=True)
@@ -99,7 +100,8 @@ def cmd_teacher(a):
                 cnn_channels=a.cnn_channels, mlp_width=a.mlp_width, dropout=a.dropout,
                 factory=a.factory, weights=a.weights, out_model=a.out_model,
                 out_logits=a.out_logits, out_meta=a.out_meta, threads=a.threads, zoo=a.zoo, recipe=a.recipe,
-                device=a.device, precision=a.precision, checkpoint=a.checkpoint)
+                device=a.device, precision=a.precision, checkpoint=a.checkpoint,
+                deterministic=not a.nondeterministic)
 
 
 def add_transfer(sub):
@@ -171,6 +173,8 @@ def add_distill(sub):
     standard.add_argument("--recipe", help="distill.recipe as JSON (optimizer, schedule, epochs, batch_size, augment)")
     standard.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
     standard.add_argument("--precision", default="fp32", choices=["fp32", "bf16"])
+    standard.add_argument("--nondeterministic", action="store_true",
+                          help="CUDA: let cuDNN pick its fastest kernels (distill.deterministic: false)")
     standard.add_argument("--checkpoint", help="per-epoch checkpoint (resumed when present, removed at the end)")
     standard.add_argument("--teacher-meta", help="the teacher's record (models/teachers/<dataset>.json): rebuilds "
                           "it to run on augmented batches")
@@ -209,7 +213,7 @@ def cmd_distill(a):
                                 size=a.size, cell=a.cell, replicate=a.replicate, n_seeds=a.seeds, global_seed=a.seed,
                                 recipe=a.recipe, device=a.device, precision=a.precision, out_model=a.out_model,
                                 out_logits=a.out_logits, checkpoint=a.checkpoint, teacher_model=a.teacher_model,
-                                teacher_meta=a.teacher_meta, threads=a.threads)
+                                teacher_meta=a.teacher_meta, threads=a.threads, deterministic=not a.nondeterministic)
         return
     distill.run(data=a.data, teacher_logits=a.teacher_logits, transfer=a.transfer, variant=a.variant,
                 dataset=a.dataset, size=a.size, family=a.family, depth=a.depth, tune=_tune(a),

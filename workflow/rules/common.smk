@@ -401,9 +401,11 @@ def recipe_json(section: str) -> str:
 
 
 def standard_options(section: str) -> str:
-    """The standard engine's options of a job: recipe, device, precision (distill's settings)."""
-    return (f"--recipe {shlex.quote(recipe_json(section))} --device {config['distill'].get('device', 'auto')}"
-            f" --precision {config['distill'].get('precision', 'fp32')}")
+    """The standard engine's options of a job: recipe, device, precision, determinism (distill's settings)."""
+    distill = config["distill"]
+    return (f"--recipe {shlex.quote(recipe_json(section))} --device {distill.get('device', 'auto')}"
+            f" --precision {distill.get('precision', 'fp32')}"
+            + ("" if distill.get("deterministic", True) else " --nondeterministic"))
 
 
 # ---- the standard engine's rules (distill_standard.smk) ----------------------------------------

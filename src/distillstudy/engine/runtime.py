@@ -46,10 +46,12 @@ DEFAULT_THREADS = 1
 _frozen = False
 
 
-def configure(threads: int = DEFAULT_THREADS, device: str | None = None) -> dict:
+def configure(threads: int = DEFAULT_THREADS, device: str | None = None, deterministic: bool = True) -> dict:
     """Fix threads and deterministic algorithms; return what was set, for provenance.
     `device`: "cpu", "cuda" (refused when no GPU is visible) or "auto"/None (cuda when
-    present). On CUDA: deterministic algorithms and cuBLAS's fixed workspace."""
+    present). On CUDA: deterministic algorithms and cuBLAS's fixed workspace, unless
+    `deterministic` is False (distill.deterministic: cuDNN then picks its fastest kernels,
+    and reruns may differ in the last bits; recorded)."""
     global _frozen
     if not _frozen:
         # Move everything alive now (in a stage: the modules imported after torch)
@@ -81,8 +83,8 @@ def configure(threads: int = DEFAULT_THREADS, device: str | None = None) -> dict
         # Only CUDA kernels need the switch. Measured on CPU: the call alone imports
         # torch._dynamo and sympy, ~1.05 s per job, and the CPU kernels used here are
         # deterministic at a fixed thread count (tests/test_train.py checks bit-identical runs).
-        torch.use_deterministic_algorithms(True)
-        torch.backends.cudnn.benchmark = False
+        torch.use_deterministic_algorithms(deterministic)
+        torch.backends.cudnn.benchmark = not deterministic
     cuda = {"cublas_workspace_config": os.environ.get("CUBLAS_WORKSPACE_CONFIG")} if device == "cuda" else {}
     return {
         **cuda,
@@ -90,6 +92,6 @@ def configure(threads: int = DEFAULT_THREADS, device: str | None = None) -> dict
         "device_name": torch.cuda.get_device_name(0) if device == "cuda" else "cpu",
         "threads": torch.get_num_threads(),
         "torch": torch.__version__,
-        "deterministic_algorithms": device == "cuda",
+        "deterministic_algorithms": device == "cuda" and deterministic,
         "flush_denormal": flush_denormal,
     }

@@ -65,12 +65,13 @@ def teacher_module(teacher_meta: dict, teacher_model: str, inputs, n_classes: in
 def train_replicate(*, data: str, teacher_logits: str, dataset: str, family: str, size, cell: str, replicate: int,
                     n_seeds: int, global_seed: int, recipe: str, device: str, precision: str,
                     out_model: str, out_logits: str, checkpoint: str | None = None,
-                    teacher_model: str | None = None, teacher_meta: str | None = None, threads: int = 1) -> dict:
+                    teacher_model: str | None = None, teacher_meta: str | None = None, threads: int = 1,
+                    deterministic: bool = True) -> dict:
     """Train replicate `replicate` of one cell and write its logits (1, n, C) on every split
     and its weights; `recipe` is the distill.recipe section as JSON."""
     spec = parse_cell(cell)
     label = family_label({"family": family})
-    settings = runtime.configure(threads, device=device)
+    settings = runtime.configure(threads, device=device, deterministic=deterministic)
     dev = torch.device(settings["device"])
     the_recipe = Recipe.from_json(recipe)
     if precision == "bf16" and dev.type != "cuda":

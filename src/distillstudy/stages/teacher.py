@@ -107,8 +107,8 @@ def run(*, data: str, meta: str, global_seed: int, max_epochs: int, patience: in
         lr: float, weight_decay: float, cnn_channels: int, mlp_width: int, dropout: float,
         out_model: str, out_logits: str, out_meta: str, threads: int = 1, factory: str | None = None,
         weights: str | None = None, zoo: str | None = None, recipe: str | None = None, device: str = "auto",
-        precision: str = "fp32", checkpoint: str | None = None) -> dict:
-    settings = runtime.configure(threads, device=device if recipe is not None else None)
+        precision: str = "fp32", checkpoint: str | None = None, deterministic: bool = True) -> dict:
+    settings = runtime.configure(threads, device=device if recipe is not None else None, deterministic=deterministic)
     arrays = load_npz(data)
     info = json.loads(Path(meta).read_text())
     if "teacher" in info:
