@@ -12,6 +12,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from distillstudy.engine.zoo.init import reference_init
+
 # (expansion, output channels at width 1, blocks, first block's stride): the paper's Table 2,
 # with the 24-channel stage at stride 1 instead of 2 for 32x32 inputs, as the reference.
 STAGES = ((1, 16, 1, 1), (6, 24, 2, 1), (6, 32, 3, 2), (6, 64, 4, 2), (6, 96, 3, 1), (6, 160, 3, 2), (6, 320, 1, 1))
@@ -61,15 +63,7 @@ class MobileNetV2(nn.Module):
         self.classifier = nn.Linear(LAST_CHANNELS, n_classes)
         # The reference's init: convolutions N(0, 2 / (k * k * out_channels)), BN scale 1 and
         # shift 0, the read-out N(0, 0.01^2) with bias 0.
-        for module in self.modules():
-            if isinstance(module, nn.Conv2d):
-                nn.init.kaiming_normal_(module.weight, mode="fan_out", nonlinearity="relu")
-            elif isinstance(module, nn.BatchNorm2d):
-                nn.init.ones_(module.weight)
-                nn.init.zeros_(module.bias)
-            elif isinstance(module, nn.Linear):
-                nn.init.normal_(module.weight, 0.0, 0.01)
-                nn.init.zeros_(module.bias)
+        reference_init(self, linear_std=0.01, linear_bias_zero=True)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         h = self.head(self.stages(self.stem(x)))

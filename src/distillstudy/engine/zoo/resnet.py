@@ -15,6 +15,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from distillstudy.engine.zoo.init import reference_init
+
 NARROW = (16, 16, 32, 64)  # stem, stage 1, stage 2, stage 3
 WIDE = (32, 64, 128, 256)
 CONFIGS = {
@@ -69,12 +71,7 @@ class CifarResNet(nn.Module):
         self.fc = nn.Linear(widths[3], n_classes)
         # The reference's init: He-normal (fan_out) convolutions, BN scale 1 and shift 0;
         # the linear layer keeps PyTorch's default.
-        for module in self.modules():
-            if isinstance(module, nn.Conv2d):
-                nn.init.kaiming_normal_(module.weight, mode="fan_out", nonlinearity="relu")
-            elif isinstance(module, nn.BatchNorm2d):
-                nn.init.ones_(module.weight)
-                nn.init.zeros_(module.bias)
+        reference_init(self)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         h = F.relu(self.bn1(self.conv1(x)))

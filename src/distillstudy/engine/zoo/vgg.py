@@ -16,6 +16,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from distillstudy.engine.zoo.init import reference_init
+
 CONFIGS = {  # output channels of each convolution, block by block
     "vgg8": ((64,), (128,), (256,), (512,), (512,)),
     "vgg11": ((64,), (128,), (256, 256), (512, 512), (512, 512)),
@@ -50,16 +52,7 @@ class VGG(nn.Module):
         self.classifier = nn.Linear(n_in, n_classes)
         # The reference's init: convolutions N(0, 2 / (k * k * out_channels)) with bias 0,
         # BN scale 1 and shift 0, the read-out N(0, 0.01^2) with bias 0.
-        for module in self.modules():
-            if isinstance(module, nn.Conv2d):
-                nn.init.kaiming_normal_(module.weight, mode="fan_out", nonlinearity="relu")
-                nn.init.zeros_(module.bias)
-            elif isinstance(module, nn.BatchNorm2d):
-                nn.init.ones_(module.weight)
-                nn.init.zeros_(module.bias)
-            elif isinstance(module, nn.Linear):
-                nn.init.normal_(module.weight, 0.0, 0.01)
-                nn.init.zeros_(module.bias)
+        reference_init(self, conv_bias_zero=True, linear_std=0.01, linear_bias_zero=True)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         pool_before_last = x.shape[2] == 64

@@ -12,6 +12,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from distillstudy.engine.zoo.init import reference_init
+
 CONFIGS = {"wrn_16_1": (16, 1), "wrn_16_2": (16, 2), "wrn_40_1": (40, 1), "wrn_40_2": (40, 2)}
 
 
@@ -58,14 +60,7 @@ class WideResNet(nn.Module):
         self.fc = nn.Linear(n_in, n_classes)
         # The reference's init: convolutions N(0, 2 / (k * k * out_channels)) (He, fan-out),
         # BN scale 1 and shift 0, the linear layer's bias 0 (its weight PyTorch's default).
-        for module in self.modules():
-            if isinstance(module, nn.Conv2d):
-                nn.init.kaiming_normal_(module.weight, mode="fan_out", nonlinearity="relu")
-            elif isinstance(module, nn.BatchNorm2d):
-                nn.init.ones_(module.weight)
-                nn.init.zeros_(module.bias)
-            elif isinstance(module, nn.Linear):
-                nn.init.zeros_(module.bias)
+        reference_init(self, linear_bias_zero=True)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         h = self.block3(self.block2(self.block1(self.conv1(x))))
