@@ -102,7 +102,11 @@ def test_names_you_give_apply_where_your_study_has_them(user_root):
     assert grid.design_datasets(params) == ["myarrays"]
     variants = grid.dataset_variants(params, params["prepare"]["datasets"][1])
     assert "epochs-100" in variants and not any(v.startswith("generation-") for v in variants)
+    assert not any(v.startswith("resample-") for v in variants)  # params.yaml's resample_datasets: [sine]
     assert grid.dataset_variants(params, params["prepare"]["datasets"][0]) == []
+    mine["designs"]["resample_datasets"] = ["myarrays"]
+    variants = grid.dataset_variants(merged(mine), params["prepare"]["datasets"][1])
+    assert [v for v in variants if v.startswith("resample-")] == [f"resample-{r}" for r in (1, 2, 3, 4)]
 
 
 def test_design_sizes_are_checked_where_a_design_runs(user_root):

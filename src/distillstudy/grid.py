@@ -328,6 +328,13 @@ def generation_datasets(params: dict) -> list[str]:
     return [name for name in params.get("designs", {}).get("generation_datasets", designed) if name in designed]
 
 
+def resample_datasets(params: dict) -> list[str]:
+    """The design datasets the variance design (designs.resamples) runs on:
+    designs.resample_datasets (default all of design_datasets) where design_datasets has them."""
+    designed = design_datasets(params)
+    return [name for name in params.get("designs", {}).get("resample_datasets", designed) if name in designed]
+
+
 def dataset_variants(params: dict, dataset: dict) -> list[str]:
     """The non-reference variants trained for one dataset entry of prepare.datasets."""
     designs = params.get("designs", {})
@@ -339,7 +346,8 @@ def dataset_variants(params: dict, dataset: dict) -> list[str]:
             continue
         names += [variant_name(axis, level) for level in axis_levels(axis, params)[1:]
                   if dataset["kind"] in PROTOCOL_KINDS.get(level, (dataset["kind"],))]
-    names += [f"resample-{r}" for r in range(1, int(designs.get(RESAMPLES, 0)) + 1)]
+    if dataset["name"] in resample_datasets(params):
+        names += [f"resample-{r}" for r in range(1, int(designs.get(RESAMPLES, 0)) + 1)]
     if dataset["name"] in generation_datasets(params):
         names += [f"generation-{k}" for k in range(1, int(designs.get(GENERATIONS, 0)) + 1)]
     if names and tuned(params["distill"], dataset["name"], reference_family(params)["label"]):

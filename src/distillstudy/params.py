@@ -192,7 +192,8 @@ def _picks(params: dict) -> list[tuple[str, list, str, list, tuple]]:
     picks += [("distill.tune.datasets", tune.get("datasets") or [], *datasets),
               ("distill.tune.families", tune.get("families") or [], *families),
               ("designs.datasets", designs["datasets"], *datasets),
-              ("designs.generation_datasets", designs.get("generation_datasets") or [], *datasets)]
+              ("designs.generation_datasets", designs.get("generation_datasets") or [], *datasets),
+              ("designs.resample_datasets", designs.get("resample_datasets") or [], *datasets)]
     return picks
 
 
