@@ -24,11 +24,10 @@ import codedeps  # noqa: E402
 PACKAGE = ROOT / "src" / "distillstudy"
 #: Modules that no stage runs: the `validate` subcommand's loader, `python -m`, and the
 #: generic student path with its families (benchmarked; no params key selects them yet).
-# params.py and engine_params.py validate params.yaml before any job (the Snakefile, `distillstudy
-# validate`): no stage's result depends on them. engine/hmm.py is the synthetic language of the
-# language-model studies, which no stage trains yet.
-NOT_A_STAGE = {"src/distillstudy/__main__.py", "src/distillstudy/params.py", "src/distillstudy/engine_params.py",
-               "src/distillstudy/engine/hmm.py"}
+# params.py validates params.yaml before any job (the Snakefile, `distillstudy validate`): no
+# stage's result depends on it. engine/hmm.py is the synthetic language of the language-model
+# studies, which no stage trains yet.
+NOT_A_STAGE = {"src/distillstudy/__main__.py", "src/distillstudy/params.py", "src/distillstudy/engine/hmm.py"}
 
 
 def package_files() -> set[str]:

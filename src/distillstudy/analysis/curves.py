@@ -25,6 +25,8 @@ def cell_curves(record: dict) -> list[dict]:
 def teacher_curves(record: dict) -> list[dict]:
     """A teacher the standard engine trained: its one curve (fit.curves)."""
     history = record.get("fit", {}).get("curves") or []
+    if not history:  # trained by the stacked engines' trainer, or loaded: no curve
+        return []
     base = {"dataset": record["dataset"], "family": TEACHER, "student_size": record["architecture"], "cell": TEACHER,
             "seed": record["seed"]}
     return [{**base, **{k: row[k] for k in CURVE_COLUMNS[5:]}} for row in history]
