@@ -97,6 +97,11 @@ wildcard_constraints:
     design=VARIANT_PATTERN,
 
 
+# The standard engine's per-epoch checkpoints (resumed after a kill, removed when the job
+# finishes): outside data/, models/ and reports/, the DVC outputs (.gitignore, .dvcignore).
+CHECKPOINTS = ".checkpoints"
+
+
 def user_files(wildcards):
     """A dataset's own files the prepare stage reads: its table or arrays, an image folder's
     files (each one, so that editing an image re-runs prepare), an offline teacher's logits."""
@@ -123,7 +128,7 @@ def teacher_args(wildcards):
     args += f" --weights {shlex.quote(teacher['weights'])}" if "weights" in teacher else ""
     args += f" --zoo {shlex.quote(teacher['size'])}" if teacher.get("family") == "cifar" else ""
     if standard_teacher(spec) and "weights" not in teacher:
-        args += f" {standard_options('teacher')} --checkpoint .checkpoints/teacher/{wildcards.dataset}.pt"
+        args += f" {standard_options('teacher')} --checkpoint {CHECKPOINTS}/teacher/{wildcards.dataset}.pt"
     return args
 
 

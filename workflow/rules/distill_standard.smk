@@ -27,7 +27,7 @@ rule distill_replicate:
         standard=lambda w: standard_options("distill"),
         seeds=config["distill"]["seeds"],
         seed=config["seed"],
-        checkpoint=".checkpoints/distill/{dataset}/{student}/{cell}/seed{replicate}.pt",
+        checkpoint=CHECKPOINTS + "/distill/{dataset}/{student}/{cell}/seed{replicate}.pt",
     conda:
         "../envs/distillstudy.yaml"
     log:

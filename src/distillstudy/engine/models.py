@@ -64,8 +64,9 @@ def _pair(value) -> int:
     return value[0] if isinstance(value, tuple) else value
 
 
-def _stacked_features(features: nn.Sequential, params: dict[str, torch.Tensor], h: torch.Tensor) -> torch.Tensor:
-    """A CNN teacher's `features` (convolutions, ReLU, max-pools) for M members at once, on
+def stacked_features(features: nn.Sequential, params: dict[str, torch.Tensor], h: torch.Tensor) -> torch.Tensor:
+    """A CNN's `features` (convolutions, ReLU, max-pools; the CNN teachers' and the cnn
+    student family's, families.CNN) for M members at once, on
     h (B, M * C, H, W) in channels_last memory (a 1-D map is H = 1), member m's channels the
     m-th block of C. Each convolution is ONE grouped convolution whose groups are the
     members (weights (M, C_out, C_in, k..) -> (M * C_out, C_in, k..), as vmap forms it),
@@ -186,7 +187,7 @@ class CNN1D(nn.Module):
         per layer. tests/test_teacher_stack.py proves it equal to vmap(functional_call) of
         the module in float64, with dropout masks and without."""
         h = _standardized(x, buffers).transpose(0, 1).unsqueeze(2)  # (B, M, 1, L): one channel per member
-        h = _stacked_features(self.features, params, h.contiguous(memory_format=torch.channels_last))
+        h = stacked_features(self.features, params, h.contiguous(memory_format=torch.channels_last))
         return _stacked_readout(self, params, buffers, h)
 
 
@@ -220,7 +221,7 @@ class CNN2D(nn.Module):
         32-channel 8 x 8 convolution, compute-bound, is most of it); tests/test_teacher_stack.py
         proves it equal to vmap."""
         h = _standardized(x, buffers).view(*x.shape[:2], self.side, self.side).transpose(0, 1)  # (B, M, side, side)
-        h = _stacked_features(self.features, params, h.contiguous(memory_format=torch.channels_last))
+        h = stacked_features(self.features, params, h.contiguous(memory_format=torch.channels_last))
         return _stacked_readout(self, params, buffers, h)
 
 
