@@ -27,7 +27,7 @@ rule distill_replicate:
         standard=lambda w: standard_options("distill"),
         seeds=config["distill"]["seeds"],
         seed=config["seed"],
-        checkpoint=CHECKPOINTS + "/distill/{dataset}/{student}/{cell}/seed{replicate}.pt",
+        checkpoint=lambda w: f"{CHECKPOINTS}/distill/{w.dataset}/{w.student}/{w.cell}/seed{w.replicate}.pt",
     conda:
         "../envs/distillstudy.yaml"
     log:
