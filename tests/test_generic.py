@@ -101,12 +101,14 @@ def test_a_dropout_student_draws_its_own_masks():
     assert not torch.equal(a.params["1.weight"][0], a.params["1.weight"][1])
 
 
-@pytest.mark.parametrize("shape", [(20,), (9,), (8, 8), (7, 5), (2, 8, 8), (3, 5, 7)])
-def test_the_cnn_family_s_written_out_stack_equals_vmap_of_its_module(shape):
-    """CNN.forward_stacked (im2col GEMMs, channels-last) against vmap(functional_call) of the
-    module itself: logits and every parameter's gradient, float64, odd sizes (ceil-mode pools)."""
+@pytest.mark.parametrize("shape, batch", [((20,), 6), ((9,), 6), ((8, 8), 6), ((7, 5), 6), ((2, 8, 8), 6),
+                                          ((3, 5, 7), 6), ((3,), 1), ((1, 6), 1), ((5, 1), 2), ((1, 1, 3), 2)])
+def test_the_cnn_family_s_written_out_stack_equals_vmap_of_its_module(shape, batch):
+    """CNN.forward_stacked (grouped convolutions, channels-last) against vmap(functional_call)
+    of the module itself: logits and every parameter's gradient, float64, odd sizes (ceil-mode
+    pools), and maps whose channels-last layout is ambiguous (one row, one column, batch 1)."""
     from torch.func import functional_call, vmap
-    x = torch.randn(3, 6, *shape, generator=torch.Generator().manual_seed(2), dtype=torch.float64)
+    x = torch.randn(3, batch, *shape, generator=torch.Generator().manual_seed(2), dtype=torch.float64)
     stack = GenericStack(lambda: cnn(shape, 4, 3), SEEDS, x[0], "test", dtype=torch.float64)
     reference = vmap(lambda p, xb: functional_call(stack.template, p, (xb,)))(stack.params, x)
     written_out = stack.template.forward_stacked(stack.params, x)

@@ -182,10 +182,11 @@ class CNN1D(nn.Module):
         nn.MaxPool's channels-first kernel with indices (5.2 ms on one 5 x 32-channel map
         that the channels-last kernel pools in 0.4 ms). Measured, one thread, AMD EPYC, 5
         members of 32 channels, batch 128: a training step 57 ms under vmap, 32 ms written
-        out. The im2col + batched GEMM form the cnn family once ran were no faster than vmap
+        out. The im2col + batched GEMM form the cnn family once ran was no faster than vmap
         here (60 ms): at 32 to 64 channels oneDNN's grouped convolutions beat the batched
-        GEMMs per layer (the cnn family now runs this form too). tests/test_teacher_stack.py proves it equal to vmap(functional_call) of
-        the module in float64, with dropout masks and without."""
+        GEMMs per layer (the cnn family now runs this form too). tests/test_teacher_stack.py
+        proves it equal to vmap(functional_call) of the module in float64, with dropout masks
+        and without."""
         h = _standardized(x, buffers).transpose(0, 1).unsqueeze(2)  # (B, M, 1, L): one channel per member
         h = stacked_features(self.features, params, h.contiguous(memory_format=torch.channels_last))
         return _stacked_readout(self, params, buffers, h)
