@@ -188,7 +188,8 @@ def test_the_study_designs_rebuild_a_factory_teacher(tmp_path):
     width axis left out (a factory has no width knob), the reference teacher's seed and init."""
     params = npz_params(teacher={"factory": "zoo/models.py:mlp"})
     params["designs"].update({"datasets": ["imgs"], "transfer": ["cross_fitted", "augmented"], "epochs": [],
-                              "teacher_width": [0.5], "ensemble": [2], "label_fraction": []})
+                              "teacher_width": [0.5], "ensemble": [2], "label_fraction": [],
+                              "resample_datasets": ["imgs"]})
     params["transfer"]["folds"] = 3
     ws = images_workspace(tmp_path / "study", params, ZOO)
     run(["snakemake", "-c2"], ws)
