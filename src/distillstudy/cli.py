@@ -36,7 +36,8 @@ def add_prepare(sub):
     p = sub.add_parser("prepare", help="make, split and hash one dataset")
     p.add_argument("--name", required=True)
     p.add_argument("--kind", required=True,
-                   choices=["sine", "digits", "mnist1d", "csv", "npz", "cifar10", "cifar100", "imagefolder"])
+                   choices=["sine", "digits", "mnist1d", "csv", "npz", "cifar10", "cifar100", "imagefolder",
+                            "synthetic_lm", "text"])
     p.add_argument("--seed", type=int, required=True, help="global seed")
     p.add_argument("--val-fraction", type=float, required=True)
     p.add_argument("--test-fraction", type=float, required=True)
@@ -45,6 +46,7 @@ def add_prepare(sub):
     p.add_argument("--path", help="csv: the table; npz: the arrays; cifar10, cifar100, imagefolder: the folder")
     p.add_argument("--label", help="csv: the label column")
     p.add_argument("--teacher-logits", help="csv, npz: an offline teacher's logits (npz), rows aligned with the data")
+    p.add_argument("--spec", type=json.loads, help="synthetic_lm, text: the prepare.datasets entry as JSON")
     p.add_argument("--out-data", required=True)
     p.add_argument("--out-meta", required=True)
 
@@ -54,7 +56,10 @@ def cmd_prepare(a):
 
     meta = prepare.run(name=a.name, kind=a.kind, global_seed=a.seed, val_fraction=a.val_fraction,
                        test_fraction=a.test_fraction, n_train=a.n_train, n_test=a.n_test, path=a.path,
-                       label=a.label, teacher_logits=a.teacher_logits, out_data=a.out_data, out_meta=a.out_meta)
+                       label=a.label, teacher_logits=a.teacher_logits, out_data=a.out_data, out_meta=a.out_meta,
+                       spec=a.spec)
+    if "vocab_size" in meta:
+        return  # a language model's data: its summary is printed by the stage
     print(f"prepare[{a.name}]: {meta['n_train']}/{meta['n_val']}/{meta['n_test']} train/val/test, "
           f"{meta['n_features']} features, {meta['n_classes']} classes, sha256 {meta['sha256'][:12]}")
 
@@ -74,9 +79,11 @@ def add_teacher_knobs(p, required: bool = True) -> None:
 def add_teacher(sub):
     p = sub.add_parser("teacher", help="train one dataset's teacher, save weights and logits")
     p.add_argument("--data", required=True)
-    p.add_argument("--meta", required=True)
-    p.add_argument("--seed", type=int, required=True, help="global seed")
-    add_teacher_knobs(p)
+    p.add_argument("--lm", type=json.loads, help="language-model data: the job as JSON (dataset, teacher, recipe, "
+                   "seed, lm_samples); needs --data, --out-meta (and --out-model unless the teacher is hf)")
+    p.add_argument("--meta", required=False)
+    p.add_argument("--seed", type=int, help="global seed")
+    add_teacher_knobs(p, required=False)
     p.add_argument("--factory", help="your teacher: '<file>.py:<function>' (input_shape, n_classes) -> nn.Module")
     p.add_argument("--weights", help="with --factory: a state_dict trained elsewhere, loaded, not retrained")
     p.add_argument("--zoo", help="a zoo teacher ({family: cifar, size}): the model's name, e.g. resnet32x4")
@@ -87,13 +94,22 @@ def add_teacher(sub):
     p.add_argument("--nondeterministic", action="store_true", help="CUDA: cuDNN's fastest kernels")
     p.add_argument("--checkpoint", help="standard engine: per-epoch checkpoint (resumed when present)")
     p.add_argument("--threads", type=positive_int, default=1)
-    p.add_argument("--out-model", required=True)
-    p.add_argument("--out-logits", required=True)
+    p.add_argument("--out-model")
+    p.add_argument("--out-logits")
     p.add_argument("--out-meta", required=True)
 
 
 def cmd_teacher(a):
     from distillstudy.stages import teacher
+
+    if a.lm is not None:
+        teacher.run_lm(job=a.lm, data=a.data, out_model=a.out_model, out_meta=a.out_meta, threads=a.threads,
+                       checkpoint=a.checkpoint)
+        return
+    missing = [k for k in ("meta", "seed", "max_epochs", "patience", "batch_size", "lr", "weight_decay",
+                           "cnn_channels", "mlp_width", "dropout", "out_model", "out_logits") if getattr(a, k) is None]
+    if missing:
+        raise SystemExit(f"distillstudy teacher: missing {', '.join('--' + k.replace('_', '-') for k in missing)}")
 
     teacher.run(data=a.data, meta=a.meta, global_seed=a.seed, max_epochs=a.max_epochs,
                 patience=a.patience, batch_size=a.batch_size, lr=a.lr, weight_decay=a.weight_decay,
@@ -147,6 +163,8 @@ def add_distill(sub):
                    help="standard engine: the cell's replicates' logits files, in replicate order, into one cell file "
                         "(with --out-model, --out-logits; nothing else is read)")
     p.add_argument("--data")
+    p.add_argument("--lm", type=json.loads, help="language-model data: the cell's job as JSON (dataset, family, size, "
+                   "cell, seeds, seed, recipe, teacher, lm_samples); with --data, --out-model, --out-logits")
     targets = p.add_mutually_exclusive_group()
     targets.add_argument("--teacher-logits", help="the reference teacher's logits (reference grid)")
     targets.add_argument("--transfer", help="a study-design variant's transfer set")
@@ -200,6 +218,10 @@ def cmd_distill(a):
     if a.gather:
         distill.gather(a.gather, out_model=a.out_model, out_logits=a.out_logits)
         return
+    if a.lm is not None:
+        distill.run_lm(job=a.lm, data=a.data, out_model=a.out_model, out_logits=a.out_logits,
+                       teacher_model=a.teacher_model, checkpoint=a.checkpoint, threads=a.threads)
+        return
     standard = a.replicate is not None  # the standard engine: one replicate of the reference grid
     required = ["data", "dataset", "size", "cell", "seeds", "seed"] + (
         ["teacher_logits", "recipe"] if standard else ["epochs", "batch_size", "lr", "weight_decay"])
@@ -225,10 +247,13 @@ def cmd_distill(a):
 
 def add_evaluate(sub):
     p = sub.add_parser("evaluate", help="metrics of every model on every split")
-    p.add_argument("--data", nargs="+", required=True, help="prepared datasets, one per dataset")
-    p.add_argument("--teachers", nargs="+", required=True, help="teacher logits, same order")
-    p.add_argument("--teacher-meta", nargs="+", required=True, help="teacher records, same order")
-    p.add_argument("--cells", nargs="+", required=True, help="student cell logits")
+    p.add_argument("--data", nargs="+", help="prepared datasets, one per dataset")
+    p.add_argument("--teachers", nargs="+", help="teacher logits, same order")
+    p.add_argument("--teacher-meta", nargs="+", help="teacher records, same order")
+    p.add_argument("--cells", nargs="+", help="student cell logits")
+    p.add_argument("--lm-cells", nargs="*", help="language-model cells (.lm.npz): with --lm-teachers, --out-results, "
+                   "--out-metrics, instead of the classification options")
+    p.add_argument("--lm-teachers", nargs="*", default=[], help="language-model teachers' records (.lm.json)")
     p.add_argument("--design-cells", nargs="*", default=[], help="study-design variants' cell logits")
     p.add_argument("--transfer-sets", nargs="*", default=[], help="study-design variants' transfer sets")
     p.add_argument("--out-designs", help="designs.csv (written, header only, when there are no designs)")
@@ -236,13 +261,21 @@ def add_evaluate(sub):
     p.add_argument("--out-generations", help="generations.csv (header only without designs.generations)")
     p.add_argument("--out-curves", help="training_curves.csv: the standard engine's per-epoch curves (header only "
                    "without)")
-    p.add_argument("--ece-bins", type=positive_int, required=True)
+    p.add_argument("--ece-bins", type=positive_int)
     p.add_argument("--out-results", required=True)
     p.add_argument("--out-metrics", required=True)
 
 
 def cmd_evaluate(a):
     from distillstudy.stages import evaluate
+
+    if a.lm_cells is not None:
+        evaluate.run_lm(cells=a.lm_cells, teachers=a.lm_teachers, out_results=a.out_results,
+                        out_metrics=a.out_metrics)
+        return
+    missing = [k for k in ("data", "teachers", "teacher_meta", "cells", "ece_bins") if getattr(a, k) is None]
+    if missing:
+        raise SystemExit(f"distillstudy evaluate: missing {', '.join('--' + k.replace('_', '-') for k in missing)}")
 
     evaluate.run(data=a.data, teachers=a.teachers, teacher_meta=a.teacher_meta, cells=a.cells,
                  ece_bins=a.ece_bins, out_results=a.out_results, out_metrics=a.out_metrics,
@@ -290,6 +323,7 @@ def add_report(sub):
     p.add_argument("--dataset-meta", nargs="+", required=True)
     p.add_argument("--params-json", required=True, help="the effective params as one JSON string")
     p.add_argument("--benchmarks", nargs="*", default=[], help="Snakemake benchmark files")
+    p.add_argument("--lm-results", help="lm_results.csv from evaluate (omit: no language-model section)")
     p.add_argument("--out-html", required=True)
     p.add_argument("--figures-dir", required=True)
     p.add_argument("--plots-dir", required=True)
@@ -302,7 +336,7 @@ def cmd_report(a):
                out_html=a.out_html, figures_dir=a.figures_dir, plots_dir=a.plots_dir, calibration=a.calibration,
                walkthrough=a.walkthrough, walkthrough_pngs=a.walkthrough_pngs, designs=a.designs,
                variance=a.variance, walkthrough_variance=a.walkthrough_variance, generations=a.generations,
-               benchmarks=a.benchmarks)
+               benchmarks=a.benchmarks, lm_results=a.lm_results)
     print(f"report: wrote {a.out_html}")
 
 

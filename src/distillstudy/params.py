@@ -20,8 +20,9 @@ import yaml
 
 from distillstudy.grid import (TUNING_KEYS, design_datasets, distill_alphas, distill_objectives, factory_file,
                                format_number)
+from distillstudy.lm_params import lm_errors
 from distillstudy.students import (BUILTIN_FAMILIES, IMAGE_KINDS, SELF_FAMILY, distill_students, is_factory,
-                                   reference_family)
+                                   reference_family, without_language_models)
 from distillstudy.engine_params import engine_errors
 from distillstudy.userfiles import csv_errors, dataset_input_shape, image_folder_errors, known_shape, user_file_errors
 from distillstudy.errors import ParamsError
@@ -280,6 +281,10 @@ def check_params(params: dict, base: str | Path = ".") -> None:
         raise ParamsError(f"params must be a mapping of sections, got {type(params).__name__}")
     messages = _schema_errors(params)
     if not messages:
+        messages += lm_errors(params, base)
+        # The classification checks below see the study without its language models (each
+        # modality checks its own datasets and families: lm_params).
+        params = without_language_models(params)
         datasets = params["prepare"]["datasets"]
         messages += _duplicate_errors([d["name"] for d in datasets], "prepare.datasets.name", str)
         messages += _distill_errors(params["distill"])

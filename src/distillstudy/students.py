@@ -18,7 +18,13 @@ import re
 
 #: Built-in student families (engine/families.py); any other family is your factory
 #: "<file>.py:<function>" with f(input_shape, n_classes, size) -> torch.nn.Module.
-BUILTIN_FAMILIES = ("mlp", "cnn", "cifar")
+BUILTIN_FAMILIES = ("mlp", "cnn", "cifar", "gpt")
+#: Dataset kinds of token sequences (engine/lm_data.py): trained by the language-model path
+#: (stages/distill_lm.py), with token objectives, never by the classification engines.
+LM_KINDS = ("synthetic_lm", "text")
+#: Built-in families of language models (engine/gpt.py: size = width); a factory is one where
+#: its entry lists language-model datasets (f(vocab_size, block, size) -> nn.Module).
+LM_FAMILIES = ("gpt",)
 #: The cifar family's sizes: the model names of the CIFAR KD benchmarks (RepDistiller,
 #: mdistiller), built by engine/zoo.
 ZOO_SIZES = ("resnet8", "resnet14", "resnet20", "resnet32", "resnet44", "resnet56", "resnet110", "resnet8x4",
@@ -35,7 +41,7 @@ SELF_FAMILY = "teacher"
 #: Hidden layers of an `mlp` entry without `depth` (today's students: in -> H -> H -> classes).
 DEFAULT_DEPTH = 2
 #: What a family's size counts, in tables and figures (a factory's size: "size").
-SIZE_NOUNS = {"mlp": "hidden width", "cnn": "channels", "cifar": "model", SELF_FAMILY: "width ×"}
+SIZE_NOUNS = {"mlp": "hidden width", "cnn": "channels", "cifar": "model", "gpt": "width", SELF_FAMILY: "width ×"}
 #: Snakemake wildcard pattern of a student's path segment (student_name).
 STUDENT_PATTERN = r"h[0-9]+|[A-Za-z_][A-Za-z0-9_]*-[A-Za-z0-9_]+"
 _STUDENT_RE = re.compile(r"h(?P<size>[0-9]+)|(?P<label>[A-Za-z_][A-Za-z0-9_]*)-(?P<lsize>[A-Za-z0-9_]+)")
@@ -56,7 +62,7 @@ def family_label(entry: dict) -> str:
 
 
 #: How the report names a built-in family's students ("MLP students (hidden width 16)").
-FAMILY_TITLES = {"mlp": "MLP", "cnn": "CNN", "cifar": "CIFAR-zoo", SELF_FAMILY: "Teacher-architecture"}
+FAMILY_TITLES = {"mlp": "MLP", "cnn": "CNN", "cifar": "CIFAR-zoo", "gpt": "GPT", SELF_FAMILY: "Teacher-architecture"}
 
 
 def family_title(label: str) -> str:
@@ -136,10 +142,37 @@ def builtin_engine(entry: dict, dataset_kind: str) -> str | None:
     return STACKED if entry["family"] in ("mlp", "cnn") else None
 
 
+def fits(entry: dict, spec: dict, params: dict) -> bool:
+    """Whether a family trains on a dataset of its modality: language models on token
+    sequences, the classification families on everything else."""
+    if spec["kind"] in LM_KINDS:
+        return entry["family"] in LM_FAMILIES or (is_factory(entry["family"]) and bool(entry.get("datasets")))
+    if entry["family"] in LM_FAMILIES:
+        return False
+    kinds = {d["name"]: d["kind"] for d in params["prepare"]["datasets"]}
+    return not (is_factory(entry["family"]) and entry.get("datasets")
+                and all(kinds.get(name) in LM_KINDS for name in entry["datasets"]))
+
+
 def dataset_students(params: dict, dataset: str) -> list[tuple[dict, int]]:
-    """(family entry, size) of every student trained on `dataset`, in params order."""
+    """(family entry, size) of every student trained on `dataset`, in params order: the
+    entries of its modality (fits) that list it or list no datasets."""
+    spec = next(d for d in params["prepare"]["datasets"] if d["name"] == dataset)
     return [(entry, size) for entry in distill_students(params["distill"])
-            if entry["datasets"] is None or dataset in entry["datasets"] for size in entry["sizes"]]
+            if (entry["datasets"] is None or dataset in entry["datasets"]) and fits(entry, spec, params)
+            for size in entry["sizes"]]
+
+
+def without_language_models(params: dict) -> dict:
+    """params as the classification pipeline sees them: no language-model datasets, no
+    language-model families (each path checks and trains its own)."""
+    datasets = [d for d in params["prepare"]["datasets"] if d["kind"] not in LM_KINDS]
+    lm_names = {d["name"] for d in params["prepare"]["datasets"] if d["kind"] in LM_KINDS}
+    distill = dict(params["distill"])
+    if "students" in distill:
+        distill["students"] = [e for e in distill["students"] if e["family"] not in LM_FAMILIES and not (
+            is_factory(e["family"]) and e.get("datasets") and set(e["datasets"]) <= lm_names)] or distill["students"]
+    return {**params, "prepare": {**params["prepare"], "datasets": datasets}, "distill": distill}
 
 
 def reference_family(params: dict) -> dict:
@@ -150,4 +183,4 @@ def reference_family(params: dict) -> dict:
 def standard_teacher(dataset: dict) -> bool:
     """Whether the standard engine trains (or loads) a prepare.datasets entry's teacher, with
     teacher.recipe: a zoo teacher ({family: cifar, size}), or any teacher of image data."""
-    return "family" in dataset.get("teacher", {}) or dataset["kind"] in IMAGE_KINDS
+    return dataset.get("teacher", {}).get("family") == "cifar" or dataset["kind"] in IMAGE_KINDS

@@ -4,10 +4,13 @@ import os
 import re
 import shlex
 import sys
+from pathlib import Path
 
 from distillstudy.errors import ParamsError
 from distillstudy.params import check_params, skipped_names
-from distillstudy.students import IMAGE_KINDS
+from distillstudy.students import IMAGE_KINDS, LM_KINDS, without_language_models
+from distillstudy.lm_grid import LM_CELL_PATTERN, lm_cells
+from distillstudy.lm_params import DEFAULT_LM_SAMPLES, lm_teacher, trains_lm_teacher
 from distillstudy.userfiles import dataset_input_shape, image_dataset_files
 
 # Code inputs of each rule: the import closure of its stage module (workflow/codedeps.py;
@@ -62,7 +65,7 @@ try:
         # (imports torch, so only when a study has them).
         from distillstudy.engine.factories import check_students
 
-        check_students(config)
+        check_students(without_language_models(config))
 except ParamsError as exc:
     raise WorkflowError(str(exc)) from None
 # A --configfile's own study keeps the default study's lists that pick datasets and families
@@ -70,7 +73,11 @@ except ParamsError as exc:
 for note in skipped_names(config):
     print(f"params: {note}", file=sys.stderr)
 
-DATASETS = {d["name"]: d for d in config["prepare"]["datasets"]}
+# Every dataset (the prepare rule's), then the classification ones: the language models' run
+# in workflow/rules/distill_lm.smk (LM_DATASETS).
+ALL_DATASETS = {d["name"]: d for d in config["prepare"]["datasets"]}
+DATASETS = {name: d for name, d in ALL_DATASETS.items() if d["kind"] not in LM_KINDS}
+LM_DATASETS = {name: d for name, d in ALL_DATASETS.items() if d["kind"] in LM_KINDS}
 # Per dataset, its students' path names ("h16", "cnn-8"; students.student_name) and the
 # family entry behind each name.
 STUDENTS = {
@@ -105,8 +112,10 @@ CHECKPOINTS = ".checkpoints"
 def user_files(wildcards):
     """A dataset's own files the prepare stage reads: its table or arrays, an image folder's
     files (each one, so that editing an image re-runs prepare), an offline teacher's logits."""
-    spec = DATASETS[wildcards.dataset]
-    files = [spec["path"]] if spec["kind"] in ("csv", "npz") else []
+    spec = ALL_DATASETS[wildcards.dataset]
+    files = [spec["path"]] if spec["kind"] in ("csv", "npz", "text") else []
+    tokenizer = spec.get("tokenizer", "bytes")
+    files += [str(p) for p in sorted(Path(tokenizer).iterdir()) if p.is_file()] if tokenizer != "bytes" else []
     files += image_dataset_files(spec) if spec["kind"] in IMAGE_KINDS else []
     logits = spec.get("teacher", {}).get("logits")
     return files + ([logits] if logits else [])
@@ -133,9 +142,13 @@ def teacher_args(wildcards):
 
 
 def dataset_args(wildcards):
-    """The kind-specific options of one dataset, exactly as params.yaml gives them."""
-    spec = DATASETS[wildcards.dataset]
+    """The kind-specific options of one dataset, exactly as params.yaml gives them (a language
+    model's data: its entry as one canonical JSON scalar, so a reordering re-runs nothing)."""
+    spec = ALL_DATASETS[wildcards.dataset]
     args = ""
+    if spec["kind"] in LM_KINDS:
+        entry = {k: v for k, v in spec.items() if k not in ("name", "kind", "teacher")}
+        return f"--spec {shlex.quote(json.dumps(entry, sort_keys=True, separators=(',', ':')))}"
     if spec["kind"] == "sine":
         args = f"--n-train {spec['n_train']} --n-test {spec['n_test']}"
     if spec["kind"] == "csv":
@@ -433,3 +446,23 @@ def online_teacher_args(wildcards, input):
     if "model" not in input.keys():
         return ""
     return f"--teacher-model {input.model} --teacher-meta {input.meta}"
+
+
+# ---- language models (language_models.smk) -----------------------------------------------------
+# Per language-model dataset, its students' path names ("gpt-16") and their family entries.
+LM_STUDENTS = {
+    name: {student_name(entry["label"], size): entry for entry, size in dataset_students(config, name)}
+    for name in LM_DATASETS
+}
+LM_CELLS = lm_cells(config["distill"])
+LM_SAMPLES = config["evaluate"].get("lm_samples", DEFAULT_LM_SAMPLES)
+LM_DATASET_PATTERN = "|".join(re.escape(name) for name in LM_DATASETS) or "(?!)"
+
+
+def lm_cell_files(wildcards=None):
+    return [
+        f"models/students/{dataset}/{student}/{cell}.lm.npz"
+        for dataset, students in LM_STUDENTS.items()
+        for student in students
+        for cell in LM_CELLS
+    ]

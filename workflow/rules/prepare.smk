@@ -6,7 +6,7 @@ rule prepare:
         data="data/prepared/{dataset}.npz",
         meta="data/prepared/{dataset}.json",
     params:
-        kind=lambda w: DATASETS[w.dataset]["kind"],
+        kind=lambda w: ALL_DATASETS[w.dataset]["kind"],
         seed=config["seed"],
         val_fraction=config["prepare"]["val_fraction"],
         test_fraction=config["prepare"]["test_fraction"],

@@ -5,6 +5,7 @@ rule report:
         designs="reports/designs.csv",
         variance="reports/variance.csv",
         generations="reports/generations.csv",
+        lm_results="reports/lm_results.csv",
         meta=expand("data/prepared/{dataset}.json", dataset=DATASETS),
         walkthrough=(
             [
@@ -48,7 +49,7 @@ rule report:
     shell:
         "distillstudy report --results {input.results} --calibration {input.calibration}"
         " --designs {input.designs} --variance {input.variance} --generations {input.generations}"
-        " --dataset-meta {input.meta}"
+        " --dataset-meta {input.meta} --lm-results {input.lm_results}"
         " {params.walkthrough} --params-json {params.config_json:q}"
         " --benchmarks {input.benchmarks} --out-html {output.html}"
         " --figures-dir {output.figures} --plots-dir {output.plots} > {log} 2>&1"

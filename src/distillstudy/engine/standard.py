@@ -129,7 +129,7 @@ class Run:
     fingerprint: str = ""
 
 
-def _load_checkpoint(run: Run, model: nn.Module, optimizer, log) -> tuple[int, list[dict]]:
+def load_checkpoint(run: Run, model: nn.Module, optimizer, log) -> tuple[int, list[dict]]:
     if run.checkpoint is None or not Path(run.checkpoint).is_file():
         return 1, []
     try:
@@ -146,7 +146,7 @@ def _load_checkpoint(run: Run, model: nn.Module, optimizer, log) -> tuple[int, l
     return int(state["epoch"]) + 1, list(state["history"])
 
 
-def _save_checkpoint(run: Run, model: nn.Module, optimizer, epoch: int, history: list[dict]) -> None:
+def save_checkpoint(run: Run, model: nn.Module, optimizer, epoch: int, history: list[dict]) -> None:
     """Atomic: a job killed while writing leaves the previous epoch's checkpoint intact."""
     if run.checkpoint is None:
         return
@@ -156,7 +156,7 @@ def _save_checkpoint(run: Run, model: nn.Module, optimizer, epoch: int, history:
     write_bytes(run.checkpoint, buffer.getvalue())
 
 
-def _eta(seconds: float) -> str:
+def eta(seconds: float) -> str:
     s = int(round(seconds))
     return f"{s // 3600}:{s // 60 % 60:02d}:{s % 60:02d}"
 
@@ -177,7 +177,7 @@ def fit(model: nn.Module, inputs: Inputs, run: Run, *, teacher: nn.Module | None
     if teacher is not None:
         teacher.eval()
     optimizer = make_optimizer(recipe, model)
-    first, history = _load_checkpoint(run, model, optimizer, log)
+    first, history = load_checkpoint(run, model, optimizer, log)
     n = len(inputs.y["train"])
     x_train, y_train = inputs.x["train"], inputs.y["train"]
     for epoch in range(first, recipe.epochs + 1):
@@ -218,11 +218,11 @@ def fit(model: nn.Module, inputs: Inputs, run: Run, *, teacher: nn.Module | None
         row = {"epoch": epoch, "lr": lr, "train_loss": float(total) / max(seen, 1),
                "val_accuracy": float((val.argmax(1) == inputs.y["val"]).double().mean())}
         history.append(row)
-        _save_checkpoint(run, model, optimizer, epoch, history)
+        save_checkpoint(run, model, optimizer, epoch, history)
         seconds = time.perf_counter() - started
         log(f"{run.name}: epoch {epoch}/{recipe.epochs} loss {row['train_loss']:.4f} val acc "
             f"{row['val_accuracy']:.4f} lr {lr:.4g} {seen / seconds:.0f} img/s ETA "
-            f"{_eta(seconds * (recipe.epochs - epoch))}")
+            f"{eta(seconds * (recipe.epochs - epoch))}")
     model.eval()
     return history
 

@@ -24,6 +24,7 @@ import json
 from pathlib import Path
 
 import jinja2
+import markupsafe
 import pandas as pd
 import yaml
 
@@ -33,7 +34,7 @@ from distillstudy.students import (FAMILY_TITLES, distill_students, family_noun,
 from distillstudy.render import designs as design_sections
 from distillstudy.render import generations as generation_sections
 from distillstudy.render import variance as variance_sections
-from distillstudy.render import objectives, summary, tables
+from distillstudy.render import lm, objectives, summary, tables
 from distillstudy.render import walkthrough as walkthrough_sections
 
 TEMPLATE = "index.html.j2"
@@ -198,7 +199,7 @@ def render_page(results: pd.DataFrame, *, figures_dir: Path, params: dict, datas
                 calibration: pd.DataFrame | None = None, designs: pd.DataFrame | None = None,
                 variance: pd.DataFrame | None = None, generations: pd.DataFrame | None = None,
                 walkthrough: pd.DataFrame | None = None, walkthrough_pngs: list = (),
-                walkthrough_variance: pd.DataFrame | None = None,
+                walkthrough_variance: pd.DataFrame | None = None, lm_results: pd.DataFrame | None = None,
                 confidence: float = 0.95, title: str = "distillstudy report") -> str:
     """The report's HTML; its figures are written to `figures_dir/<panel slug>/<key>.png`
     (text.slug of the panel's label: the dataset's name in a one-family study).
@@ -211,7 +212,8 @@ def render_page(results: pd.DataFrame, *, figures_dir: Path, params: dict, datas
     the walkthrough table (None: the section shows only `walkthrough_pngs`, or is
     left out when there are none); `walkthrough_variance` its bias² + variance table
     (None: no variance table); `benchmarks` wall seconds per rule (columns
-    rule, wall_s and optionally jobs; None or empty: none recorded).
+    rule, wall_s and optionally jobs; None or empty: none recorded); `lm_results` the
+    language models' table (analysis/lm_stats.py; None or empty: no language-model section).
     """
     figures_dir = Path(figures_dir)
     figures_dir.mkdir(parents=True, exist_ok=True)
@@ -259,4 +261,5 @@ def render_page(results: pd.DataFrame, *, figures_dir: Path, params: dict, datas
         provenance=[(str(k), "" if v is None else str(v)) for k, v in (provenance or {}).items()],
         bench_rows=bench_rows,
         bench_total=bench_total,
+        lm_html=markupsafe.Markup(lm.lm_section(lm_results, figures_dir, confidence=confidence)),
     )

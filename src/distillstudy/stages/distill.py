@@ -42,6 +42,7 @@ from distillstudy.engine.teachers import factory_from_spec
 # The standard engine's jobs, run through this stage module (cli: distill.train_replicate,
 # distill.gather), so the distill stage's code (workflow/codedeps.py) includes them.
 from distillstudy.stages.distill_standard import gather, train_replicate  # noqa: F401
+from distillstudy.stages.distill_lm import run as run_lm  # noqa: F401  (language-model cells)
 from distillstudy.students import DEFAULT_DEPTH, SELF_FAMILY, family_label, is_factory, student_name
 
 # Recorded in every cell's provenance: how the cell was trained.

@@ -28,6 +28,7 @@ from distillstudy.artifacts import load_npz
 from distillstudy.artifacts import read_record
 from distillstudy.engine.datasets import sine_probability
 from distillstudy.grid import PROTOCOL_KINDS
+from distillstudy.stages.evaluate_lm import run as run_lm  # noqa: F401  (language-model cells)
 
 def run(*, data: list[str], teachers: list[str], teacher_meta: list[str], cells: list[str],
         ece_bins: int, out_results: str, out_metrics: str, out_calibration: str | None = None,

@@ -24,6 +24,7 @@ from pathlib import Path
 import pandas as pd
 
 from distillstudy import provenance
+from distillstudy.analysis import lm_stats
 from distillstudy.analysis import design_stats, generations as generation_table, stats, variance as variance_table
 from distillstudy.artifacts import write_text
 from distillstudy.render import page, plots
@@ -33,7 +34,7 @@ def run(*, results: str, dataset_meta: list[str], params: dict, out_html: str, f
         calibration: str | None = None, walkthrough: str | None = None, walkthrough_pngs: list[str] = (),
         walkthrough_variance: str | None = None,
         designs: str | None = None, variance: str | None = None, generations: str | None = None,
-        benchmarks: list[str] = (),
+        benchmarks: list[str] = (), lm_results: str | None = None,
         provenance_record: dict | None = None,
         confidence: float = 0.95) -> None:
     """Build the report from the files of the evaluate and walkthrough stages.
@@ -63,6 +64,7 @@ def run(*, results: str, dataset_meta: list[str], params: dict, out_html: str, f
         designs=design_stats.load_designs(designs), variance=variance_table.load(variance),
         generations=generation_table.load(generations), walkthrough=wt,
         walkthrough_pngs=walkthrough_pngs, walkthrough_variance=wt_var,
+        lm_results=lm_stats.load_lm_results(lm_results) if lm_results and Path(lm_results).exists() else None,
         confidence=confidence, title=params.get("report", {}).get("title", "distillstudy report"))
     write_text(Path(plots_dir) / plots.PLOTS_CSV, plots.accuracy_vs_temperature_csv(df))
     write_text(out_html, html)

@@ -26,6 +26,7 @@ from distillstudy.grid import SPLITS, factory_file
 from distillstudy.artifacts import load_npz, save_npz
 from distillstudy.engine.models import save_state, SinLogistic, make_teacher, teacher_architecture
 from distillstudy.engine.train import fit_convex, predict, train_teacher
+from distillstudy.stages.teacher_lm import run as run_lm  # noqa: F401  (language-model data)
 
 
 def to_tensors(arrays: dict[str, np.ndarray], device: str) -> dict[str, torch.Tensor]:
