@@ -28,6 +28,10 @@ H in {32, 128, 512}, T in {1, 2, 4, 8} at alpha = 0.9 plus a hard-label baseline
               the teacher online, against a plain loop written as mdistiller's trainer
               (DataLoader, per-image augmentation, teacher every batch, SGD), images/s
               on CPU, one thread (benchmarks/standard_loop.py)
+  (g) LM      on-policy sampling with the KV cache against recomputing the prefix
+              (benchmarks/lm_sampling.py), and the LM distill step (engine/lm_train.py)
+              against a plain loop calling GPT-2 teacher and student as Hugging Face
+              modules, tokens/s on CPU, one thread (benchmarks/lm_step.py)
 
 (c) runs three times, interleaved with the others (other work on the machine comes and
 goes): speedups use the two (c) runs around (a) and (b), growth the two around the
@@ -61,6 +65,8 @@ from distillstudy import grid
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import generic_path  # noqa: E402  (benchmarks/ is not a package)
 import job_overhead  # noqa: E402
+import lm_sampling  # noqa: E402
+import lm_step  # noqa: E402
 import standard_loop  # noqa: E402
 import teacher_stacking  # noqa: E402
 
@@ -71,7 +77,8 @@ GRID = {"sizes": [32, 128, 512], "temperatures": [1, 2, 4, 8], "seeds": 3, "alph
         "batch_size": 128, "lr": 0.001, "n_in": 40, "n_classes": 10}
 TARGETS = {"speedup_vs_naive": 7, "speedup_vs_cached_loop": 1.5, "fraction_of_matmul_limit": 0.75,
            "noop_snakemake_s": 3, "noop_dvc_repro_s": 5, "job_overhead_s": 0.6,
-           "teacher_stacking_speedup": 3, "generic_vs_closed_form": 1.5, "standard_vs_plain_loop": 1.0}
+           "teacher_stacking_speedup": 3, "generic_vs_closed_form": 1.5, "standard_vs_plain_loop": 1.0,
+           "kv_cache_speedup": 3, "lm_step_vs_hf_loop": 1.0}
 #: Targets where lower is better (the others: higher is better).
 LOWER_IS_BETTER = ("noop_snakemake_s", "noop_dvc_repro_s", "job_overhead_s", "generic_vs_closed_form")
 WORKFLOW_FILES = ["Snakefile", "profiles", "workflow", "src", "dvc.yaml", "data/raw", ".gitignore"]
@@ -344,6 +351,12 @@ def table(result: dict) -> str:
          f"{r['standard_vs_plain_loop']:.2f}x",
          f"{r['standard_loop']['standard_images_per_s']:.0f} vs {r['standard_loop']['plain_images_per_s']:.0f} images/s "
          f"(plain: {r['standard_loop']['plain_num_workers']} DataLoader worker(s))"),
+        (f"LM sampling, KV cache vs recompute (length {r['lm_sampling']['length']}, CPU)",
+         f"{r['kv_cache_speedup']:.2f}x",
+         f"{r['lm_sampling']['cached_tokens_per_s']:.0f} vs {r['lm_sampling']['recompute_tokens_per_s']:.0f} tokens/s"),
+        (f"LM distill step vs plain HF loop (gpt {r['lm_step']['student']['size']} <- "
+         f"{r['lm_step']['teacher']['size']}, CPU)", f"{r['lm_step_vs_hf_loop']:.2f}x",
+         f"{r['lm_step']['pipeline_tokens_per_s']:.0f} vs {r['lm_step']['plain_tokens_per_s']:.0f} tokens/s"),
         ("no-op snakemake (finished study)", f"{r['noop_snakemake_s']:.2f} s", ""),
         ("no-op dvc repro (finished study)", f"{r['noop_dvc_repro_s']:.2f} s", ""),
     ]
@@ -411,6 +424,10 @@ def main() -> None:
     say("standard engine vs a plain mdistiller-style loop (CPU, one thread)")
     student, teacher, steps = standard_loop.QUICK if args.quick else standard_loop.FULL
     standard_cmp = standard_loop.measure(student, teacher, steps=steps)
+    say("LM: KV-cache sampling vs recomputing the prefix; distill step vs a plain Hugging Face loop")
+    sampling = lm_sampling.measure(rounds=3 if args.quick else 5)
+    lm_steps, lm_rounds = lm_step.QUICK if args.quick else lm_step.FULL
+    lm_cmp = lm_step.measure(lm_steps, lm_rounds)
     say("no-op snakemake and dvc repro on a finished study")
     noop = noop_study(work, args.quick)
 
@@ -445,6 +462,8 @@ def main() -> None:
         "generic_path": generic, "generic_vs_closed_form": generic["generic_vs_closed_form"],
         "cnn_stacking_speedup": generic["cnn_stacking_speedup"],
         "standard_loop": standard_cmp, "standard_vs_plain_loop": standard_cmp["standard_vs_plain_loop"],
+        "lm_sampling": sampling, "kv_cache_speedup": sampling["kv_cache_speedup"],
+        "lm_step": lm_cmp, "lm_step_vs_hf_loop": lm_cmp["lm_step_vs_hf_loop"],
         "bench_seconds": time.perf_counter() - started,
     })
     result["machine"]["load_avg_at_end"] = os.getloadavg()
