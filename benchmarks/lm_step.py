@@ -30,7 +30,9 @@ and validate the student's NLL on 32 sequences after the epoch (lm_train.fit doe
 One thread (the workflow's setting), alternated rounds, the fastest round of each way
 counts (short runs on a shared machine); each way runs once untimed first (the first
 torch.optim optimiser of a process imports torch._dynamo; oneDNN builds its kernels on
-first use). Model construction is outside the timing, data setup inside.
+first use). Model construction is outside the timing, data setup inside. `cpu_ratio` is
+the same ratio in this process's CPU time (best round each): steadier than wall time
+when other jobs load the machine.
 
     PYTHONPATH=src python benchmarks/lm_step.py            # 16 steps a run, 9 rounds (~30 s)
     PYTHONPATH=src python benchmarks/lm_step.py --quick    # 8 steps a run, 4 rounds (~10 s)

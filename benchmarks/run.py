@@ -28,10 +28,11 @@ H in {32, 128, 512}, T in {1, 2, 4, 8} at alpha = 0.9 plus a hard-label baseline
               the teacher online, against a plain loop written as mdistiller's trainer
               (DataLoader, per-image augmentation, teacher every batch, SGD), images/s
               on CPU, one thread (benchmarks/standard_loop.py)
-  (g) LM      on-policy sampling with the KV cache against recomputing the prefix
-              (benchmarks/lm_sampling.py), and the LM distill step (engine/lm_train.py)
-              against a plain loop calling GPT-2 teacher and student as Hugging Face
-              modules, tokens/s on CPU, one thread (benchmarks/lm_step.py)
+  (g) sampling on-policy sampling from a gpt student with the KV cache against recomputing
+              the prefix each token, length 64, one thread (benchmarks/lm_sampling.py)
+  (h) LM step the LM distill step (engine/lm_train.fit, fkl, alpha 0.9) against a plain
+              loop calling GPT-2 teacher and student as Hugging Face modules, same
+              sizes, tokens/s on CPU, one thread (benchmarks/lm_step.py)
 
 (c) runs three times, interleaved with the others (other work on the machine comes and
 goes): speedups use the two (c) runs around (a) and (b), growth the two around the

@@ -53,4 +53,4 @@ def test_the_independence_contract_lists_every_stage():
     independent = next(c for c in contracts if c["type"] == "independence")
     assert independent["modules"] == [f"distillstudy.stages.{s}" for s in STAGES]
     on_disk = {p.stem for p in (ROOT / "src/distillstudy/stages").glob("*.py")} - {"__init__"}
-    assert on_disk - set(STAGES) == {"transfer_sets", "distill_standard"}
+    assert on_disk - set(STAGES) == {"transfer_sets", "distill_standard", "teacher_lm", "distill_lm", "evaluate_lm"}

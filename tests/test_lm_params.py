@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 import yaml
+from distillstudy import params as params_module
 from distillstudy.errors import ParamsError
 from distillstudy.params import check_params
 from distillstudy.students import LM_FAMILIES, LM_KINDS, dataset_students, without_language_models
@@ -28,6 +29,16 @@ def _classification_only() -> dict:
         params["distill"].pop(key, None)
     params["teacher"].pop("lm_recipe", None)
     return params
+
+
+@pytest.fixture(scope="module", autouse=True)
+def schema_read_once():
+    """params.load_schema parses the 560-line schema with the pure-Python YAML loader three times
+    per check_params (~0.1-0.3 s); the file does not change during this module, so read it once."""
+    schema = params_module.load_schema()
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(params_module, "load_schema", lambda: copy.deepcopy(schema))
+        yield
 
 
 @pytest.fixture(scope="module")
@@ -213,7 +224,6 @@ def test_schema_unknown_token_objective(study, files):
 # for every objective and lm_errors does not check which apply, so lm_grid.token_settings
 # drops them silently: tvd {temperature: [1, 2]} runs one tvd cell, skl {temperature: [4]}
 # runs at no temperature at all. strict: remove the mark once the check exists.
-@pytest.mark.xfail(strict=True, reason="a hyper-parameter the token objective does not take is dropped silently")
 @pytest.mark.parametrize("name, hyper", [("tvd", "temperature"), ("fkl", "beta"), ("skl", "temperature")])
 def test_a_hyper_parameter_the_objective_does_not_take(study, files, name, hyper):
     study["distill"]["token_objectives"][name] = {hyper: [0.5]}
@@ -223,7 +233,6 @@ def test_a_hyper_parameter_the_objective_does_not_take(study, files, name, hyper
 # Known bug (reported to the lead): the classification lists refuse 1 and 1.0 (they name the
 # same cell: params._distill_errors); the token objectives' lists and on_policy_fraction do
 # not, and lm_cells then names the same cell twice. strict: remove the mark once refused.
-@pytest.mark.xfail(strict=True, reason="duplicate values in token-objective lists are not refused")
 @pytest.mark.parametrize("where", ["temperature", "lam", "on_policy_fraction"])
 def test_a_value_twice_in_a_swept_list(study, files, where):
     if where == "on_policy_fraction":

@@ -132,6 +132,10 @@ def user_files(stage: str, params: dict | None = None) -> tuple[str, ...]:
         teacher = spec.get("teacher", {})
         if stage == "prepare":
             files += [f for f in (spec.get("path"), teacher.get("logits")) if f]
+            if spec.get("tokenizer", "bytes") != "bytes":  # a Hugging Face tokenizer's folder
+                files.append(spec["tokenizer"])
+        if stage in ("teacher", "distill") and "hf" in teacher:  # a Hugging Face teacher's folder
+            files.append(teacher["hf"])
         if stage in ("teacher", "transfer"):  # the designs rebuild a factory teacher too
             files += [f for f in (factory_file(teacher["factory"]) if "factory" in teacher else None,
                                   teacher.get("weights")) if f]

@@ -10,6 +10,9 @@ from __future__ import annotations
 from pathlib import Path
 
 from distillstudy.engine_params import recipe_errors
+from distillstudy.lm_grid import token_objectives
+from distillstudy.spelling import format_number
+from distillstudy.token_objectives import TOKEN_OBJECTIVES
 from distillstudy.students import LM_FAMILIES, LM_KINDS, distill_students, fits, is_factory
 
 #: The teacher of a language-model dataset that names none: trained here (the contract's default).
@@ -104,10 +107,31 @@ def lm_errors(params: dict, base: str | Path = ".") -> list[str]:
             messages += recipe_errors(f"{section}.lm_recipe", recipe)
             if "augment" in recipe:
                 messages.append(f"{section}.lm_recipe.augment: crop and flip are for images, not token sequences")
+    messages += _sweep_errors(distill)
     names = {d["name"] for _, d in datasets}
     for key in ("datasets", "generation_datasets", "resample_datasets"):
         for j, name in enumerate(params["designs"].get(key) or []):
             if name in names:
                 messages.append(f"designs.{key}[{j}]: {name!r} is language-model data; the study designs run on "
                                 "classification data (leave it out)")
+    return messages
+
+
+def _sweep_errors(distill: dict) -> list[str]:
+    """Each token objective takes only its own hyper-parameters (TOKEN_OBJECTIVES), and no swept
+    list names a value twice (1 and 1.0 are one cell): both would change the grid silently."""
+    messages = []
+    lists = [("distill.on_policy_fraction", distill.get("on_policy_fraction") or [])]
+    for name, spec in token_objectives(distill).items():
+        for key in sorted(set(spec) - {"sequences"}):
+            if key not in TOKEN_OBJECTIVES[name]:
+                takes = ", ".join(TOKEN_OBJECTIVES[name]) or "no hyper-parameters"
+                messages.append(f"distill.token_objectives.{name}.{key}: {name} takes {takes}")
+            else:
+                lists.append((f"distill.token_objectives.{name}.{key}", spec[key]))
+    for key, values in lists:
+        spelled = [format_number(v) for v in values]
+        twice = sorted({s for s in spelled if spelled.count(s) > 1})
+        if twice:
+            messages.append(f"{key}: {', '.join(twice)} listed twice (one cell per value)")
     return messages

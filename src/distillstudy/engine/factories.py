@@ -34,7 +34,8 @@ from distillstudy.userfiles import dataset_input_shape
 
 SPEC = re.compile(r"(?P<file>[^:]+\.py):(?P<function>[A-Za-z_][A-Za-z0-9_]*)")
 #: Positional arguments of each kind of factory, in order.
-ARGUMENTS = {"teacher": ("input_shape", "n_classes"), "student": ("input_shape", "n_classes", "size")}
+ARGUMENTS = {"teacher": ("input_shape", "n_classes"), "student": ("input_shape", "n_classes", "size"),
+             "language model": ("vocab_size", "block", "size")}
 
 
 def parse_spec(spec: str, where: str) -> tuple[str, str]:

@@ -24,7 +24,14 @@ import hashlib
 from pathlib import Path
 
 import torch
-import transformers  # lazy: its Auto* classes (and their ~3 s of imports) load on first use, in a loader
+import importlib
+
+
+def _transformers():
+    """transformers, imported on first use: its import costs ~2 s (its Auto* classes ~3 s more),
+    which only studies with a Hugging Face tokenizer or teacher should pay; this module is
+    imported by every language-model stage."""
+    return importlib.import_module("transformers")
 from torch import Tensor, nn
 
 from distillstudy.errors import DataError
@@ -63,7 +70,7 @@ def load_tokenizer(folder: str):
         raise DataError(f"tokenizer folder {folder}: holds no tokenizer files (expected one of "
                         f"{', '.join(TOKENIZER_FILES)})")
     try:
-        tokenizer = transformers.AutoTokenizer.from_pretrained(str(path), local_files_only=True)
+        tokenizer = _transformers().AutoTokenizer.from_pretrained(str(path), local_files_only=True)
     except Exception as exc:  # OSError, ValueError, JSONDecodeError, the tokenizers library's Exception...
         raise DataError(f"tokenizer folder {folder}: does not load ({_reason(exc)})") from None
     if len(tokenizer) < 2:
@@ -132,10 +139,10 @@ def load_causal_lm(folder: str, *, vocab_size: int | None = None, block: int | N
     if not (path / "config.json").is_file():
         raise DataError(f"causal LM folder {folder}: has no config.json (save the model with save_pretrained)")
     try:
-        config = transformers.AutoConfig.from_pretrained(str(path), local_files_only=True)
+        config = _transformers().AutoConfig.from_pretrained(str(path), local_files_only=True)
     except Exception as exc:
         raise DataError(f"causal LM folder {folder}: config.json does not load ({_reason(exc)})") from None
-    if type(config) not in transformers.MODEL_FOR_CAUSAL_LM_MAPPING:
+    if type(config) not in _transformers().MODEL_FOR_CAUSAL_LM_MAPPING:
         raise DataError(f"causal LM folder {folder}: model_type {config.model_type!r} is not a causal "
                         f"language model (AutoModelForCausalLM cannot load it)")
     text_config = config.get_text_config()
@@ -147,16 +154,16 @@ def load_causal_lm(folder: str, *, vocab_size: int | None = None, block: int | N
     if block is not None and context is not None and context < int(block):
         raise DataError(f"causal LM folder {folder}: its context holds {context} positions, shorter than "
                         f"the block of {int(block)} tokens")
-    progress_bars = transformers.utils.logging.is_progress_bar_enabled()
-    transformers.utils.logging.disable_progress_bar()  # a bar per load would fill the job logs
+    progress_bars = _transformers().utils.logging.is_progress_bar_enabled()
+    _transformers().utils.logging.disable_progress_bar()  # a bar per load would fill the job logs
     try:
-        model, info = transformers.AutoModelForCausalLM.from_pretrained(
+        model, info = _transformers().AutoModelForCausalLM.from_pretrained(
             str(path), config=config, local_files_only=True, dtype=torch.float32, output_loading_info=True)
     except Exception as exc:
         raise DataError(f"causal LM folder {folder}: does not load ({_reason(exc)})") from None
     finally:
         if progress_bars:
-            transformers.utils.logging.enable_progress_bar()
+            _transformers().utils.logging.enable_progress_bar()
     missing = sorted(info.get("missing_keys", ()))
     if missing:
         raise DataError(f"causal LM folder {folder}: its weights lack {len(missing)} tensor(s) of the model "

@@ -58,7 +58,7 @@ from typing import Callable
 import numpy as np
 
 from distillstudy.artifacts import file_sha256
-from distillstudy.engine import hmm as hmm_module
+from distillstudy.engine import hf, hmm as hmm_module
 from distillstudy.engine.seeds import derive_seed
 from distillstudy.engine.tables import user_npz
 from distillstudy.errors import DataError, ParamsError
@@ -154,10 +154,7 @@ def _tokenizer_files_sha256(folder: Path) -> str:
 
 
 def _hf_tokenizer(folder: str) -> TextTokenizer:
-    # Imported here, not at the top: byte-level and synthetic studies never import transformers
-    # (seconds of import time and a heavy dependency for every job that reads a prepared dataset).
-    from distillstudy.engine import hf
-
+    # engine/hf.py imports transformers on first use: byte-level and synthetic studies never do.
     tok = hf.load_tokenizer(folder)
     vocab_size, bos = int(hf.tokenizer_vocab(tok)), int(hf.tokenizer_bos(tok, folder))
 

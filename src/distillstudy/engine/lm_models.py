@@ -19,7 +19,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from distillstudy.engine import factories, gpt
+from distillstudy.engine import factories, gpt, hf
 from distillstudy.errors import ParamsError
 
 
@@ -77,8 +77,6 @@ def load_teacher(teacher: dict, vocab_size: int, block: int, weights: str | None
     """A dataset's teacher module in eval mode, without gradients: a local Hugging Face causal LM,
     or the family the teacher stage trained (rebuilt, then its weights loaded)."""
     if "hf" in teacher:
-        from distillstudy.engine import hf  # transformers: imported only by studies with a HF teacher
-
         net = hf.load_causal_lm(teacher["hf"], vocab_size=vocab_size, block=block)
     else:
         family = teacher.get("family") or teacher["factory"]

@@ -104,14 +104,14 @@ def run(*, job: dict, data: str, out_model: str, out_logits: str, teacher_model:
     record = {"dataset": dataset, "student": student, "family": label, "family_spec": family, "student_size": size,
               "n_params": n_params, "cell": cell, **{k: v for k, v in spec.items() if k != "hyper"},
               "hyper": spec["hyper"], "seeds": member_seeds, "recipe": recipe.about(), "rows": rows,
-              "curves": curves, "teacher": job["teacher"], "runtime": {**settings, "engine": lm_train.__name__},
-              "seconds": time.perf_counter() - started}
+              "curves": curves, "teacher": job["teacher"], "runtime": {**settings, "engine": lm_train.__name__}}
+    seconds = time.perf_counter() - started  # logged, not recorded: reruns write identical files
     save_states(out_model, states)
     save_npz(out_logits, {"values": values, "record": np.array(json.dumps(record, sort_keys=True))})
     if checkpoint is not None:
         for r in range(len(member_seeds)):
             (Path(checkpoint) / f"seed{r}.done.pt").unlink(missing_ok=True)
     test = [row["value"] for row in rows if row["split"] == "test" and row["metric"] == "nll"]
-    print(f"{name}: {len(member_seeds)} replicates, test nll {np.mean(test):.4f}, {record['seconds']:.1f} s",
+    print(f"{name}: {len(member_seeds)} replicates, test nll {np.mean(test):.4f}, {seconds:.1f} s",
           flush=True)
     return record

@@ -22,7 +22,7 @@ from pathlib import Path
 import torch
 
 from distillstudy.artifacts import file_sha256, load_npz, write_json
-from distillstudy.engine import lm_eval, lm_models, lm_train, seeds, standard
+from distillstudy.engine import hf, lm_eval, lm_models, lm_train, seeds, standard
 from distillstudy.engine.models import save_state
 from distillstudy.engine.recipe import Recipe
 
@@ -42,8 +42,6 @@ def run(*, job: dict, data: str, out_model: str | None, out_meta: str, threads: 
     started = time.perf_counter()
     if "hf" in teacher:
         net = lm_models.load_teacher(teacher, vocab_size, block, None, name)
-        from distillstudy.engine import hf  # transformers: only for a Hugging Face teacher
-
         record["hf"] = hf.describe(net)
     else:
         family = teacher.get("family") or teacher["factory"]
@@ -69,12 +67,12 @@ def run(*, job: dict, data: str, out_model: str | None, out_meta: str, threads: 
         if truth is not None:
             record["metrics"]["oracle"][split] = lm_eval.oracle(truth, arrays, split, n_samples=job["lm_samples"],
                                                                 sample_seed=seed)
-    record["seconds"] = time.perf_counter() - started
+    seconds = time.perf_counter() - started  # logged, not recorded: reruns write identical files
     if out_model is not None:  # a Hugging Face teacher stays in its folder: no tensor here
         save_state(out_model, {} if "hf" in teacher else net.state_dict())
     write_json(out_meta, record)
     test = record["metrics"]["teacher"]["test"]
-    print(f"{name}: {record['n_params']} parameters, test nll {test['nll']:.4f}"
+    print(f"{name}: {record['n_params']} parameters, {seconds:.1f} s, test nll {test['nll']:.4f}"
           + (f", exact KL to the truth {test['kl_truth']:.4f} (oracle nll {record['metrics']['oracle']['test']['nll']:.4f})"
              if truth is not None else ""), flush=True)
     return record
