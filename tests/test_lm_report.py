@@ -261,3 +261,9 @@ def test_missing_columns_are_named(frame, tmp_path):
 def test_objective_order_is_the_token_objectives():
     from distillstudy.token_objectives import NAMES
     assert lm_stats.OBJECTIVE_ORDER == NAMES
+
+
+def test_nats_prints_small_negative_bounds_without_crashing():
+    # an interval below zero whose bounds round to 0.000 at three decimals gets more digits
+    text = lm.nats(-0.0003, -0.0005, -0.0001)
+    assert text.startswith("−0.0003") and "0.0000" not in text.split("[")[1]

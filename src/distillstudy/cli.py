@@ -247,10 +247,11 @@ def cmd_distill(a):
 
 def add_evaluate(sub):
     p = sub.add_parser("evaluate", help="metrics of every model on every split")
-    p.add_argument("--data", nargs="+", help="prepared datasets, one per dataset")
-    p.add_argument("--teachers", nargs="+", help="teacher logits, same order")
-    p.add_argument("--teacher-meta", nargs="+", help="teacher records, same order")
-    p.add_argument("--cells", nargs="+", help="student cell logits")
+    # "*": a study of language models alone has no classification dataset (header-only tables)
+    p.add_argument("--data", nargs="*", help="prepared datasets, one per dataset")
+    p.add_argument("--teachers", nargs="*", help="teacher logits, same order")
+    p.add_argument("--teacher-meta", nargs="*", help="teacher records, same order")
+    p.add_argument("--cells", nargs="*", help="student cell logits")
     p.add_argument("--lm-cells", nargs="*", help="language-model cells (.lm.npz): with --lm-teachers, --out-results, "
                    "--out-metrics, instead of the classification options")
     p.add_argument("--lm-teachers", nargs="*", default=[], help="language-model teachers' records (.lm.json)")
@@ -320,7 +321,7 @@ def add_report(sub):
     p.add_argument("--generations", help="generations.csv from evaluate (omit: no born-again generations)")
     p.add_argument("--walkthrough-pngs", nargs="*", default=[])
     p.add_argument("--walkthrough-variance", help="walkthrough_variance.csv (omit: no bias2 + variance table)")
-    p.add_argument("--dataset-meta", nargs="+", required=True)
+    p.add_argument("--dataset-meta", nargs="*", required=True, help="the classification datasets' records")
     p.add_argument("--params-json", required=True, help="the effective params as one JSON string")
     p.add_argument("--benchmarks", nargs="*", default=[], help="Snakemake benchmark files")
     p.add_argument("--lm-results", help="lm_results.csv from evaluate (omit: no language-model section)")

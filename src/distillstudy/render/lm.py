@@ -67,7 +67,7 @@ def nats(mean, lo, hi) -> str:
     if missing(mean):
         return "n/a"
     digits = 3
-    while digits < 6 and excludes_zero(lo, hi) and any(b != 0 and float(signed(b, 1.0, digits)) == 0 for b in (lo, hi)):
+    while digits < 6 and excludes_zero(lo, hi) and any(b != 0 and round(abs(b), digits) == 0 for b in (lo, hi)):
         digits += 1
     ci = "CI n/a (one replicate)" if missing(lo) else f"[{signed(lo, 1.0, digits)}, {signed(hi, 1.0, digits)}]"
     return f"{signed(mean, 1.0, digits)} {ci}"
