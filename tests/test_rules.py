@@ -42,13 +42,17 @@ def remove(ws: Path, *paths: str) -> dict[str, bytes]:
 
 
 DKD = "dkd_alpha1_beta8_T4_mix0.5"
+LM_CELL = "fkl_T1_student0.5"
 CONTROL = "digits/transfer-augmented/h8/control"
 # name: (rule, targets, what to delete first)
 RUNS = {
     "prepare": ("prepare", ["data/prepared/sine.npz", "data/prepared/digits.npz"],
                 [f"data/prepared/{d}.{ext}" for d in ("sine", "digits") for ext in ("npz", "json")]),
     "teacher": ("teacher", ["models/teachers/sine.logits.npz", "models/teachers/digits.logits.npz"],
-                ["models/teachers"]),
+                [f"models/teachers/{d}.{ext}" for d in ("sine", "digits") for ext in ("pt", "logits.npz", "json")]),
+    "teacher_lm": ("teacher_lm", ["models/teachers/hmm.lm.json"], ["models/teachers/hmm.lm.pt", "models/teachers/hmm.lm.json"]),
+    "distill_lm": ("distill_lm", [f"models/students/hmm/gpt-8/{LM_CELL}.lm.npz"],
+                   [f"models/students/hmm/gpt-8/{LM_CELL}.lm.{ext}" for ext in ("pt", "npz")]),
     "transfer": ("transfer", ["models/transfer/digits/transfer-augmented.npz", "models/transfer/digits/labels-0.3.npz"],
                  [f"models/transfer/digits/{s}.{ext}" for s in ("transfer-augmented", "labels-0.3")
                   for ext in ("npz", "pt", "json")]),
@@ -101,6 +105,14 @@ def run_rule(ran: dict, name: str) -> tuple[Path, dict[str, bytes]]:
 def assert_same_bytes(ws: Path, before: dict[str, bytes]) -> None:
     changed = [name for name, data in before.items() if (ws / name).read_bytes() != data]
     assert not changed, f"differ from the full run: {changed}"
+
+
+def test_language_model_rules(ran):
+    """The teacher and one on-policy cell of the tiny study's synthetic language, each re-made
+    alone: the full run's bytes (scores included)."""
+    for name in ("teacher_lm", "distill_lm"):
+        ws, before = run_rule(ran, name)
+        assert_same_bytes(ws, before)
 
 
 def test_prepare_rule(ran):

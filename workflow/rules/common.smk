@@ -466,3 +466,38 @@ def lm_cell_files(wildcards=None):
         for student in students
         for cell in LM_CELLS
     ]
+
+
+def lm_teacher_files(wildcards):
+    """Your teacher's code and weights, or its Hugging Face folder's files (edit one: re-run)."""
+    teacher = lm_teacher(LM_DATASETS[wildcards.dataset])
+    files = [factory_file(teacher["factory"])] if "factory" in teacher else []
+    files += [teacher["weights"]] if "weights" in teacher else []
+    if "hf" in teacher:
+        files += [str(p) for p in sorted(Path(teacher["hf"]).iterdir()) if p.is_file()]
+    return files
+
+
+def lm_student_code(wildcards):
+    family = LM_STUDENTS[wildcards.dataset][wildcards.student]["family"]
+    return [factory_file(family)] if is_factory(family) else []
+
+
+def lm_job(**fields) -> str:
+    return json.dumps(fields, sort_keys=True, separators=(",", ":"))
+
+
+def teacher_lm_job(wildcards) -> str:
+    spec = LM_DATASETS[wildcards.dataset]
+    teacher = lm_teacher(spec)
+    return lm_job(dataset=wildcards.dataset, teacher=teacher, seed=config["seed"], lm_samples=LM_SAMPLES,
+                  device=config["distill"].get("device", "auto"),
+                  recipe=config["teacher"].get("lm_recipe") if trains_lm_teacher(spec) else None)
+
+
+def distill_lm_job(wildcards) -> str:
+    entry = LM_STUDENTS[wildcards.dataset][wildcards.student]
+    return lm_job(dataset=wildcards.dataset, family=entry["family"], size=parse_student(wildcards.student)[1],
+                  cell=wildcards.cell, seeds=config["distill"]["seeds"], seed=config["seed"],
+                  recipe=config["distill"]["lm_recipe"], teacher=lm_teacher(LM_DATASETS[wildcards.dataset]),
+                  lm_samples=LM_SAMPLES, device=config["distill"].get("device", "auto"))

@@ -67,7 +67,7 @@ def _prefixes(run: LMRun, batch: torch.Tensor, teacher: nn.Module | None, studen
         return sample(teacher, len(batch), length, bos=run.bos, generator=draws, device=batch.device), True
     if run.source == STUDENT:
         # One draw per step, always made, so the random stream does not depend on the outcome.
-        on_policy = bool(torch.rand((), generator=draws) < run.on_policy_fraction)
+        on_policy = bool(torch.rand((), generator=draws, device=draws.device) < run.on_policy_fraction)
         if on_policy:
             return sample(student, len(batch), length, bos=run.bos, generator=draws, device=batch.device), True
     return batch, False

@@ -50,7 +50,9 @@ def run(*, job: dict, data: str, out_model: str, out_logits: str, teacher_model:
         checkpoint: str | None = None, threads: int = 1) -> dict:
     """`job`: dataset, family, size, cell, seeds (replicates), seed (global), recipe (distill.lm_recipe),
     teacher (the dataset's teacher entry), lm_samples."""
-    settings = runtime.configure(threads, device="cpu")
+    # distill.device: CUDA when asked for (or auto and present); the data then live on the GPU.
+    settings = runtime.configure(threads, device=job.get("device", "cpu"))
+    dev = torch.device(settings["device"])
     arrays = load_npz(data)
     vocab_size, bos = int(arrays["vocab_size"]), int(arrays["bos"])
     block = int(arrays["tokens_train"].shape[1]) - 1
@@ -60,10 +62,10 @@ def run(*, job: dict, data: str, out_model: str, out_logits: str, teacher_model:
     student = student_name(label, size)
     recipe = Recipe.from_params(job["recipe"])
     name = f"distill[{dataset}, {student}, {cell}]"
-    teacher = lm_models.load_teacher(job["teacher"], vocab_size, block, teacher_model, f"teacher of {dataset}")
+    teacher = lm_models.load_teacher(job["teacher"], vocab_size, block, teacher_model, f"teacher of {dataset}").to(dev)
     truth = lm_eval.truth_of(arrays)
-    train = torch.from_numpy(arrays["tokens_train"])
-    val = torch.from_numpy(arrays["tokens_val"])
+    train = torch.from_numpy(arrays["tokens_train"]).to(dev)
+    val = torch.from_numpy(arrays["tokens_val"]).to(dev)
     member_seeds = seeds.student_seeds(job["seed"], dataset, size, job["seeds"], family=label)
     base = {"job": job, "data": file_sha256(data), "teacher": file_sha256(teacher_model) if teacher_model else None,
             "code": standard.code_sha256()}
@@ -74,18 +76,18 @@ def run(*, job: dict, data: str, out_model: str, out_logits: str, teacher_model:
         folder = None if checkpoint is None else Path(checkpoint)
         done = None if folder is None else _finished(folder / f"seed{r}.done.pt", fingerprint)
         if done is None:
-            model = lm_models.build_lm(family, vocab_size, block, size, seed, name)
+            model = lm_models.build_lm(family, vocab_size, block, size, seed, name).to(dev)
             run_spec = lm_train.LMRun(
                 name=f"{name} replicate {r}", seed=seed, recipe=recipe, objective=spec["objective"],
                 source=spec["source"], alpha=spec["alpha"], on_policy_fraction=spec["on_policy_fraction"],
                 hyper=spec["hyper"], bos=bos, checkpoint=None if folder is None else folder / f"seed{r}.pt",
                 fingerprint=fingerprint)
             history = lm_train.fit(model, train, val, run_spec, teacher=teacher)
-            metrics = {split: lm_eval.evaluate(model, arrays, split, teacher=teacher, truth=truth,
+            metrics = {split: lm_eval.evaluate(model, arrays, split, teacher=teacher, truth=truth, device=dev,
                                                n_samples=job["lm_samples"],
                                                sample_seed=lm_eval.sample_seed(job["seed"], dataset, split))
                        for split in lm_eval.EVAL_SPLITS}
-            done = {"fingerprint": fingerprint, "state": model.state_dict(),
+            done = {"fingerprint": fingerprint, "state": {k: v.cpu() for k, v in model.state_dict().items()},
                     "result": json.dumps({"metrics": metrics, "history": history, "n_params": lm_models.n_params(model)})}
             if folder is not None:
                 buffer = io.BytesIO()

@@ -31,7 +31,9 @@ def run(*, job: dict, data: str, out_model: str | None, out_meta: str, threads: 
         checkpoint: str | None = None) -> dict:
     """`job`: dataset, teacher (its prepare.datasets entry's, or the default), recipe (teacher.lm_recipe),
     seed (global), lm_samples."""
-    settings = runtime.configure(threads, device="cpu")
+    # distill.device: CUDA when asked for (or auto and present); the data then live on the GPU.
+    settings = runtime.configure(threads, device=job.get("device", "cpu"))
+    dev = torch.device(settings["device"])
     arrays = load_npz(data)
     vocab_size, bos = int(arrays["vocab_size"]), int(arrays["bos"])
     block = int(arrays["tokens_train"].shape[1]) - 1
@@ -41,20 +43,20 @@ def run(*, job: dict, data: str, out_model: str | None, out_meta: str, threads: 
               "data_sha256": file_sha256(data), "runtime": settings}
     started = time.perf_counter()
     if "hf" in teacher:
-        net = lm_models.load_teacher(teacher, vocab_size, block, None, name)
+        net = lm_models.load_teacher(teacher, vocab_size, block, None, name).to(dev)
         record["hf"] = hf.describe(net)
     else:
         family = teacher.get("family") or teacher["factory"]
         net = lm_models.build_lm(family, vocab_size, block, int(teacher["size"]),
-                                 seeds.teacher_seed(job["seed"], dataset), name)
+                                 seeds.teacher_seed(job["seed"], dataset), name).to(dev)
         recipe = Recipe.from_params(job["recipe"])
         run_spec = lm_train.LMRun(name=name, seed=seeds.teacher_seed(job["seed"], dataset), recipe=recipe,
                                   objective="baseline", bos=bos,
                                   checkpoint=None if checkpoint is None else Path(checkpoint),
                                   fingerprint=json.dumps({"job": job, "data": record["data_sha256"],
                                                           "code": standard.code_sha256()}, sort_keys=True))
-        train = torch.from_numpy(arrays["tokens_train"])
-        record["curves"] = lm_train.fit(net, train, torch.from_numpy(arrays["tokens_val"]), run_spec)
+        train = torch.from_numpy(arrays["tokens_train"]).to(dev)
+        record["curves"] = lm_train.fit(net, train, torch.from_numpy(arrays["tokens_val"]).to(dev), run_spec)
         record["recipe"] = recipe.about()
         standard.remove_checkpoint(run_spec)
     record["n_params"] = lm_models.n_params(net)
@@ -62,7 +64,7 @@ def run(*, job: dict, data: str, out_model: str | None, out_meta: str, threads: 
     record["metrics"] = {"teacher": {}, "oracle": {}}
     for split in lm_eval.EVAL_SPLITS:
         seed = lm_eval.sample_seed(job["seed"], dataset, split)
-        record["metrics"]["teacher"][split] = lm_eval.evaluate(net, arrays, split, truth=truth,
+        record["metrics"]["teacher"][split] = lm_eval.evaluate(net, arrays, split, truth=truth, device=dev,
                                                                n_samples=job["lm_samples"], sample_seed=seed)
         if truth is not None:
             record["metrics"]["oracle"][split] = lm_eval.oracle(truth, arrays, split, n_samples=job["lm_samples"],
