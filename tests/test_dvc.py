@@ -113,11 +113,13 @@ def status_and_plan(repo) -> tuple[dict, dict[str, int]]:
 # evaluate and report import the statistics; teacher, transfer and distill the models.
 # DVC lists evaluate and report for models.py only once those three stages' outputs
 # have changed (it compares content hashes, and a comment changes no output), while
-# Snakemake, comparing mtimes, plans them at once.
+# Snakemake, comparing mtimes, plans them at once. A stage's code is its rules' code: the
+# language models' rules (teacher_lm, distill_lm, evaluate_lm) re-run with their stage's.
 CODE_EDITS = {
-    "src/distillstudy/analysis/stats.py": ({"evaluate", "report"}, {"evaluate", "report"}),
+    "src/distillstudy/analysis/stats.py": ({"evaluate", "report"}, {"evaluate", "evaluate_lm", "report"}),
     "src/distillstudy/engine/models.py": ({"teacher", "transfer", "distill"},
-                                          {"teacher", "transfer", "distill", "evaluate", "report"}),
+                                          {"teacher", "teacher_lm", "transfer", "distill", "distill_lm", "evaluate",
+                                           "evaluate_lm", "report"}),
 }
 
 
