@@ -21,8 +21,7 @@ from __future__ import annotations
 import re
 
 from distillstudy.grid import BASELINE, MIX, distill_alphas
-from distillstudy.spelling import format_number, number_value
-from distillstudy.token_objectives import TOKEN_OBJECTIVES
+from distillstudy.spelling import TOKEN_OBJECTIVES, format_number, number_value
 
 #: Where a cell's training prefixes come from (distill.sequences).
 SOURCES = ("data", "teacher", "student")

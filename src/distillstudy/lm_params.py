@@ -11,8 +11,7 @@ from pathlib import Path
 
 from distillstudy.engine_params import recipe_errors
 from distillstudy.lm_grid import token_objectives
-from distillstudy.spelling import format_number
-from distillstudy.token_objectives import TOKEN_OBJECTIVES
+from distillstudy.spelling import TOKEN_OBJECTIVES, format_number
 from distillstudy.students import LM_FAMILIES, LM_KINDS, distill_students, fits, is_factory
 
 #: The teacher of a language-model dataset that names none: trained here (the contract's default).

@@ -11,6 +11,8 @@ row counts). Every error names the key path and the offending value.
 
 from __future__ import annotations
 
+import functools
+
 import json
 import zipfile
 from pathlib import Path
@@ -39,6 +41,7 @@ def key_path(path) -> str:
     return out or "<top level>"
 
 
+@functools.cache  # read once per process (Snakemake checks params several times per invocation)
 def load_schema() -> dict:
     with open(SCHEMA_PATH, encoding="utf-8") as fh:
         return yaml.safe_load(fh)

@@ -4,6 +4,7 @@ vocabulary (grid.py re-exports these; they are defined here alone)."""
 from __future__ import annotations
 
 import math
+from types import MappingProxyType
 
 
 def factory_file(spec: str) -> str:
@@ -59,3 +60,15 @@ FIGURE_TITLES = {
     "design_variance": "study design: variance across training sets",
     "design_generations": "study design: born-again generations",
 }
+
+
+#: Each token objective's hyper-parameters and their defaults (the params keys of
+#: distill.token_objectives); read-only.
+TOKEN_OBJECTIVES = MappingProxyType({
+    "fkl": MappingProxyType({"temperature": 1.0}),
+    "rkl": MappingProxyType({"temperature": 1.0}),
+    "jsd": MappingProxyType({"beta": 0.5, "temperature": 1.0}),
+    "tvd": MappingProxyType({}),
+    "skl": MappingProxyType({"lam": 0.1}),
+    "srkl": MappingProxyType({"lam": 0.1}),
+})

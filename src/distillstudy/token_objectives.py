@@ -51,20 +51,13 @@ from __future__ import annotations
 
 import math
 from numbers import Real
-from types import MappingProxyType
 
 import torch
 
-#: Each token objective's hyper-parameters and their defaults (the params keys of
-#: distill.token_objectives); read-only.
-TOKEN_OBJECTIVES = MappingProxyType({
-    "fkl": MappingProxyType({"temperature": 1.0}),
-    "rkl": MappingProxyType({"temperature": 1.0}),
-    "jsd": MappingProxyType({"beta": 0.5, "temperature": 1.0}),
-    "tvd": MappingProxyType({}),
-    "skl": MappingProxyType({"lam": 0.1}),
-    "srkl": MappingProxyType({"lam": 0.1}),
-})
+from distillstudy.spelling import TOKEN_OBJECTIVES
+
+# TOKEN_OBJECTIVES (names, hyper-parameters, defaults) is vocabulary: spelling.py holds it, so
+# that params checks and cell names never import torch.
 NAMES = tuple(TOKEN_OBJECTIVES)
 # Hyper-parameters that are weights of a mixture (closed interval [0, 1]).
 _UNIT_INTERVAL = ("beta", "lam")
