@@ -30,7 +30,7 @@ study: $(STAMP)
 ##       trained once per session and shared (tests/conftest.py); two pytest-xdist workers,
 ##       the tests that read the tiny study on one of them. ≤ 10 min on 2 cores.
 test: $(STAMP)
-	python -m pytest -q -n 3 --dist loadgroup --durations=15
+	python -m pytest -q -n 2 --dist loadgroup --durations=15
 
 ## test-fast: the tests that run no study (not marked slow or slurm): unit tests, the
 ##            report in headless Chromium, dvc plots, the SLURM profiles' dry run. ≤ 2 min.
