@@ -26,27 +26,16 @@ from __future__ import annotations
 
 import argparse
 import json
-import platform
-import subprocess
 import time
 
 from distillstudy.engine import runtime  # noqa: F401  (first: imports torch with the GC off)
 import torch
+from standard_loop import cpu_model  # the benchmarks' one CPU-model probe
 
 from distillstudy.engine.gpt import GPT, n_params, sample
 
 VOCAB = 33  # the default synthetic language: 32 tokens + BOS
 BOS = VOCAB - 1
-
-
-def cpu_model() -> str:
-    try:
-        for line in subprocess.run(["lscpu"], capture_output=True, text=True).stdout.splitlines():
-            if line.startswith("Model name:"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown"
 
 
 def _timed(model: GPT, n: int, length: int, cache: bool) -> tuple[float, torch.Tensor]:

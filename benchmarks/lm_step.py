@@ -42,12 +42,11 @@ from __future__ import annotations
 
 import argparse
 import json
-import platform
-import subprocess
 import time
 
 from distillstudy.engine import runtime  # noqa: F401  (first: imports torch with the GC off)
 import torch
+from standard_loop import cpu_model  # the benchmarks' one CPU-model probe
 import torch.nn.functional as F
 from torch.utils.data import DataLoader, TensorDataset
 
@@ -137,16 +136,6 @@ def plain_run(train: torch.Tensor, val: torch.Tensor, student, teacher, *, batch
         logits = student(input_ids=val[:, :-1]).logits
         F.cross_entropy(logits.reshape(-1, VOCAB), val[:, 1:].reshape(-1)).item()
     return time.perf_counter() - started, time.process_time() - cpu_started
-
-
-def cpu_model() -> str:
-    try:
-        for line in subprocess.run(["lscpu"], capture_output=True, text=True).stdout.splitlines():
-            if line.startswith("Model name:"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown"
 
 
 def measure(steps: int = FULL[0], rounds: int = FULL[1], batch_size: int = BATCH) -> dict:
