@@ -418,3 +418,32 @@ def test_a_factory_family_builds_like_gpt(data, tmp_path, monkeypatch):
     train, _, vocab_size, _ = data
     module = lm_models.build_lm("lm_factory.py:tiny", vocab_size, train.shape[1] - 1, WIDTH, 3, "test")
     assert _state_bytes(module) == _state_bytes(_model(data, 3))
+
+
+def test_a_factory_teacher_with_weights_is_loaded_not_retrained(data, tmp_path, monkeypatch):
+    """prepare.datasets[*].teacher {factory, size, weights}: the teacher stage scores the given
+    weights (trains nothing: the job has no recipe) and writes them as the teacher's weights."""
+    import json
+
+    import numpy as np
+
+    from distillstudy.artifacts import save_npz
+    from distillstudy.engine.models import save_state
+    from distillstudy.stages import teacher_lm
+
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "lm_factory.py").write_text(FACTORY)
+    train, _, vocab_size, _ = data
+    net = _model(data, 5)
+    save_state(tmp_path / "given.pt", net.state_dict())
+    arrays = lm_data.synthetic_lm({"name": "t", "vocab": vocab_size - 1, "states": 2, "length": train.shape[1] - 1,
+                                   "sequences": {"train": 16, "val": 8, "test": 8}}, 3)
+    save_npz(tmp_path / "t.npz", {k: np.asarray(v) for k, v in arrays.items()})
+    job = {"dataset": "t", "teacher": {"factory": "lm_factory.py:tiny", "size": WIDTH, "weights": "given.pt"},
+           "recipe": None, "seed": 1, "lm_samples": 4}
+    record = teacher_lm.run(job=job, data=str(tmp_path / "t.npz"), out_model=str(tmp_path / "out.pt"),
+                            out_meta=str(tmp_path / "out.json"))
+    assert "curves" not in record and record["weights_sha256"]
+    saved = torch.load(tmp_path / "out.pt", weights_only=True)
+    assert all(torch.equal(saved[k], v) for k, v in net.state_dict().items())
+    assert json.loads((tmp_path / "out.json").read_text())["metrics"]["teacher"]["test"]["nll"] > 0

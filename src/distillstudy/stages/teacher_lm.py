@@ -45,6 +45,9 @@ def run(*, job: dict, data: str, out_model: str | None, out_meta: str, threads: 
     if "hf" in teacher:
         net = lm_models.load_teacher(teacher, vocab_size, block, None, name).to(dev)
         record["hf"] = hf.describe(net)
+    elif "weights" in teacher:  # your factory with weights trained elsewhere: loaded, scored, not retrained
+        net = lm_models.load_teacher(teacher, vocab_size, block, teacher["weights"], name).to(dev)
+        record["weights_sha256"] = file_sha256(teacher["weights"])
     else:
         family = teacher.get("family") or teacher["factory"]
         net = lm_models.build_lm(family, vocab_size, block, int(teacher["size"]),
