@@ -32,8 +32,7 @@ from torch import nn
 from distillstudy.engine.gpt import sample
 from distillstudy.engine.recipe import Recipe, make_optimizer, set_lr
 from distillstudy.engine.seeds import derive_seed
-from distillstudy.engine.standard import eta, load_checkpoint, save_checkpoint
-from distillstudy.errors import TrainingDiverged
+from distillstudy.engine.standard import eta, load_checkpoint, optimizer_step, save_checkpoint
 from distillstudy.lm_grid import DATA, STUDENT, TEACHER
 from distillstudy.token_objectives import token_term
 
@@ -127,13 +126,7 @@ def fit(student: nn.Module, train: torch.Tensor, val: torch.Tensor, run: LMRun, 
             batch = train[order[start:start + recipe.batch_size].to(train.device)]
             seqs, sampled = _prefixes(run, batch, teacher, student, draws)
             loss = step_loss(run, student, teacher, seqs, sampled)
-            if not torch.isfinite(loss):
-                raise TrainingDiverged(f"{run.name}: loss is not finite at epoch {epoch}; lower the recipe's lr")
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            if recipe.grad_clip is not None:
-                nn.utils.clip_grad_norm_(student.parameters(), recipe.grad_clip)
-            optimizer.step()
+            optimizer_step(loss, student, optimizer, recipe, f"{run.name}: loss is not finite at epoch {epoch}")
             total += float(loss.detach().double()) * len(seqs)
             seen += len(seqs)
             steps += 1

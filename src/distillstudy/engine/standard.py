@@ -161,6 +161,19 @@ def eta(seconds: float) -> str:
     return f"{s // 3600}:{s // 60 % 60:02d}:{s % 60:02d}"
 
 
+def optimizer_step(loss: torch.Tensor, model: nn.Module, optimizer, recipe: Recipe, where: str) -> None:
+    """One step of the recipe: refuse a non-finite loss (naming `where`), backward, the
+    recipe's gradient clipping, the optimiser's step. Every engine that trains one model
+    with torch.optim (this one, engine/lm_train.py) steps through here."""
+    if not torch.isfinite(loss):
+        raise TrainingDiverged(f"{where}; lower the recipe's lr")
+    optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    if recipe.grad_clip is not None:
+        nn.utils.clip_grad_norm_(model.parameters(), recipe.grad_clip)
+    optimizer.step()
+
+
 def fit(model: nn.Module, inputs: Inputs, run: Run, *, teacher: nn.Module | None = None,
         teacher_logits: torch.Tensor | None = None, log=print) -> list[dict]:
     """Train `model` (already on inputs.device, seeded by the caller) for recipe.epochs and
@@ -205,13 +218,7 @@ def fit(model: nn.Module, inputs: Inputs, run: Run, *, teacher: nn.Module | None
             elif needs_teacher:
                 t = teacher_logits[rows]
             loss = objective(full(s), t, y)
-            if not torch.isfinite(loss):
-                raise TrainingDiverged(f"{run.name}: loss is not finite at epoch {epoch}; lower the recipe's lr")
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            if recipe.grad_clip is not None:
-                nn.utils.clip_grad_norm_(model.parameters(), recipe.grad_clip)
-            optimizer.step()
+            optimizer_step(loss, model, optimizer, recipe, f"{run.name}: loss is not finite at epoch {epoch}")
             total += loss.detach().double() * len(rows)
             seen += len(rows)
         val = logits(model, inputs, "val", run.precision)
