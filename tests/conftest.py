@@ -201,29 +201,67 @@ def job_stats(text: str) -> dict[str, int]:
 
 #: The session fixtures that run the tiny study (once per test run: `built_once`).
 STUDY_FIXTURES = {"finished", "dvc_study"}
-#: Session fixtures that must not run in two workers at once (one SLURM cluster, one
-#: apt-get): their tests go to one xdist worker (`make test`: --dist loadgroup).
-ONE_WORKER = {"cluster": "slurm", "chromium": "chromium"}
+#: Tests kept on ONE xdist worker (`make test`: --dist loadgroup), by node-id prefix. pytest
+#: builds a module-scoped fixture once per worker that runs one of its tests, so a module
+#: split between the two workers builds it twice (measured, AMD EPYC: the front-door attempts
+#: 2 x 30 s of CPU, test_rules' `ran` 2 x 28 s, test_remote's push + pull 24 + 11 s); and one
+#: SLURM test cluster serves the run. pytest-xdist's own `xdist_group` marker does nothing
+#: under pytest 9 (xdist 3.8.0 renames `item._nodeid`, which pytest 9 no longer reads), so
+#: the scheduler below groups by these prefixes.
+ONE_WORKER = {
+    "tests/test_slurm.py::": "slurm",
+    "tests/test_reliability.py::test_bad_params_stop_every_front_door[": "front_doors",
+    "tests/test_rules.py::": "rules",
+    "tests/test_remote.py::": "remote",
+    "tests/test_launch.py::": "launch",
+    "tests/test_report_browser.py::": "chromium",
+}
+
+
+def one_worker_group(nodeid: str) -> str | None:
+    return next((group for prefix, group in ONE_WORKER.items() if nodeid.startswith(prefix)), None)
+
+
+def pytest_xdist_make_scheduler(config, log):
+    """--dist loadgroup: xdist's load scheduling (one test at a time, in the order below),
+    except that the tests of a ONE_WORKER group form one unit of work."""
+    if config.getvalue("dist") != "loadgroup":
+        return None
+    from xdist.scheduler import LoadScopeScheduling
+
+    class OneWorkerGroups(LoadScopeScheduling):
+        def _split_scope(self, nodeid: str) -> str:
+            return one_worker_group(nodeid) or nodeid
+
+    config.option.loadscopereorder = False  # keep the order of pytest_collection_modifyitems
+    return OneWorkerGroups(config, log)
 
 
 def pytest_collection_modifyitems(config, items):
-    """Order for two xdist workers (`load` hands out tests in this order): one test of the
-    tiny study first, so that one worker trains it while the other runs the unit tests;
-    the study's other tests last, those of the DVC recording first among them (its
-    `dvc repro` then runs beside the other tests of the study)."""
-    for item in items:
-        for fixture, group in ONE_WORKER.items():
-            if fixture in getattr(item, "fixturenames", ()):
-                item.add_marker(pytest.mark.xdist_group(group))
+    """Order for two xdist workers (the scheduler hands out tests in this order; measured on
+    the AMD EPYC, tests/conftest.py's timeline of 2026-12-07): one test of the tiny study
+    first, so that one worker trains it while the other runs the unit tests; a third of the
+    way through the unit tests the SLURM group (150 s, mostly waiting on the cluster's status
+    checks, so the other worker has the CPU), two thirds of the way one test of the DVC
+    recording (`dvc_study`, a `dvc repro`), so that it is recorded while the other worker
+    keeps testing; the study's other tests last, those of the DVC recording first."""
 
     def uses(item, names) -> bool:
         return bool(set(names) & set(getattr(item, "fixturenames", ())))
 
-    study = [i for i in items if uses(i, STUDY_FIXTURES) and not uses(i, ONE_WORKER)]
+    study = [i for i in items if uses(i, STUDY_FIXTURES) and one_worker_group(i.nodeid) is None]
     if not study:
         return
     first = next((i for i in study if not uses(i, {"dvc_study"})), study[0])
-    rest = [i for i in study if i is not first]
-    rest.sort(key=lambda i: not uses(i, {"dvc_study"}))  # stable: DVC's first
-    ordered = [first, *[i for i in items if i is not first and i not in rest], *rest]
-    items[:] = ordered
+    recording = next((i for i in study if i is not first and uses(i, {"dvc_study"})), None)
+    slurm = [i for i in items if one_worker_group(i.nodeid) == "slurm"]
+    groups = {one_worker_group(i.nodeid) for i in items if uses(i, STUDY_FIXTURES)} - {None, "slurm"}
+    rest = [i for i in items if i is not first and i is not recording
+            and (i in study or one_worker_group(i.nodeid) in groups)]
+    rest.sort(key=lambda i: not uses(i, {"dvc_study"}))  # stable
+    placed = {id(i) for i in [first, recording, *slurm, *rest]}
+    others = [i for i in items if id(i) not in placed]
+    if recording is not None:
+        others.insert(2 * len(others) // 3, recording)
+    third = len(others) // 3
+    items[:] = [first, *others[:third], *slurm, *others[third:], *rest]

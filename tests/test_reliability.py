@@ -191,8 +191,7 @@ def front_doors(tmp_path_factory) -> list[dict]:
     return [{"ws": ws, "attempts": attempts[i * len(DOORS):(i + 1) * len(DOORS)]} for i, ws in enumerate(cases)]
 
 
-# One worker: the module fixture tries every case at every door (most of this test's time).
-@pytest.mark.xdist_group("front_doors")
+# One worker (conftest.ONE_WORKER): the module fixture tries every case at every door.
 @pytest.mark.parametrize("case", range(len(BAD_PARAMS)), ids=[f"{k}={v}" for k, v, _ in BAD_PARAMS])
 def test_bad_params_stop_every_front_door(front_doors, case):
     key, value, message = BAD_PARAMS[case]
