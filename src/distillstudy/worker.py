@@ -42,7 +42,11 @@ PR_SET_PDEATHSIG = 1
 #: torch with the garbage collector off.
 PRELOAD = ("distillstudy.engine.runtime", *(f"distillstudy.stages.{stage}" for stage in STAGES),
            # What a process's first vmap (engine/stacked.py) imports: ~0.2 s per job otherwise.
-           "sympy", "torch.fx.experimental.symbolic_shapes")
+           "sympy", "torch.fx.experimental.symbolic_shapes",
+           # What a process's first torch.optim optimizer imports (its dynamo guard): 0.85 s
+           # per job otherwise (AMD EPYC, after the two above), paid by every job of the
+           # standard engine and of the language models (engine/recipe.make_optimizer).
+           "torch._dynamo")
 
 
 def _die_with_parent(parent: int) -> None:
