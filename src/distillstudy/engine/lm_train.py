@@ -79,9 +79,10 @@ def step_loss(run: LMRun, student: nn.Module, teacher: nn.Module | None, seqs: t
     s = student(ids)
     if run.objective == "baseline":
         return nll(s, targets)
-    with torch.inference_mode():
+    # no_grad, not inference_mode: an inference tensor could not be saved for backward, and its
+    # copy (the logits, batch x length x vocab) cost ~1% of a step (benchmarks/lm_step.py).
+    with torch.no_grad():
         t = teacher(ids)
-    t = t.clone()  # a normal tensor: inference tensors cannot be saved for backward
     mask = torch.ones(ids.shape, dtype=torch.bool, device=ids.device)
     term = token_term(run.objective, s.float(), t.float(), mask, **run.hyper)
     if sampled or run.source != DATA:
