@@ -27,8 +27,9 @@ study: $(STAMP)
 
 ## test: the whole suite, what CI runs: unit, rule-level, end-to-end (Snakemake), DVC,
 ##       DVC remote, SLURM (as root) and headless-Chromium tests. The tiny study is
-##       trained once per session and shared (tests/conftest.py); two pytest-xdist workers,
-##       the tests that read the tiny study on one of them. ≤ 10 min on 2 cores.
+##       trained once per session and shared; two pytest-xdist workers, tests that share a
+##       costly module fixture (one SLURM cluster, ...) on one of them, in the order
+##       tests/conftest.py sets. ≤ 10 min on 2 cores.
 test: $(STAMP)
 	python -m pytest -q -n 2 --dist loadgroup --durations=15
 
