@@ -222,6 +222,7 @@ def one_worker_group(nodeid: str) -> str | None:
     return next((group for prefix, group in ONE_WORKER.items() if nodeid.startswith(prefix)), None)
 
 
+@pytest.hookimpl(optionalhook=True)  # pytest-xdist's hook: absent under -p no:xdist
 def pytest_xdist_make_scheduler(config, log):
     """--dist loadgroup: xdist's load scheduling (one test at a time, in the order below),
     except that the tests of a ONE_WORKER group form one unit of work."""
@@ -238,8 +239,8 @@ def pytest_xdist_make_scheduler(config, log):
 
 
 def pytest_collection_modifyitems(config, items):
-    """Order for two xdist workers (the scheduler hands out tests in this order; measured on
-    the AMD EPYC, tests/conftest.py's timeline of 2026-12-07): one test of the tiny study
+    """Order for two xdist workers (the scheduler hands out tests in this order; chosen from
+    a per-test timeline of both workers, AMD EPYC, 2026-12-07): one test of the tiny study
     first, so that one worker trains it while the other runs the unit tests; a third of the
     way through the unit tests the SLURM group (150 s, mostly waiting on the cluster's status
     checks, so the other worker has the CPU), two thirds of the way one test of the DVC
